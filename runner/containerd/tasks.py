@@ -1,0 +1,284 @@
+"""Containers and tasks of NIs: create, start, stop, exec, update, metrics, remove.
+
+A container's rootfs is a read-only *view* snapshot of the image's top layer,
+keyed by the container id, so removing a container removes exactly one snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+
+from runner.containerd import spec as oci
+from runner.containerd.client import RUNTIME, Client
+from runner.containerd.errors import AlreadyExists, ContainerdError, NotFound, from_rpc
+from runner.containerd.images import resolve_image
+from runner.pb.containerd.events import task_pb2 as task_events
+from runner.pb.containerd.services.containers.v1 import containers_pb2
+from runner.pb.containerd.services.events.v1 import events_pb2
+from runner.pb.containerd.services.snapshots.v1 import snapshots_pb2
+from runner.pb.containerd.services.tasks.v1 import tasks_pb2
+from runner.pb.containerd.types.task import task_pb2
+
+_TASK_EXIT = task_events.TaskExit.DESCRIPTOR.full_name
+SIGKILL = 9
+SIGTERM = 15
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    container_id: str
+    pid: int
+    status: str  # created | running | stopped | paused | pausing | unknown
+    exit_status: int
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_status: int
+    output: str
+
+
+@dataclass(frozen=True)
+class TaskExit:
+    container_id: str
+    pid: int
+    exit_status: int
+    exec_id: str
+
+
+def _any(type_url: str, obj: dict[str, Any]) -> any_pb2.Any:
+    return any_pb2.Any(type_url=type_url, value=oci.to_json(obj))
+
+
+def create_container(
+    c: Client, image: str, spec: oci.TaskSpec, labels: dict[str, str]
+) -> None:
+    """Create the container record and its rootfs snapshot, or neither."""
+    cid = spec.container_id
+    img = resolve_image(c, image)
+    with c.lease("create") as lease:
+        view = snapshots_pb2.ViewSnapshotRequest(
+            snapshotter=c.snapshotter, key=cid, parent=img.chain_id
+        )
+        try:
+            c.call(f"create rootfs snapshot of {cid}", c.snapshots.View, view, lease=lease)
+        except AlreadyExists:
+            raise AlreadyExists(f"container {cid} exists already (its snapshot does)") from None
+        container = containers_pb2.Container(
+            id=cid,
+            labels=labels,
+            image=image,
+            runtime=containers_pb2.Container.Runtime(name=RUNTIME),
+            spec=_any(oci.SPEC_TYPE_URL, oci.build(spec)),
+            snapshotter=c.snapshotter,
+            snapshot_key=cid,
+        )
+        try:
+            c.call(
+                f"create container {cid}",
+                c.containers.Create,
+                containers_pb2.CreateContainerRequest(container=container),
+                lease=lease,
+            )
+        except ContainerdError as e:
+            _remove_snapshot(c, cid)
+            if isinstance(e, AlreadyExists):
+                raise AlreadyExists(f"container {cid} exists already") from None
+            raise
+
+
+def get_container(c: Client, cid: str) -> containers_pb2.Container:
+    resp = c.call(
+        f"get container {cid}", c.containers.Get, containers_pb2.GetContainerRequest(id=cid)
+    )
+    return resp.container
+
+
+def list_containers(c: Client, *filters: str) -> list[containers_pb2.Container]:
+    resp = c.call(
+        "list containers",
+        c.containers.List,
+        containers_pb2.ListContainersRequest(filters=list(filters)),
+    )
+    return list(resp.containers)
+
+
+def container_spec(container: containers_pb2.Container) -> dict[str, Any]:
+    return json.loads(container.spec.value)
+
+
+def start_task(c: Client, cid: str, log_path: str) -> int:
+    """Create and start the container's task, stdout and stderr appended to log_path."""
+    mounts = c.call(
+        f"get rootfs mounts of {cid}",
+        c.snapshots.Mounts,
+        snapshots_pb2.MountsRequest(snapshotter=c.snapshotter, key=cid),
+    ).mounts
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    uri = f"file://{log_path}"
+    req = tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=mounts, stdout=uri, stderr=uri)
+    c.call(f"create task {cid}", c.tasks.Create, req)
+    try:
+        resp = c.call(f"start task {cid}", c.tasks.Start, tasks_pb2.StartRequest(container_id=cid))
+    except ContainerdError:
+        with contextlib.suppress(ContainerdError):
+            delete_task(c, cid)
+        raise
+    return int(resp.pid)
+
+
+def get_task(c: Client, cid: str) -> TaskInfo:
+    p = c.call(f"get task {cid}", c.tasks.Get, tasks_pb2.GetRequest(container_id=cid)).process
+    return TaskInfo(cid, p.pid, task_pb2.Status.Name(p.status).lower(), p.exit_status)
+
+
+def list_tasks(c: Client) -> list[TaskInfo]:
+    resp = c.call("list tasks", c.tasks.List, tasks_pb2.ListTasksRequest())
+    return [
+        TaskInfo(p.id or p.container_id, p.pid, task_pb2.Status.Name(p.status).lower(),
+                 p.exit_status)
+        for p in resp.tasks
+    ]
+
+
+def kill_task(c: Client, cid: str, signal: int = SIGTERM, exec_id: str = "") -> None:
+    req = tasks_pb2.KillRequest(container_id=cid, exec_id=exec_id, signal=signal, all=not exec_id)
+    c.call(f"signal {signal} to task {cid}", c.tasks.Kill, req)
+
+
+def wait_task(c: Client, cid: str, timeout: float, exec_id: str = "") -> int:
+    """Block until the task (or exec process) exits; returns its exit status."""
+    req = tasks_pb2.WaitRequest(container_id=cid, exec_id=exec_id)
+    return int(c.call(f"wait for task {cid}", c.tasks.Wait, req, timeout=timeout).exit_status)
+
+
+def delete_task(c: Client, cid: str) -> int:
+    resp = c.call(
+        f"delete task {cid}", c.tasks.Delete, tasks_pb2.DeleteTaskRequest(container_id=cid)
+    )
+    return int(resp.exit_status)
+
+
+def stop_task(c: Client, cid: str, grace: float = 5.0) -> int | None:
+    """SIGTERM, then SIGKILL after `grace` seconds; delete the task. None if there was none."""
+    try:
+        info = get_task(c, cid)
+    except NotFound:
+        return None
+    if info.status in ("running", "paused", "created"):
+        try:
+            kill_task(c, cid, SIGTERM)
+            wait_task(c, cid, timeout=grace)
+        except ContainerdError:
+            with contextlib.suppress(NotFound):
+                kill_task(c, cid, SIGKILL)
+                wait_task(c, cid, timeout=10)
+    return delete_task(c, cid)
+
+
+def remove_container(c: Client, cid: str) -> None:
+    """Remove the task, the container and its snapshot; missing parts are fine."""
+    stop_task(c, cid)
+    with contextlib.suppress(NotFound):
+        c.call(
+            f"delete container {cid}",
+            c.containers.Delete,
+            containers_pb2.DeleteContainerRequest(id=cid),
+        )
+    _remove_snapshot(c, cid)
+
+
+def _remove_snapshot(c: Client, key: str) -> None:
+    with contextlib.suppress(NotFound):
+        c.call(
+            f"remove snapshot {key}",
+            c.snapshots.Remove,
+            snapshots_pb2.RemoveSnapshotRequest(snapshotter=c.snapshotter, key=key),
+        )
+
+
+def exec_in(
+    c: Client, cid: str, args: list[str], output_path: str, timeout: float = 30.0
+) -> ExecResult:
+    """Run a command inside the running task (same caps and cgroup), wait for it."""
+    exec_id = f"exec-{uuid.uuid4().hex[:10]}"
+    uri = f"file://{output_path}"
+    req = tasks_pb2.ExecProcessRequest(
+        container_id=cid,
+        exec_id=exec_id,
+        stdout=uri,
+        stderr=uri,
+        spec=_any(oci.PROCESS_TYPE_URL, oci.process(args)),
+    )
+    c.call(f"exec {args[0]} in {cid}", c.tasks.Exec, req)
+    try:
+        c.call(f"start {args[0]} in {cid}", c.tasks.Start,
+               tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id))
+        status = wait_task(c, cid, timeout=timeout, exec_id=exec_id)
+    finally:
+        with contextlib.suppress(ContainerdError):
+            c.call(f"delete exec {exec_id}", c.tasks.DeleteProcess,
+                   tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id))
+    try:
+        with open(output_path, encoding="utf-8", errors="replace") as f:
+            out = f.read()
+    except FileNotFoundError:
+        out = ""
+    return ExecResult(status, out)
+
+
+def update_limits(c: Client, cid: str, limits: oci.Limits) -> None:
+    """Change a running task's cgroup limits in place (no restart)."""
+    req = tasks_pb2.UpdateTaskRequest(
+        container_id=cid, resources=_any(oci.RESOURCES_TYPE_URL, limits.to_oci())
+    )
+    c.call(f"update limits of {cid}", c.tasks.Update, req)
+
+
+def task_metrics(c: Client, cid: str) -> any_pb2.Any:
+    resp = c.call(
+        f"get metrics of {cid}", c.tasks.Metrics, tasks_pb2.MetricsRequest(filters=[f"id=={cid}"])
+    )
+    if not resp.metrics:
+        raise NotFound(f"get metrics of {cid}: no running task")
+    return resp.metrics[0].data
+
+
+class TaskExits:
+    """A live subscription to this namespace's task-exit events.
+
+    Iterate it in one thread; `cancel()` from another ends the iteration.
+    """
+
+    def __init__(self, c: Client) -> None:
+        self._address = c.address
+        req = events_pb2.SubscribeRequest(
+            filters=[f'topic=="/tasks/exit",namespace=={c.namespace}']
+        )
+        self._stream = c.events.Subscribe(req, metadata=c.metadata())
+
+    def __iter__(self) -> Iterator[TaskExit]:
+        try:
+            for env in self._stream:
+                # bare type name, no "type.googleapis.com/" prefix: Any.Unpack() won't do
+                if env.event.type_url.rsplit("/", 1)[-1] != _TASK_EXIT:
+                    continue
+                ev = task_events.TaskExit.FromString(env.event.value)
+                exec_id = "" if ev.id == ev.container_id else ev.id
+                yield TaskExit(ev.container_id, ev.pid, ev.exit_status, exec_id)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise from_rpc("subscribe to task events", e, self._address) from None
+
+    def cancel(self) -> None:
+        self._stream.cancel()

@@ -1,0 +1,84 @@
+"""An NI's containerd task: its name, labels, spec and lifecycle policy.
+
+Containers are named `ni-<name>` and labelled so that `ctr -n nirunner
+containers ls / info` and `tasks ls` read well without nirunner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.containerd import spec as oci
+from runner.containerd import tasks
+from runner.containerd.client import Client
+
+LABEL_NAME = "io.nirunner.ni.name"
+LABEL_TYPE = "io.nirunner.ni.type"
+LABEL_UPLINK = "io.nirunner.ni.uplink"
+LABEL_GENERATION = "io.nirunner.ni.generation"
+PREFIX = "ni-"
+
+
+def container_id(ni_name: str) -> str:
+    return PREFIX + ni_name
+
+
+@dataclass(frozen=True)
+class NITask:
+    name: str
+    ni_type: str
+    uplink: str  # "" for an air-gapped NI
+    generation: int
+    netns_path: str
+    config_dir: str
+    state_dir: str
+    log_path: str
+    limits: oci.Limits = field(default_factory=oci.Limits)
+
+    @property
+    def container_id(self) -> str:
+        return container_id(self.name)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_NAME: self.name,
+            LABEL_TYPE: self.ni_type,
+            LABEL_UPLINK: self.uplink,
+            LABEL_GENERATION: str(self.generation),
+        }
+
+    def spec(self, namespace: str) -> oci.TaskSpec:
+        # containerd's own convention (/<namespace>/<id>), so tools find the cgroup
+        return oci.TaskSpec(
+            container_id=self.container_id,
+            netns_path=self.netns_path,
+            config_dir=self.config_dir,
+            state_dir=self.state_dir,
+            cgroups_path=f"/{namespace}/{self.container_id}",
+            limits=self.limits,
+            hostname=self.container_id,
+        )
+
+
+def create(c: Client, image: str, t: NITask) -> None:
+    """Create the container (not its task)."""
+    tasks.create_container(c, image, t.spec(c.namespace), t.labels())
+
+
+def start(c: Client, t: NITask) -> int:
+    """Start the task of an existing container; returns its host PID."""
+    return tasks.start_task(c, t.container_id, t.log_path)
+
+
+def run(c: Client, image: str, t: NITask) -> int:
+    """Create the container and start its task; on failure nothing is left behind."""
+    create(c, image, t)
+    try:
+        return start(c, t)
+    except BaseException:
+        tasks.remove_container(c, t.container_id)
+        raise
+
+
+def remove(c: Client, ni_name: str) -> None:
+    tasks.remove_container(c, container_id(ni_name))

@@ -1,0 +1,90 @@
+"""The integration lab: a private containerd, the NI image, named network namespaces.
+
+Everything is created under names owned by this test run and removed by name
+afterwards; the machine's own network namespace and containerd are not touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runner.containerd.client import Client
+from runner.containerd.images import ImageInfo, import_archive
+from runner.lab.containerd import PrivateContainerd
+
+RUN_ID = uuid.uuid4().hex[:6]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces, containerd, runc)")
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[PrivateContainerd]:
+    daemon = PrivateContainerd(Path(f"/run/nirunner-test-{RUN_ID}"))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        for ctl in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (ctl / "nirunner").rmdir()  # only if empty: nothing of ours left in it
+
+
+@pytest.fixture(scope="session")
+def client(containerd: PrivateContainerd) -> Iterator[Client]:
+    with Client(containerd.address, "nirunner") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def image_archive() -> Path:
+    from runner.image.build import build_image
+
+    return Path(build_image().archive)
+
+
+@pytest.fixture(scope="session")
+def ni_image(client: Client, image_archive: Path) -> ImageInfo:
+    return import_archive(client, str(image_archive))
+
+
+def ctr(containerd: PrivateContainerd, *args: str) -> str:
+    """Run containerd's own CLI against the private daemon (to check what users see)."""
+    out = subprocess.run(
+        ["ctr", "--address", containerd.address, "-n", "nirunner", *args],
+        check=True, capture_output=True, text=True, timeout=30,
+    )
+    return out.stdout
+
+
+@pytest.fixture
+def netns() -> Iterator[Callable[[str], str]]:
+    """Factory of named network namespaces (`nrt<run>-<name>`), deleted afterwards."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        full = f"nrt{RUN_ID}-{name}"
+        subprocess.run(["ip", "netns", "add", full], check=True)
+        made.append(full)
+        return full
+
+    yield make
+    for name in reversed(made):
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def sh(*args: str, netns: str | None = None, timeout: float = 20) -> str:
+    cmd = ["ip", "netns", "exec", netns, *args] if netns else list(args)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+    return out.stdout

@@ -1,0 +1,246 @@
+"""The containerd layer against a real (private) containerd and runc."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runner.containerd import metrics, tasks
+from runner.containerd import spec as oci
+from runner.containerd.client import Client
+from runner.containerd.errors import AlreadyExists, NotFound, Unavailable
+from runner.containerd.images import ImageInfo, import_archive
+from runner.lab.containerd import PrivateContainerd
+from runner.nitask import NITask
+from tests.integration.conftest import RUN_ID, ctr, sh
+
+MEMORY = 48 << 20
+CG = Path("/sys/fs/cgroup")
+
+DNSMASQ_CONF = """\
+no-resolv
+no-hosts
+bind-interfaces
+listen-address=10.77.0.1
+port=53
+user=root
+pid-file=/run/dnsmasq.pid
+log-facility=-
+host-record=probe.nirunner.test,10.77.0.99
+"""
+
+
+@dataclass
+class Running:
+    task: NITask
+    pid: int
+    ni_ns: str
+    client_ns: str
+
+
+def _wire(ni_ns: str, client_ns: str) -> None:
+    """A veth between the NI netns (10.77.0.1) and a client netns (10.77.0.2)."""
+    a, b = f"nrt{RUN_ID}a", f"nrt{RUN_ID}b"
+    sh("ip", "link", "add", a, "netns", ni_ns, "type", "veth", "peer", "name", b,
+       "netns", client_ns)
+    sh("ip", "addr", "add", "10.77.0.1/24", "dev", a, netns=ni_ns)
+    sh("ip", "link", "set", a, "up", netns=ni_ns)
+    sh("ip", "link", "set", "lo", "up", netns=ni_ns)
+    sh("ip", "addr", "add", "10.77.0.2/24", "dev", b, netns=client_ns)
+    sh("ip", "link", "set", b, "up", netns=client_ns)
+
+
+def _dns(client_ns: str, name: str, deadline: float = 10.0) -> list[str]:
+    end = time.monotonic() + deadline
+    while True:
+        out = subprocess.run(
+            ["ip", "netns", "exec", client_ns, sys.executable, "-m", "runner.lab.dnsq",
+             "10.77.0.1", name], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 or time.monotonic() > end:
+            return out.stdout.split()
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def running(
+    client: Client, ni_image: ImageInfo, netns: Callable[[str], str], tmp_path: Path
+) -> Iterator[Running]:
+    ni_ns, client_ns = netns("ni"), netns("client")
+    _wire(ni_ns, client_ns)
+    cfg, state = tmp_path / "config", tmp_path / "state"
+    cfg.mkdir()
+    state.mkdir()
+    (cfg / "dnsmasq.conf").write_text(DNSMASQ_CONF)
+    t = NITask(
+        name=f"t{RUN_ID}", ni_type="local", uplink="eth0", generation=1,
+        netns_path=f"/run/netns/{ni_ns}", config_dir=str(cfg), state_dir=str(state),
+        log_path=str(tmp_path / "task.log"),
+        limits=oci.Limits.from_cpus(MEMORY, 0.5, 64),
+    )
+    from runner import nitask
+
+    pid = nitask.run(client, ni_image.name, t)
+    try:
+        yield Running(t, pid, ni_ns, client_ns)
+    finally:
+        nitask.remove(client, t.name)
+
+
+def test_image_is_imported_and_listed(
+    containerd: PrivateContainerd, client: Client, ni_image: ImageInfo, image_archive: Path
+) -> None:
+    assert ni_image.name in ctr(containerd, "images", "ls", "-q").split()
+    again = import_archive(client, str(image_archive))  # idempotent: blobs exist already
+    assert again.manifest_digest == ni_image.manifest_digest
+    assert ni_image.chain_id in ctr(containerd, "snapshots", "ls")
+    assert ctr(containerd, "leases", "ls", "-q").split() == []
+
+
+def test_task_runs_in_its_netns_with_caps_and_limits(
+    containerd: PrivateContainerd, running: Running
+) -> None:
+    cid = running.task.container_id
+    line = [ln for ln in ctr(containerd, "tasks", "ls").splitlines() if ln.startswith(cid)]
+    assert line and line[0].split()[-1] == "RUNNING"
+
+    info = json.loads(ctr(containerd, "containers", "info", cid))
+    assert info["Labels"] == running.task.labels()
+    spec = info["Spec"]
+    netns = [n for n in spec["linux"]["namespaces"] if n["type"] == "network"]
+    assert netns == [{"type": "network", "path": running.task.netns_path}]
+    assert sorted(spec["process"]["capabilities"]["effective"]) == [
+        "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+    assert spec["linux"]["resources"]["memory"]["limit"] == MEMORY
+    assert spec["linux"]["resources"]["pids"]["limit"] == 64
+
+    # the task really is in the pre-created netns
+    assert os.stat(f"/proc/{running.pid}/ns/net").st_ino == os.stat(
+        running.task.netns_path).st_ino
+    # the kernel enforces the limits
+    path = f"nirunner/{cid}"
+    assert int((CG / "memory" / path / "memory.limit_in_bytes").read_text()) == MEMORY
+    assert int((CG / "cpu" / path / "cpu.cfs_quota_us").read_text()) == 50_000
+    assert (CG / "pids" / path / "pids.max").read_text().strip() == "64"
+    # and the process holds only the three capabilities
+    status = Path(f"/proc/{running.pid}/status").read_text()
+    capeff = int(next(ln for ln in status.splitlines() if ln.startswith("CapEff")).split()[1], 16)
+    assert capeff == (1 << 12) | (1 << 10) | (1 << 13)  # NET_ADMIN, NET_BIND_SERVICE, NET_RAW
+
+
+def test_init_runs_dnsmasq_that_answers(running: Running) -> None:
+    assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
+    status = Path(running.task.state_dir, "services.status").read_text()
+    assert status.startswith("dnsmasq running")
+
+
+def test_memory_hog_is_oom_killed_while_the_task_lives(
+    client: Client, running: Running, tmp_path: Path
+) -> None:
+    cid = running.task.container_id
+    res = tasks.exec_in(client, cid, ["tail", "/dev/zero"], str(tmp_path / "hog.out"),
+                        timeout=60)
+    assert res.exit_status == 137  # SIGKILL by the OOM killer
+    assert tasks.get_task(client, cid).status == "running"
+    usage = metrics.decode(tasks.task_metrics(client, cid))
+    assert usage.memory_limit == MEMORY
+    assert (usage.oom_kills or 0) >= 1 or (usage.memory_failcnt or 0) > 0
+    assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
+
+
+def test_metrics_are_decoded_and_limits_update_live(client: Client, running: Running) -> None:
+    cid = running.task.container_id
+    usage = metrics.decode(tasks.task_metrics(client, cid))
+    assert usage.cgroup == "v1"
+    assert 0 < usage.memory_bytes < MEMORY
+    assert usage.pids >= 2  # ni-init and dnsmasq
+    assert usage.pids_limit == 64
+    assert usage.cpu_ns > 0
+
+    tasks.update_limits(client, cid, oci.Limits.from_cpus(MEMORY * 2, 1.0, 100))
+    path = f"nirunner/{cid}"
+    assert int((CG / "memory" / path / "memory.limit_in_bytes").read_text()) == MEMORY * 2
+    assert (CG / "pids" / path / "pids.max").read_text().strip() == "100"
+    assert tasks.get_task(client, cid).pid == running.pid
+
+
+def test_exec_runs_inside_the_netns(client: Client, running: Running, tmp_path: Path) -> None:
+    res = tasks.exec_in(client, running.task.container_id, ["ip", "-4", "-o", "addr"],
+                        str(tmp_path / "ip.out"))
+    assert res.exit_status == 0
+    assert "10.77.0.1/24" in res.output
+
+
+def test_exit_event_is_delivered(client: Client, running: Running) -> None:
+    cid = running.task.container_id
+    sub = tasks.TaskExits(client)
+    got: list[tasks.TaskExit] = []
+
+    def collect() -> None:
+        for ev in sub:
+            if ev.container_id == cid and not ev.exec_id:
+                got.append(ev)
+                return
+
+    th = threading.Thread(target=collect, daemon=True)
+    th.start()
+    time.sleep(0.3)  # the subscription must be in place before the kill
+    tasks.kill_task(client, cid, tasks.SIGKILL)
+    th.join(timeout=10)
+    sub.cancel()
+    assert got and got[0].pid == running.pid and got[0].exit_status == 137
+
+
+def test_remove_leaves_nothing_behind(
+    containerd: PrivateContainerd, client: Client, running: Running
+) -> None:
+    from runner import nitask
+
+    cid = running.task.container_id
+    nitask.remove(client, running.task.name)
+    assert cid not in ctr(containerd, "containers", "ls", "-q").split()
+    assert cid not in ctr(containerd, "tasks", "ls")
+    assert cid not in ctr(containerd, "snapshots", "ls")
+    assert ctr(containerd, "leases", "ls", "-q").split() == []
+    for ctl in ("memory", "cpu", "pids"):
+        assert not (CG / ctl / "nirunner" / cid).exists()
+    nitask.remove(client, running.task.name)  # removing again is fine
+
+
+def test_clear_errors(
+    client: Client, ni_image: ImageInfo, running: Running, tmp_path: Path
+) -> None:
+    with pytest.raises(Unavailable, match="not reachable at /run/nope.sock"):
+        Client("/run/nope.sock")
+    sock = tmp_path / "dead.sock"
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))  # a socket nobody answers on
+    with pytest.raises(Unavailable, match="not reachable"):
+        Client(str(sock), connect_timeout=0.5)
+    s.close()
+
+    other = NITask(**{**running.task.__dict__, "name": f"u{RUN_ID}"})
+    from runner import nitask
+
+    with pytest.raises(NotFound, match="image nirunner/missing:1 is not in containerd"):
+        nitask.run(client, "nirunner/missing:1", other)
+    with pytest.raises(AlreadyExists, match=f"container {running.task.container_id} exists"):
+        nitask.run(client, ni_image.name, running.task)
+    assert tasks.get_task(client, running.task.container_id).status == "running"
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "runner.cli.main", "--containerd", "/run/nope.sock", "version"],
+        capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 1
+    assert "nirunner: containerd is not reachable at /run/nope.sock" in cli.stderr
+    assert "Traceback" not in cli.stderr
