@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anirunner/v1/nirunner.proto\x12\x0bnirunner.v1\"\x10\n\x0eVersionRequest\">\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontainerd_version\x18\x02 \x01(\t2R\n\nSupervisor\x12\x44\n\x07Version\x12\x1b.nirunner.v1.VersionRequest\x1a\x1c.nirunner.v1.VersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anirunner/v1/nirunner.proto\x12\x0bnirunner.v1\"\x10\n\x0eVersionRequest\">\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontainerd_version\x18\x02 \x01(\t\"(\n\x08\x44ocument\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\"I\n\x0c\x41pplyRequest\x12(\n\tdocuments\x18\x01 \x03(\x0b\x32\x15.nirunner.v1.Document\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"4\n\x06\x43hange\x12\n\n\x02ni\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"5\n\rApplyResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.nirunner.v1.Change\"\x1e\n\rDeleteRequest\x12\r\n\x05names\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\".\n\rStatusRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\x08\"!\n\x0eStatusResponse\x12\x0f\n\x07ni_json\x18\x01 \x03(\t\"Y\n\rAttachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\"2\n\x0e\x41ttachResponse\x12\x13\n\x0bhost_ifname\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\":\n\rDetachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\"\x10\n\x0e\x44\x65tachResponse2\x9e\x03\n\nSupervisor\x12\x44\n\x07Version\x12\x1b.nirunner.v1.VersionRequest\x1a\x1c.nirunner.v1.VersionResponse\x12>\n\x05\x41pply\x12\x19.nirunner.v1.ApplyRequest\x1a\x1a.nirunner.v1.ApplyResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.nirunner.v1.DeleteRequest\x1a\x1b.nirunner.v1.DeleteResponse\x12\x41\n\x06Status\x12\x1a.nirunner.v1.StatusRequest\x1a\x1b.nirunner.v1.StatusResponse\x12\x41\n\x06\x41ttach\x12\x1a.nirunner.v1.AttachRequest\x1a\x1b.nirunner.v1.AttachResponse\x12\x41\n\x06\x44\x65tach\x12\x1a.nirunner.v1.DetachRequest\x1a\x1b.nirunner.v1.DetachResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONREQUEST']._serialized_end=59
   _globals['_VERSIONRESPONSE']._serialized_start=61
   _globals['_VERSIONRESPONSE']._serialized_end=123
-  _globals['_SUPERVISOR']._serialized_start=125
-  _globals['_SUPERVISOR']._serialized_end=207
+  _globals['_DOCUMENT']._serialized_start=125
+  _globals['_DOCUMENT']._serialized_end=165
+  _globals['_APPLYREQUEST']._serialized_start=167
+  _globals['_APPLYREQUEST']._serialized_end=240
+  _globals['_CHANGE']._serialized_start=242
+  _globals['_CHANGE']._serialized_end=294
+  _globals['_APPLYRESPONSE']._serialized_start=296
+  _globals['_APPLYRESPONSE']._serialized_end=349
+  _globals['_DELETEREQUEST']._serialized_start=351
+  _globals['_DELETEREQUEST']._serialized_end=381
+  _globals['_DELETERESPONSE']._serialized_start=383
+  _globals['_DELETERESPONSE']._serialized_end=416
+  _globals['_STATUSREQUEST']._serialized_start=418
+  _globals['_STATUSREQUEST']._serialized_end=464
+  _globals['_STATUSRESPONSE']._serialized_start=466
+  _globals['_STATUSRESPONSE']._serialized_end=499
+  _globals['_ATTACHREQUEST']._serialized_start=501
+  _globals['_ATTACHREQUEST']._serialized_end=590
+  _globals['_ATTACHRESPONSE']._serialized_start=592
+  _globals['_ATTACHRESPONSE']._serialized_end=642
+  _globals['_DETACHREQUEST']._serialized_start=644
+  _globals['_DETACHREQUEST']._serialized_end=702
+  _globals['_DETACHRESPONSE']._serialized_start=704
+  _globals['_DETACHRESPONSE']._serialized_end=720
+  _globals['_SUPERVISOR']._serialized_start=723
+  _globals['_SUPERVISOR']._serialized_end=1137
 # @@protoc_insertion_point(module_scope)

@@ -39,14 +39,74 @@ class SupervisorStub:
                 request_serializer=nirunner_dot_v1_dot_nirunner__pb2.VersionRequest.SerializeToString,
                 response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.VersionResponse.FromString,
                 _registered_method=True)
+        self.Apply = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Apply',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.ApplyResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Delete',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Status',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.StatusRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.Attach = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Attach',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.AttachRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.AttachResponse.FromString,
+                _registered_method=True)
+        self.Detach = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Detach',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Version(self, request, context):
-        """Report the versions of nirunner and of the containerd it talks to.
+        """Versions of nirunner and of the containerd it talks to.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Apply(self, request, context):
+        """Validate manifests and, unless dry_run, store them as desired state and
+        reconcile. A rejected apply changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Remove NIs by name: their task, netns, links, rules and state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """The state of every NI (or of the named ones).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request, context):
+        """Plug an app's network namespace into an NI, or unplug it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Detach(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -58,6 +118,31 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.VersionRequest.FromString,
                     response_serializer=nirunner_dot_v1_dot_nirunner__pb2.VersionResponse.SerializeToString,
+            ),
+            'Apply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.ApplyRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.ApplyResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DeleteRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.StatusRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.StatusResponse.SerializeToString,
+            ),
+            'Attach': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.AttachRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.AttachResponse.SerializeToString,
+            ),
+            'Detach': grpc.unary_unary_rpc_method_handler(
+                    servicer.Detach,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +172,141 @@ class Supervisor:
             '/nirunner.v1.Supervisor/Version',
             nirunner_dot_v1_dot_nirunner__pb2.VersionRequest.SerializeToString,
             nirunner_dot_v1_dot_nirunner__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Apply',
+            nirunner_dot_v1_dot_nirunner__pb2.ApplyRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.ApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Delete',
+            nirunner_dot_v1_dot_nirunner__pb2.DeleteRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Status',
+            nirunner_dot_v1_dot_nirunner__pb2.StatusRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Attach',
+            nirunner_dot_v1_dot_nirunner__pb2.AttachRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.AttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Detach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Detach',
+            nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The only code with effects on the kernel: netns, links, routes, nft, files."""

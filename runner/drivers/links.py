@@ -1,0 +1,118 @@
+"""Links in a netns through netlink (pyroute2): veth pairs, bridges, addresses, MTU.
+
+Every function is idempotent: it reads first and changes only what differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Interface
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from runner.drivers import netns as ns
+from runner.errors import NirunnerError
+
+
+class LinkError(NirunnerError):
+    pass
+
+
+@contextlib.contextmanager
+def ipr(netns: str | None = None) -> Iterator[IPRoute]:
+    """An rtnetlink socket in the device netns (None) or in a named netns."""
+    ip = IPRoute(netns=netns) if netns else IPRoute()
+    try:
+        yield ip
+    finally:
+        ip.close()
+
+
+def index(ip: IPRoute, ifname: str) -> int | None:
+    found = ip.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:
+    """A veth pair: device_if here (the device netns), peer_if inside peer_netns."""
+    with ipr() as ip:
+        if index(ip, device_if) is not None:
+            return False
+        fd = ns.path(peer_netns)
+        try:
+            ip.link("add", ifname=device_if, kind="veth", mtu=mtu,
+                    peer={"ifname": peer_if, "net_ns_fd": fd, "mtu": mtu})
+        except NetlinkError as e:
+            raise LinkError(f"create veth {device_if} <-> {peer_netns}/{peer_if}: {e}") from e
+    return True
+
+
+def ensure_bridge(ip: IPRoute, name: str, mac: str, mtu: int) -> int:
+    """A bridge with a fixed MAC (else it takes its lowest port's MAC and changes)."""
+    idx = index(ip, name)
+    if idx is None:
+        try:
+            ip.link("add", ifname=name, kind="bridge", address=mac, mtu=mtu)
+        except NetlinkError as e:
+            raise LinkError(f"create bridge {name}: {e}") from e
+        idx = index(ip, name)
+        assert idx is not None
+    return idx
+
+
+def ensure_up(ip: IPRoute, ifname: str, mtu: int | None = None,
+              addresses: tuple[IPv4Interface, ...] = (), master: str | None = None) -> None:
+    """MTU, addresses (exactly these IPv4 ones), bridge master and state up."""
+    idx = index(ip, ifname)
+    if idx is None:
+        raise LinkError(f"link {ifname} does not exist")
+    link = ip.get_links(idx)[0]
+    changes: dict[str, object] = {}
+    if mtu is not None and link.get("mtu") != mtu:
+        changes["mtu"] = mtu
+    if master is not None:
+        midx = index(ip, master)
+        if midx is None:
+            raise LinkError(f"bridge {master} does not exist")
+        if link.get("master") != midx:
+            changes["master"] = midx
+    if changes:
+        ip.link("set", index=idx, **changes)
+    have = {
+        IPv4Interface(f"{a.get('address')}/{a['prefixlen']}")
+        for a in ip.get_addr(index=idx, family=2)
+    }
+    for addr in sorted(set(addresses) - have):
+        ip.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+    for addr in sorted(have - set(addresses)) if addresses else ():
+        ip.addr("del", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+    if link.get("state") != "up" or not link["flags"] & 1:
+        ip.link("set", index=idx, state="up")
+
+
+def delete(ifname: str, netns: str | None = None) -> bool:
+    with ipr(netns) as ip:
+        idx = index(ip, ifname)
+        if idx is None:
+            return False
+        with contextlib.suppress(NetlinkError):
+            ip.link("del", index=idx)
+    return True
+
+
+def wait_gone(ifname: str, timeout: float = 5.0) -> None:
+    """Netns teardown is asynchronous: wait until the link has vanished."""
+    deadline = time.monotonic() + timeout
+    with ipr() as ip:
+        while index(ip, ifname) is not None:
+            if time.monotonic() > deadline:
+                raise LinkError(f"link {ifname} still exists {timeout:g}s after its netns went")
+            time.sleep(0.01)
+
+
+def names(netns: str | None = None) -> list[str]:
+    with ipr(netns) as ip:
+        return sorted(str(link.get("ifname")) for link in ip.get_links())

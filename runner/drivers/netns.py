@@ -1,0 +1,105 @@
+"""Network namespaces: create, remove, enter (per thread), sysctls inside them."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pyroute2 import netns as pr_netns
+
+from runner.errors import NirunnerError
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(NirunnerError):
+    pass
+
+
+def path(name: str) -> str:
+    return str(NETNS_DIR / name)
+
+
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def list_names(prefix: str = "") -> list[str]:
+    return sorted(n for n in pr_netns.listnetns() if n.startswith(prefix))
+
+
+def ensure(name: str) -> bool:
+    """Create the named netns if missing; True if it was created."""
+    if exists(name):
+        return False
+    try:
+        pr_netns.create(name)
+    except OSError as e:
+        raise NetnsError(f"create netns {name}: {e}") from e
+    return True
+
+
+def remove(name: str) -> None:
+    if exists(name):
+        try:
+            pr_netns.remove(name)
+        except OSError as e:
+            raise NetnsError(f"remove netns {name}: {e}") from e
+
+
+def run_in(name_or_path: str, fn: Callable[[], T]) -> T:
+    """Run fn in a short-lived thread that has entered the netns.
+
+    setns(2) changes only the calling thread, so the supervisor's own threads
+    stay in the device netns.
+    """
+    target = name_or_path if name_or_path.startswith("/") else path(name_or_path)
+    box: dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    th = threading.Thread(target=body, name=f"netns:{target}")
+    th.start()
+    th.join()
+    if "error" in box:
+        err = box["error"]
+        assert isinstance(err, BaseException)
+        raise err
+    return box["value"]  # type: ignore[return-value]
+
+
+def set_sysctls(values: dict[str, str], netns: str | None = None) -> None:
+    """Write net.* sysctls (read first: write only what differs)."""
+
+    def apply() -> None:
+        for key, value in values.items():
+            p = Path("/proc/sys") / key.replace(".", "/")
+            try:
+                if p.read_text().strip() != value:
+                    p.write_text(value)
+            except OSError as e:
+                raise NetnsError(f"sysctl {key}={value}: {e}") from e
+
+    if netns is None:
+        apply()
+    else:
+        run_in(netns, apply)

@@ -1,0 +1,1 @@
+"""Manifests and the supervisor's config, parsed into frozen, validated values."""

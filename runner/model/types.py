@@ -1,0 +1,114 @@
+"""The validated values that the rest of nirunner works with (pure data).
+
+Parsing and validation (with field paths and line numbers) live in
+`runner.model.manifest` and `runner.model.config`; these classes are only
+ever built from input that passed validation.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+
+class NIType(enum.StrEnum):
+    LOCAL = "local"
+    VPN = "vpn"
+    SWITCH = "switch"
+
+
+class Protocol(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True)
+class DhcpRange:
+    start: IPv4Address
+    end: IPv4Address
+
+
+@dataclass(frozen=True)
+class Reservation:
+    name: str  # a DNS label; also the app's hostname in DNS
+    mac: str  # lower-case, colon separated
+    ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class Dhcp:
+    range: DhcpRange
+    lease_time: int  # seconds
+    reservations: tuple[Reservation, ...] = ()
+
+
+@dataclass(frozen=True)
+class StaticHost:
+    name: str  # a DNS name (labels joined by dots)
+    addresses: tuple[IPv4Address, ...]
+
+
+@dataclass(frozen=True)
+class Dns:
+    domain: str | None = None
+    upstream: tuple[IPv4Address, ...] | None = None  # None: the device's resolvers
+    static: tuple[StaticHost, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortMap:
+    name: str
+    protocol: Protocol
+    uplink_port: int
+    target: str  # a reservation name or an IPv4 address inside the subnet
+    target_port: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: int = 64 << 20  # bytes
+    cpu: float = 0.5  # cores
+    pids: int = 256
+
+
+@dataclass(frozen=True)
+class NetworkInstance:
+    name: str
+    type: NIType
+    subnet: IPv4Network
+    gateway: IPv4Address
+    dhcp: Dhcp
+    uplink: str | None = None  # None: air-gapped
+    mtu: int | None = None  # None: the uplink's MTU
+    dns: Dns = field(default_factory=Dns)
+    ntp: tuple[IPv4Address, ...] = ()
+    port_maps: tuple[PortMap, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+
+    def target_ip(self, pm: PortMap) -> IPv4Address:
+        """The app address a port map points at (a reservation name or an IP)."""
+        for r in self.dhcp.reservations:
+            if r.name == pm.target:
+                return r.ip
+        return IPv4Address(pm.target)
+
+
+@dataclass(frozen=True)
+class Uplink:
+    name: str  # the name manifests use, e.g. "eth0"
+    interface: str  # the kernel interface in the device netns
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    containerd_address: str = "/run/containerd/containerd.sock"
+    containerd_namespace: str = "nirunner"
+    state_dir: str = "/var/lib/nirunner"
+    api_socket: str = "/run/nirunner/nirunner.sock"
+    transit_pool: IPv4Network = IPv4Network("169.254.100.0/22")
+    image: str = "nirunner/ni:0.1.0"
+    uplinks: tuple[Uplink, ...] = ()
+
+    def uplink(self, name: str) -> Uplink | None:
+        return next((u for u in self.uplinks if u.name == name), None)
