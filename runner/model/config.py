@@ -1,0 +1,161 @@
+"""The supervisor's own config file (YAML) -> SupervisorConfig.
+
+    containerd: {address: /run/containerd/containerd.sock, namespace: nirunner}
+    stateDir: /var/lib/nirunner
+    apiSocket: /run/nirunner/nirunner.sock
+    transitPool: 169.254.100.0/22
+    image: nirunner/ni:0.1.0
+    uplinks:
+      - {name: eth0, interface: eth0}
+
+Every key is optional; absent keys take SupervisorConfig's defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Network
+
+from runner.model.errors import (
+    Checker,
+    ConfigError,
+    Document,
+    Problem,
+    read_documents,
+    show,
+)
+from runner.model.types import SupervisorConfig, Uplink
+
+MAX_BYTES = 1 << 20
+UPLINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # at most 32 characters
+UPLINK_NAME_RULE = "use 1-32 letters, digits, '_', '.' and '-', starting with a letter or digit"
+# Linux takes 1-15 characters other than '/', ':' and whitespace; we also keep out
+# quotes, ';' and the like, since interface names reach nftables and dnsmasq text.
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_IFNAME_RULE = "a Linux interface name here has 1-15 letters, digits, '_', '.' or '-'"
+_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+_NAMESPACE_RULE = "use letters and digits, separated by single '.', '_' or '-' (at most 76)"
+_PATH = re.compile(r"/[^\x00-\x1f\x7f]*")
+_PATH_RULE = "must be an absolute path without control characters"
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+_IMAGE_RULE = "an image reference such as 'nirunner/ni:0.1.0'"
+_CIDR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}")
+_UNUSABLE_POOLS = (
+    (IPv4Network("0.0.0.0/8"), "0.0.0.0/8 is not routable"),
+    (IPv4Network("127.0.0.0/8"), "127.0.0.0/8 is loopback"),
+    (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
+)
+_FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "uplinks")
+
+
+def load_config(path: str) -> SupervisorConfig:
+    """Read and validate the config file at `path`; ConfigError lists every problem."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError([Problem(path, None, "", f"is larger than {MAX_BYTES} bytes")])
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8"
+        raise ConfigError([Problem(path, None, "", f"cannot be read: {reason}")]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str | None = None) -> SupervisorConfig:
+    """Validate config text; an empty text gives the defaults."""
+    docs, fatal = read_documents(text)
+    if fatal:
+        raise ConfigError([Problem(source, None, "", msg, line) for msg, line in fatal])
+    if len(docs) > 1:
+        line = docs[1].lines.get("")
+        raise ConfigError([Problem(source, None, "", "holds more than one YAML document", line)])
+    checker = Checker(source, docs[0] if docs else Document(value={}))
+    config = _config(checker)
+    if config is None or not checker.ok:
+        raise ConfigError(checker.problems())
+    return config
+
+
+def _config(c: Checker) -> SupervisorConfig | None:
+    top = c.mapping(c.root, "", _FIELDS)
+    if top is None:
+        return None
+    default = SupervisorConfig()
+    address, namespace = _containerd(c, top.get("containerd"))
+    return SupervisorConfig(
+        containerd_address=address or default.containerd_address,
+        containerd_namespace=namespace or default.containerd_namespace,
+        state_dir=c.matching(top.get("stateDir"), "stateDir", _PATH, _PATH_RULE, 1024)
+        or default.state_dir,
+        api_socket=c.matching(top.get("apiSocket"), "apiSocket", _PATH, _PATH_RULE, 107)
+        or default.api_socket,
+        transit_pool=_transit_pool(c, top.get("transitPool")) or default.transit_pool,
+        image=c.matching(top.get("image"), "image", _IMAGE, _IMAGE_RULE, 255) or default.image,
+        uplinks=_uplinks(c, top.get("uplinks")),
+    )
+
+
+def _containerd(c: Checker, value: object) -> tuple[str | None, str | None]:
+    m = c.mapping(value, "containerd", ("address", "namespace"))
+    if m is None:
+        return None, None
+    address = c.matching(m.get("address"), "containerd.address", _PATH, _PATH_RULE, 107)
+    namespace = c.matching(
+        m.get("namespace"), "containerd.namespace", _NAMESPACE, _NAMESPACE_RULE, 76
+    )
+    return address, namespace
+
+
+def _transit_pool(c: Checker, value: object) -> IPv4Network | None:
+    path = "transitPool"
+    text = c.string(value, path)
+    if text is None:
+        return None
+    try:
+        if not _CIDR.fullmatch(text):
+            raise ValueError
+        pool = IPv4Network(text, strict=False)
+    except ValueError:
+        c.error(path, f"{show(text)} is not an IPv4 CIDR like 169.254.100.0/22")
+        return None
+    if str(pool) != text:
+        c.error(path, f"{text} has host bits set; did you mean {pool}?")
+        return None
+    if pool.prefixlen > 29:
+        c.error(path, f"{text} is too small: it needs a prefix of /29 or shorter (a /30 per NI)")
+        return None
+    for bad, why in _UNUSABLE_POOLS:
+        if pool.overlaps(bad):
+            c.error(path, f"{text} cannot be used: {why}")
+            return None
+    return pool
+
+
+def _uplinks(c: Checker, value: object) -> tuple[Uplink, ...]:
+    uplinks: list[Uplink] = []
+    names: dict[str, str] = {}
+    interfaces: dict[str, str] = {}
+    for path, item in c.items(value, "uplinks"):
+        m = c.mapping(item, path, ("name", "interface"), ("name", "interface"))
+        if m is None:
+            continue
+        name = c.matching(m.get("name"), f"{path}.name", UPLINK_NAME, UPLINK_NAME_RULE, 32)
+        ifname = c.matching(m.get("interface"), f"{path}.interface", _IFNAME, _IFNAME_RULE, 15)
+        if ifname in (".", ".."):
+            ifname = None
+            c.error(f"{path}.interface", "cannot be '.' or '..'")
+        fresh = [_unique(c, seen, v, f"{path}.{k}")
+                 for k, v, seen in (("name", name, names), ("interface", ifname, interfaces))
+                 if v is not None]
+        if name is not None and ifname is not None and all(fresh):
+            uplinks.append(Uplink(name, ifname))
+    return tuple(uplinks)
+
+
+def _unique(c: Checker, seen: dict[str, str], value: str, path: str) -> bool:
+    if value in seen:
+        c.error(path, f"{value!r} is already used by {seen[value]}")
+        return False
+    seen[value] = path
+    return True

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from runner.model.config import load_config, parse_config
+from runner.model.errors import ConfigError
+from runner.model.types import SupervisorConfig, Uplink
+
+EXAMPLES = Path(__file__).parents[3] / "examples"
+
+# Line numbers in the table below refer to this text.
+FULL = """\
+containerd:
+  address: /run/containerd/containerd.sock
+  namespace: nirunner
+stateDir: /var/lib/nirunner
+apiSocket: /run/nirunner/nirunner.sock
+transitPool: 169.254.100.0/22
+image: nirunner/ni:0.1.0
+uplinks:
+  - name: eth0
+    interface: eth0
+  - name: wan2
+    interface: enp3s0
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in FULL, old
+    return FULL.replace(old, new, 1)
+
+
+def test_full_config() -> None:
+    config = parse_config(FULL, "nirunner.yaml")
+    assert config == SupervisorConfig(
+        uplinks=(Uplink("eth0", "eth0"), Uplink("wan2", "enp3s0")),
+    )
+    assert config.uplink("wan2") == Uplink("wan2", "enp3s0")
+
+
+def test_empty_config_gives_defaults() -> None:
+    assert parse_config("") == SupervisorConfig()
+    assert parse_config("# nothing\n") == SupervisorConfig()
+
+
+def test_some_keys_change_only_those() -> None:
+    config = parse_config("transitPool: 100.64.0.0/24\ncontainerd: {namespace: edge.ni}\n")
+    assert config.transit_pool == IPv4Network("100.64.0.0/24")
+    assert config.containerd_namespace == "edge.ni"
+    assert config.containerd_address == SupervisorConfig().containerd_address
+
+
+BAD = [
+    ("pool-host-bits", edit("169.254.100.0/22", "169.254.100.1/22"),
+     "transitPool", "has host bits set; did you mean 169.254.100.0/22?", 6),
+    ("pool-too-small", edit("169.254.100.0/22", "169.254.100.0/30"),
+     "transitPool", "is too small", 6),
+    ("pool-loopback", edit("169.254.100.0/22", "127.1.0.0/16"),
+     "transitPool", "127.0.0.0/8 is loopback", 6),
+    ("pool-zero", edit("169.254.100.0/22", "0.0.0.0/8"),
+     "transitPool", "0.0.0.0/8 is not routable", 6),
+    ("pool-syntax", edit("169.254.100.0/22", "169.254.100.0"),
+     "transitPool", "is not an IPv4 CIDR", 6),
+    ("ifname-too-long", edit("interface: enp3s0", "interface: enp3s0abcdefghijk"),
+     "uplinks[1].interface", "'enp3s0abcdefghijk' is not valid: a Linux interface name", 12),
+    ("ifname-slash", edit("interface: enp3s0", "interface: en/p3"),
+     "uplinks[1].interface", "'en/p3' is not valid", 12),
+    ("ifname-colon", edit("interface: enp3s0", "interface: 'eth0:1'"),
+     "uplinks[1].interface", "'eth0:1' is not valid", 12),
+    ("ifname-space", edit("interface: enp3s0", "interface: 'en p3'"),
+     "uplinks[1].interface", "'en p3' is not valid", 12),
+    ("uplink-name-twice", edit("name: wan2", "name: eth0"),
+     "uplinks[1].name", "'eth0' is already used by uplinks[0].name", 11),
+    ("interface-twice", edit("interface: enp3s0", "interface: eth0"),
+     "uplinks[1].interface", "'eth0' is already used by uplinks[0].interface", 12),
+    ("uplink-name-bad", edit("name: wan2", "name: 'wan 2'"),
+     "uplinks[1].name", "'wan 2' is not valid", 11),
+    ("uplink-missing-interface", edit("    interface: enp3s0\n", ""),
+     "uplinks[1].interface", "is required", 11),
+    ("unknown-field", edit("stateDir:", "statedir:"),
+     "statedir", "is not a known field (did you mean 'stateDir'?)", 4),
+    ("wrong-type", edit("namespace: nirunner", "namespace: 42"),
+     "containerd.namespace", "must be a string, not an integer (42)", 3),
+    ("bad-namespace", edit("namespace: nirunner", "namespace: 'a b'"),
+     "containerd.namespace", "'a b' is not valid", 3),
+    ("relative-state-dir", edit("/var/lib/nirunner", "var/lib/nirunner"),
+     "stateDir", "'var/lib/nirunner' is not valid: must be an absolute path", 4),
+    ("uplinks-not-a-list", edit("uplinks:\n", "uplinks: eth0\nx:\n"),
+     "uplinks", "must be a list", 8),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment", "line"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
+)
+def test_bad_config(text: str, path: str, fragment: str, line: int) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "nirunner.yaml")
+    found = err.value.problems
+    assert any(
+        p.path == path and fragment in p.message and p.line == line for p in found
+    ), "\n".join(f"{p.path!r} {p.message!r} line {p.line}" for p in found)
+    assert all(str(p).startswith("nirunner.yaml: ") for p in found)
+
+
+def test_all_config_problems_together() -> None:
+    text = FULL.replace("169.254.100.0/22", "127.0.0.0/8").replace("enp3s0", "a/b")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "nirunner.yaml")
+    assert [p.path for p in err.value.problems] == ["transitPool", "uplinks[1].interface"]
+    assert str(err.value).splitlines()[0] == (
+        "nirunner.yaml: transitPool 127.0.0.0/8 cannot be used: 127.0.0.0/8 is loopback (line 6)"
+    )
+
+
+def test_more_than_one_document() -> None:
+    with pytest.raises(ConfigError, match="more than one YAML document"):
+        parse_config(FULL + "---\nimage: x\n")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_example_config() -> None:
+    config = load_config(str(EXAMPLES / "config" / "supervisor.yaml"))
+    assert config.uplinks == (Uplink("eth0", "eth0"),)
+    assert config.transit_pool == IPv4Network("169.254.100.0/22")
