@@ -1,0 +1,112 @@
+"""Every kernel-visible name and number nirunner uses, and their limits.
+
+This is the only module that knows how netns, links, bridges, containers, nft
+tables, route tables and rule priorities are named, and that a Linux interface
+name has at most 15 characters (IFNAMSIZ 16 with the trailing NUL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from runner.plan.errors import PlanError
+
+IFNAMSIZ = 15  # usable characters of an interface name
+NI_NAME_MAX = 32  # what the manifest parser allows
+
+NETNS_PREFIX = "nr-"  # NI netns: nr-<ni name>
+CONTAINER_PREFIX = "ni-"  # containerd container: ni-<ni name>
+TRANSIT_PREFIX = "nr"  # device end of a transit veth: nr<slot>
+NI_TRANSIT_IF = "uplink0"  # NI end of the transit veth
+BRIDGE_IF = "br0"  # the NI's bridge, the apps' gateway
+APP_PREFIX = "ap"  # NI end of an app veth: ap<8 hex>
+
+DEVICE_NFT_TABLE = "nirunner"  # table inet nirunner in the device netns
+NI_NFT_TABLE = "ni"  # table inet ni in each NI netns
+
+UPLINK_TABLE_BASE = 1000  # route table of uplink i (index in config.uplinks)
+TRANSIT_RULE_BASE = 1000  # priority of "iif nr<slot> lookup <table>": base + slot
+LOCAL_RULE_PRIORITY = 32000  # where the "lookup local" rule moves to (from 0)
+LOCAL_TABLE = 255  # the kernel's "local" table
+MAIN_TABLE = 254  # the kernel's "main" table
+MAX_SLOTS = LOCAL_RULE_PRIORITY - TRANSIT_RULE_BASE  # transit rules stay above local
+
+_NI_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_BAD_IFNAME = re.compile(r"[/:\s\"\\]")
+
+
+def check_ifname(name: str) -> str:
+    """`name` if it is a valid interface name, else PlanError."""
+    if not 1 <= len(name) <= IFNAMSIZ:
+        raise PlanError(f"interface name {name!r} must have 1-{IFNAMSIZ} characters")
+    if name in (".", "..") or _BAD_IFNAME.search(name):
+        raise PlanError(f"interface name {name!r} has a character Linux or nft does not allow")
+    return name
+
+
+def check_ni_name(ni: str) -> str:
+    if len(ni) > NI_NAME_MAX or not _NI_NAME.fullmatch(ni):
+        raise PlanError(f"NI name {ni!r} is not a DNS label of at most {NI_NAME_MAX} characters")
+    return ni
+
+
+def netns(ni: str) -> str:
+    """The NI's network namespace (/run/netns/nr-<ni>; netns names are not IFNAMSIZ-bound)."""
+    return NETNS_PREFIX + check_ni_name(ni)
+
+
+def container_id(ni: str) -> str:
+    """The NI's containerd container (and task) id."""
+    return CONTAINER_PREFIX + check_ni_name(ni)
+
+
+def transit_device_if(slot: int) -> str:
+    """The device-netns end of transit slot `slot`."""
+    if not 0 <= slot < MAX_SLOTS:
+        raise PlanError(f"transit slot {slot} is out of range 0..{MAX_SLOTS - 1}")
+    return check_ifname(f"{TRANSIT_PREFIX}{slot}")
+
+
+def transit_slot(ifname: str) -> int | None:
+    """The slot of a device-side transit interface name, or None if it is not one."""
+    m = re.fullmatch(TRANSIT_PREFIX + r"(0|[1-9][0-9]*)", ifname)
+    if m is None or int(m.group(1)) >= MAX_SLOTS:
+        return None
+    return int(m.group(1))
+
+
+def bridge_mac(ni: str) -> str:
+    """A fixed MAC for the NI's bridge: locally administered unicast, from the NI name.
+
+    Without it the bridge takes its lowest port's MAC and the gateway MAC changes
+    whenever an app is plugged or unplugged.
+    """
+    digest = hashlib.sha256(f"nirunner/bridge/{check_ni_name(ni)}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def app_if(app_key: str) -> str:
+    """The NI end of an app's veth, from a stable key of the app (e.g. "<ni>/<app>")."""
+    return check_ifname(APP_PREFIX + _hex8(app_key))
+
+
+def app_peer_if(app_key: str) -> str:
+    """The app end of that veth while both ends are still in the same netns."""
+    return check_ifname(APP_PREFIX + _hex8(app_key) + "p")
+
+
+def uplink_table(index: int) -> int:
+    """The route table of the uplink at `index` in config.uplinks."""
+    return UPLINK_TABLE_BASE + index
+
+
+def transit_rule_priority(slot: int) -> int:
+    priority = TRANSIT_RULE_BASE + slot
+    if not TRANSIT_RULE_BASE <= priority < LOCAL_RULE_PRIORITY:
+        raise PlanError(f"transit slot {slot} gives rule priority {priority} out of range")
+    return priority
+
+
+def _hex8(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:8]

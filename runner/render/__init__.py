@@ -1,0 +1,1 @@
+"""Rendering of plan data into config text (pure): nft rulesets, dnsmasq config."""
