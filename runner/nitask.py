@@ -28,7 +28,7 @@ class NITask:
     name: str
     ni_type: str
     uplink: str  # "" for an air-gapped NI
-    generation: int
+    generation: str  # the plan's restart key: a new one means a new container
     netns_path: str
     config_dir: str
     state_dir: str
@@ -44,7 +44,7 @@ class NITask:
             LABEL_NAME: self.name,
             LABEL_TYPE: self.ni_type,
             LABEL_UPLINK: self.uplink,
-            LABEL_GENERATION: str(self.generation),
+            LABEL_GENERATION: self.generation,
         }
 
     def spec(self, namespace: str) -> oci.TaskSpec:

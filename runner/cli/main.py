@@ -8,12 +8,9 @@ import sys
 from collections.abc import Callable
 
 from runner import __version__
+from runner.cli.ni_commands import UserError, add_commands
 from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
 from runner.errors import NirunnerError
-
-
-class UserError(NirunnerError):
-    """Something the user can fix; printed without a traceback."""
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -91,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--name", help="image name (default: the name stored in the archive)")
     i.set_defaults(func=cmd_image_import)
     isub.add_parser("ls", help="list images in the namespace").set_defaults(func=cmd_image_ls)
+    add_commands(sub)
     return ap
 
 

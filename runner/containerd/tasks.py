@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, field_mask_pb2
 
 from runner.containerd import spec as oci
 from runner.containerd.client import RUNTIME, Client
@@ -29,6 +29,7 @@ from runner.pb.containerd.services.tasks.v1 import tasks_pb2
 from runner.pb.containerd.types.task import task_pb2
 
 _TASK_EXIT = task_events.TaskExit.DESCRIPTOR.full_name
+SIGHUP = 1
 SIGKILL = 9
 SIGTERM = 15
 
@@ -150,8 +151,11 @@ def list_tasks(c: Client) -> list[TaskInfo]:
     ]
 
 
-def kill_task(c: Client, cid: str, signal: int = SIGTERM, exec_id: str = "") -> None:
-    req = tasks_pb2.KillRequest(container_id=cid, exec_id=exec_id, signal=signal, all=not exec_id)
+def kill_task(c: Client, cid: str, signal: int = SIGTERM, exec_id: str = "",
+              all_processes: bool = True) -> None:
+    """Signal the task's processes (all of them, or only its init / the exec process)."""
+    req = tasks_pb2.KillRequest(container_id=cid, exec_id=exec_id, signal=signal,
+                                all=all_processes and not exec_id)
     c.call(f"signal {signal} to task {cid}", c.tasks.Kill, req)
 
 
@@ -237,11 +241,32 @@ def exec_in(
 
 
 def update_limits(c: Client, cid: str, limits: oci.Limits) -> None:
-    """Change a running task's cgroup limits in place (no restart)."""
+    """Change a running task's cgroup limits in place (no restart), and record them
+    in the container's spec so that `ctr containers info` shows what is in force."""
     req = tasks_pb2.UpdateTaskRequest(
         container_id=cid, resources=_any(oci.RESOURCES_TYPE_URL, limits.to_oci())
     )
     c.call(f"update limits of {cid}", c.tasks.Update, req)
+    container = get_container(c, cid)
+    spec = container_spec(container)
+    devices = spec["linux"]["resources"].get("devices", [])
+    spec["linux"]["resources"] = {**limits.to_oci(), "devices": devices}
+    container.spec.CopyFrom(_any(oci.SPEC_TYPE_URL, spec))
+    c.call(f"record limits of {cid}", c.containers.Update,
+           containers_pb2.UpdateContainerRequest(
+               container=container, update_mask=field_mask_pb2.FieldMask(paths=["spec"])))
+
+
+def limits_of(container: containers_pb2.Container) -> oci.Limits:
+    """The limits recorded in a container's spec."""
+    res = container_spec(container)["linux"].get("resources", {})
+    cpu = res.get("cpu", {})
+    return oci.Limits(
+        memory_bytes=res.get("memory", {}).get("limit"),
+        cpu_quota_us=cpu.get("quota"),
+        cpu_period_us=cpu.get("period", 100_000),
+        pids=res.get("pids", {}).get("limit"),
+    )
 
 
 def task_metrics(c: Client, cid: str) -> any_pb2.Any:

@@ -87,19 +87,27 @@ def run_in(name_or_path: str, fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-def set_sysctls(values: dict[str, str], netns: str | None = None) -> None:
-    """Write net.* sysctls (read first: write only what differs)."""
+def set_sysctls(values: dict[str, str], netns: str | None = None,
+                missing_ok: bool = False) -> list[str]:
+    """Write sysctls, keyed by their path under /proc/sys (read first: write what differs).
 
-    def apply() -> None:
+    Returns the keys that do not exist (e.g. of an uplink not plugged yet) when
+    missing_ok; otherwise a missing key is an error.
+    """
+    missing: list[str] = []
+
+    def apply() -> list[str]:
         for key, value in values.items():
-            p = Path("/proc/sys") / key.replace(".", "/")
+            p = Path("/proc/sys") / key
             try:
                 if p.read_text().strip() != value:
                     p.write_text(value)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise NetnsError(f"sysctl {key}: no such setting") from None
+                missing.append(key)
             except OSError as e:
                 raise NetnsError(f"sysctl {key}={value}: {e}") from e
+        return missing
 
-    if netns is None:
-        apply()
-    else:
-        run_in(netns, apply)
+    return apply() if netns is None else run_in(netns, apply)

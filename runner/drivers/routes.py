@@ -1,115 +1,118 @@
-"""Policy routing in the device netns: per-uplink route tables and `ip rule`s."""
+"""Policy routing through netlink: route tables and `ip rule`s, in any netns.
+
+Routes nirunner installs carry its own routing protocol number, so syncing a
+table (even `main`) never touches the kernel's connected routes or anyone
+else's; rules are owned by priority range.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from collections import defaultdict
+from collections.abc import Iterable
+from ipaddress import IPv4Network
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers.links import index, ipr
 from runner.errors import NirunnerError
+from runner.plan.routing import Route, Rule
 
-RT_TABLE_LOCAL = 255
+RTPROT_NIRUNNER = 188  # "proto 188" in `ip route`: ours to sync and remove
 FR_ACT_TO_TBL = 1
+_TYPES = {"unicast": 1, "unreachable": 7, "throw": 9}
 
 
 class RouteError(NirunnerError):
     pass
 
 
-@dataclass(frozen=True, order=True)
-class Route:
-    dst: IPv4Network
-    dev: str | None = None
-    gateway: IPv4Address | None = None
-    kind: str = "unicast"  # unicast | throw
+def _key(dst: IPv4Network, metric: int | None) -> tuple[IPv4Network, int]:
+    return dst, metric or 0
 
 
-@dataclass(frozen=True, order=True)
-class Rule:
-    priority: int
-    table: int
-    iif: str | None = None
-
-
-def _routes(ip: IPRoute, table: int) -> dict[IPv4Network, dict]:
+def _ours(ip: IPRoute, table: int) -> dict[tuple[IPv4Network, int], Any]:
     out = {}
     for r in ip.get_routes(family=2, table=table):
-        if r.get("table") != table and r.get_attr("RTA_TABLE") != table:
+        if r["proto"] != RTPROT_NIRUNNER:
+            continue
+        if (r.get_attr("RTA_TABLE") or r["table"]) != table:
             continue
         dst = r.get_attr("RTA_DST") or "0.0.0.0"
-        out[IPv4Network(f"{dst}/{r['dst_len']}")] = r
+        out[_key(IPv4Network(f"{dst}/{r['dst_len']}"), r.get_attr("RTA_PRIORITY"))] = r
     return out
 
 
-def sync_table(table: int, want: list[Route]) -> None:
-    """Make route table `table` hold exactly `want` (replace what differs)."""
-    with ipr() as ip:
-        have = _routes(ip, table)
-        for r in want:
-            args: dict[str, object] = {"dst": str(r.dst), "table": table, "type": r.kind}
-            if r.dev is not None:
-                idx = index(ip, r.dev)
-                if idx is None:
-                    raise RouteError(f"route {r.dst} table {table}: no link {r.dev}")
-                args["oif"] = idx
-            if r.gateway is not None:
-                args["gateway"] = str(r.gateway)
-            try:
-                ip.route("replace", **args)
-            except NetlinkError as e:
-                raise RouteError(f"route {r.dst} table {table}: {e}") from e
-        for dst in set(have) - {r.dst for r in want}:
-            try:
-                ip.route("del", dst=str(dst), table=table, type=have[dst]["type"])
-            except NetlinkError:
-                pass
+def _args(ip: IPRoute, r: Route) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "dst": str(r.dst), "table": r.table, "type": _TYPES[str(r.type)],
+        "proto": RTPROT_NIRUNNER,
+    }
+    if r.metric is not None:
+        args["priority"] = r.metric
+    if r.dev is not None:
+        idx = index(ip, r.dev)
+        if idx is None:
+            raise RouteError(f"route {r}: no link {r.dev}")
+        args["oif"] = idx
+    if r.gateway is not None:
+        args["gateway"] = str(r.gateway)
+    return args
 
 
-def flush_table(table: int) -> None:
-    sync_table(table, [])
+def sync(routes: Iterable[Route], tables: Iterable[int], netns: str | None = None) -> None:
+    """Each table in `tables` holds exactly the given routes of ours (others untouched)."""
+    by_table: dict[int, list[Route]] = defaultdict(list)
+    for r in routes:
+        by_table[r.table].append(r)
+    with ipr(netns) as ip:
+        for table in sorted(set(tables) | set(by_table)):
+            have = _ours(ip, table)
+            want = by_table.get(table, [])
+            for r in want:
+                try:
+                    ip.route("replace", **_args(ip, r))
+                except NetlinkError as e:
+                    raise RouteError(f"route {r}: {e}") from e
+            for key in set(have) - {_key(r.dst, r.metric) for r in want}:
+                try:
+                    ip.route("del", table=table, proto=RTPROT_NIRUNNER, dst=str(key[0]),
+                             priority=key[1], type=have[key]["type"])
+                except NetlinkError:
+                    pass  # gone already
 
 
-def _rules(ip: IPRoute) -> list[Rule]:
-    out = []
+def _rules(ip: IPRoute) -> set[Rule]:
+    out = set()
     for r in ip.get_rules(family=2):
         if r["action"] != FR_ACT_TO_TBL:
             continue
         table = r.get_attr("FRA_TABLE") or r["table"]
-        out.append(Rule(r.get_attr("FRA_PRIORITY") or 0, table, r.get_attr("FRA_IIFNAME")))
+        out.add(Rule(r.get_attr("FRA_PRIORITY") or 0, table, r.get_attr("FRA_IIFNAME")))
     return out
 
 
-def sync_rules(want: list[Rule], owned: range) -> None:
-    """Rules with priorities in `owned` become exactly `want`; others are untouched."""
+def _rule_args(r: Rule) -> dict[str, Any]:
+    kw: dict[str, Any] = {"family": 2, "priority": r.priority, "table": r.table}
+    if r.iif:
+        kw["iifname"] = r.iif
+    return kw
+
+
+def sync_rules(want: Iterable[Rule], owned: range, absent: Iterable[Rule] = ()) -> None:
+    """Rules with priorities in `owned` become exactly `want`; `absent` ones go."""
+    want = set(want)
     with ipr() as ip:
-        have = [r for r in _rules(ip) if r.priority in owned]
-        for r in set(want) - set(have):
-            kw: dict[str, object] = {"priority": r.priority, "table": r.table}
-            if r.iif:
-                kw["iifname"] = r.iif
+        have = _rules(ip)
+        for r in sorted(want - have, key=lambda r: r.priority):
             try:
-                ip.rule("add", family=2, **kw)
+                ip.rule("add", **_rule_args(r))
             except NetlinkError as e:
                 raise RouteError(f"ip rule {r}: {e}") from e
-        for r in set(have) - set(want):
-            kw = {"priority": r.priority, "table": r.table}
-            if r.iif:
-                kw["iifname"] = r.iif
+        stale = {r for r in have if r.priority in owned} - want
+        for r in stale | (set(absent) & have):
             try:
-                ip.rule("del", family=2, **kw)
+                ip.rule("del", **_rule_args(r))
             except NetlinkError:
                 pass
-
-
-def move_local_rule(priority: int) -> None:
-    """Put the `lookup local` rule at `priority` (below the per-NI uplink rules)."""
-    with ipr() as ip:
-        rules = [r for r in _rules(ip) if r.table == RT_TABLE_LOCAL and r.iif is None]
-        if not any(r.priority == priority for r in rules):
-            ip.rule("add", family=2, priority=priority, table=RT_TABLE_LOCAL)
-        for r in rules:
-            if r.priority != priority:
-                ip.rule("del", family=2, priority=r.priority, table=RT_TABLE_LOCAL)

@@ -81,7 +81,7 @@ def running(
     state.mkdir()
     (cfg / "dnsmasq.conf").write_text(DNSMASQ_CONF)
     t = NITask(
-        name=f"t{RUN_ID}", ni_type="local", uplink="eth0", generation=1,
+        name=f"t{RUN_ID}", ni_type="local", uplink="eth0", generation="1",
         netns_path=f"/run/netns/{ni_ns}", config_dir=str(cfg), state_dir=str(state),
         log_path=str(tmp_path / "task.log"),
         limits=oci.Limits.from_cpus(MEMORY, 0.5, 64),

@@ -115,7 +115,9 @@ SERVICES = {
         ],
     ),
     "containerd.services.version.v1.Version": (version_pb2, ["Version"]),
-    "nirunner.v1.Supervisor": (nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach"]),
+    "nirunner.v1.Supervisor": (
+        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach"]
+    ),
 }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from runner.nitask import NITask
 
 def _task(**kw: object) -> NITask:
     base = dict(
-        name="factory", ni_type="local", uplink="eth0", generation=3,
+        name="factory", ni_type="local", uplink="eth0", generation="3",
         netns_path="/run/netns/nr-factory", config_dir="/var/lib/nirunner/ni/factory/config",
         state_dir="/var/lib/nirunner/ni/factory/state", log_path="/var/log/nirunner/factory.log",
         limits=oci.Limits.from_cpus(64 << 20, 0.25, 128),

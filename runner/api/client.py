@@ -1,0 +1,72 @@
+"""The CLI's side of nirunner's API: one call per command, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grpc
+
+from runner.errors import NirunnerError
+from runner.pb.nirunner.v1 import nirunner_pb2 as pb
+from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
+
+DEFAULT_SOCKET = "/run/nirunner/nirunner.sock"
+
+
+class ApiError(NirunnerError):
+    pass
+
+
+class ApiClient:
+    def __init__(self, socket: str = DEFAULT_SOCKET, timeout: float = 300.0) -> None:
+        self.socket = socket
+        self.timeout = timeout
+        if not os.path.exists(socket):
+            raise ApiError(f"the supervisor is not running (no API socket at {socket}); "
+                           f"start it with `nirunner supervise --config FILE`")
+        self._channel = grpc.insecure_channel(f"unix://{socket}")
+        self._stub = pb_grpc.SupervisorStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            details = e.details() if isinstance(e, grpc.Call) else str(e)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ApiError(f"the supervisor is not answering on {self.socket}") from None
+            raise ApiError(details or str(code)) from None
+
+    def version(self) -> pb.VersionResponse:
+        return self._call("Version", pb.VersionRequest())
+
+    def apply(self, docs: list[tuple[str, str]], dry_run: bool = False) -> list[pb.Change]:
+        req = pb.ApplyRequest(documents=[pb.Document(source=s, yaml=t) for s, t in docs],
+                              dry_run=dry_run)
+        return list(self._call("Apply", req).changes)
+
+    def delete(self, names: list[str]) -> list[str]:
+        return list(self._call("Delete", pb.DeleteRequest(names=names)).deleted)
+
+    def status(self, names: list[str], detail: bool = False) -> list[dict[str, Any]]:
+        resp = self._call("Status", pb.StatusRequest(names=names, detail=detail))
+        return [json.loads(s) for s in resp.ni_json]
+
+    def attach(self, ni: str, netns: str, ifname: str = "", mac: str = "",
+               hostname: str = "") -> pb.AttachResponse:
+        return self._call("Attach", pb.AttachRequest(ni=ni, netns=netns, ifname=ifname,
+                                                      mac=mac, hostname=hostname))
+
+    def detach(self, ni: str, netns: str, ifname: str = "") -> None:
+        self._call("Detach", pb.DetachRequest(ni=ni, netns=netns, ifname=ifname))

@@ -1,0 +1,181 @@
+"""The supervisor daemon: reconcile, watch task exits, serve the API on a Unix socket."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from runner import __version__
+from runner.containerd import tasks
+from runner.containerd.client import Client
+from runner.containerd.errors import ContainerdError, Unavailable
+from runner.errors import NirunnerError
+from runner.model.errors import ModelError
+from runner.model.types import SupervisorConfig
+from runner.pb.nirunner.v1 import nirunner_pb2 as pb
+from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
+from runner.supervisor.core import Document, Supervisor
+
+log = logging.getLogger("nirunner.api")
+
+RESYNC_EVERY = 60.0  # a full reconcile even without events, to heal drift
+
+
+def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> None:
+    code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(e, ModelError) else \
+        grpc.StatusCode.FAILED_PRECONDITION
+    ctx.abort(code, str(e))
+
+
+class Servicer(pb_grpc.SupervisorServicer):
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext
+                ) -> pb.VersionResponse:
+        try:
+            cv = self.sup.client.version()
+        except ContainerdError as e:
+            cv = f"unavailable: {e}"
+        return pb.VersionResponse(version=__version__, containerd_version=cv)
+
+    def Apply(self, request: pb.ApplyRequest, context: grpc.ServicerContext) -> pb.ApplyResponse:
+        docs = [Document(d.source, d.yaml) for d in request.documents]
+        try:
+            results = self.sup.apply(docs, dry_run=request.dry_run)
+        except NirunnerError as e:
+            _abort(context, e)
+        return pb.ApplyResponse(changes=[pb.Change(ni=r.name, action=r.action, detail=r.detail)
+                                         for r in results])
+
+    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext
+               ) -> pb.DeleteResponse:
+        try:
+            return pb.DeleteResponse(deleted=self.sup.delete(list(request.names)))
+        except NirunnerError as e:
+            _abort(context, e)
+            raise
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext
+               ) -> pb.StatusResponse:
+        try:
+            sts = self.sup.status(list(request.names), request.detail)
+        except NirunnerError as e:
+            _abort(context, e)
+            raise
+        return pb.StatusResponse(ni_json=[json.dumps(s, sort_keys=True) for s in sts])
+
+    def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
+               ) -> pb.AttachResponse:
+        try:
+            a = self.sup.attach(request.ni, request.netns, request.ifname, request.mac,
+                                request.hostname)
+        except NirunnerError as e:
+            _abort(context, e)
+            raise
+        return pb.AttachResponse(host_ifname=a.host_ifname, mac=a.mac)
+
+    def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext
+               ) -> pb.DetachResponse:
+        try:
+            self.sup.detach(request.ni, request.netns, request.ifname)
+        except NirunnerError as e:
+            _abort(context, e)
+        return pb.DetachResponse()
+
+
+def _connect(config: SupervisorConfig, stopping: threading.Event) -> Client:
+    """containerd may start after us: wait for it, saying so once."""
+    said = False
+    while True:
+        try:
+            return Client(config.containerd_address, config.containerd_namespace)
+        except Unavailable as e:
+            if not said:
+                log.warning("%s; waiting for it", e)
+                said = True
+            if stopping.wait(1.0):
+                raise
+
+
+def _watch_exits(sup: Supervisor) -> None:
+    """Task-exit events -> restarts; resubscribes if containerd restarts."""
+    while not sup.stopping.is_set():
+        try:
+            sub = tasks.TaskExits(sup.client)
+            sup.exits = sub  # type: ignore[attr-defined]
+            for ev in sub:
+                sup.on_task_exit(ev)
+        except ContainerdError as e:
+            log.warning("task events: %s; resubscribing", e)
+        if sup.stopping.wait(1.0):
+            return
+        sup.wake.set()  # events may have been missed: reconcile
+
+
+def _listen(server: grpc.Server, path: str) -> None:
+    sock = Path(path)
+    sock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if sock.exists() or sock.is_socket():
+        sock.unlink()
+    old = os.umask(0o177)  # the socket is born 0600: root only
+    try:
+        server.add_insecure_port(f"unix://{path}")
+        server.start()
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+
+
+def serve(config: SupervisorConfig) -> int:
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    client = _connect(config, stopping)
+    sup = Supervisor(config, client)
+    sup.stopping = stopping
+    try:
+        sup.reconcile()
+    except NirunnerError as e:
+        log.error("initial reconcile: %s", e)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
+    _listen(server, config.api_socket)
+    log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
+             config.api_socket, config.containerd_address, config.containerd_namespace)
+    threading.Thread(target=_watch_exits, args=(sup,), daemon=True, name="exits").start()
+    last_full = time.monotonic()
+    while not stopping.is_set():
+        due = sup.next_due()
+        timeout = RESYNC_EVERY - (time.monotonic() - last_full)
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.monotonic()))
+        sup.wake.wait(max(0.0, timeout))
+        sup.wake.clear()
+        if stopping.is_set():
+            break
+        sup.restart_due()
+        if time.monotonic() - last_full >= RESYNC_EVERY:
+            last_full = time.monotonic()
+            try:
+                sup.reconcile()
+            except NirunnerError as e:
+                log.error("reconcile: %s", e)
+    log.info("stopping; NI tasks keep running")
+    exits = getattr(sup, "exits", None)
+    if exits is not None:
+        exits.cancel()
+    server.stop(grace=2).wait()
+    with_path = Path(config.api_socket)
+    if with_path.is_socket():
+        with_path.unlink()
+    client.close()
+    return 0

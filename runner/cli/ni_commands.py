@@ -1,0 +1,229 @@
+"""CLI commands that talk to the supervisor: apply, delete, status, inspect, attach."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.api.client import DEFAULT_SOCKET, ApiClient
+from runner.errors import NirunnerError
+
+
+class UserError(NirunnerError):
+    """Something the user can fix; printed without a traceback."""
+
+
+def read_documents(paths: list[str]) -> list[tuple[str, str]]:
+    """(source, text) of each file; a directory gives its *.yaml and *.yml, sorted."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.iterdir()
+                           if f.suffix in (".yaml", ".yml") and f.is_file())
+        elif path.is_file():
+            files = [path]
+        else:
+            raise UserError(f"no such file or directory: {p}")
+        for f in files:
+            out.append((str(f), f.read_text()))
+    return out
+
+
+def _api(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.socket)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    docs = read_documents(args.file)
+    with _api(args) as api:
+        changes = api.apply(docs, dry_run=args.dry_run)
+    for ch in changes:
+        print(f"{ch.ni}: {ch.action}{' (' + ch.detail + ')' if ch.detail else ''}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runner.model.config import load_config
+    from runner.model.manifest import parse_documents, validate_set
+    from runner.model.types import SupervisorConfig, Uplink
+
+    located = []
+    for source, text in read_documents(args.file):
+        located.extend(parse_documents(text, source))
+    if args.config:
+        config = load_config(args.config)
+    else:  # without the device's config, uplink names cannot be checked
+        ups = sorted({x.ni.uplink for x in located if x.ni.uplink})
+        config = SupervisorConfig(uplinks=tuple(Uplink(u, u) for u in ups))
+    validate_set(located, config)
+    print(f"{len(located)} network instance(s) valid")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        for name in api.delete(args.names):
+            print(f"{name}: deleted")
+    return 0
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / (1 << 20):.1f}"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def render_status(sts: list[dict[str, Any]]) -> str:
+    rows = [["NAME", "TYPE", "STATE", "UPLINK", "SUBNET", "APPS", "PORTMAPS", "PID",
+             "RESTARTS", "MEMORY MiB", "CPU s/LIMIT"]]
+    notes = []
+    for s in sts:
+        u = s["usage"]
+        rows.append([
+            s["name"], s["type"], s["state"], s["uplink"] or "(air-gapped)", s["subnet"],
+            str(len(s["apps"])), str(len(s["portMaps"])), str(s["task"]["pid"] or "-"),
+            str(s["task"]["restarts"]),
+            f"{_mib(u.get('memory'))}/{_mib(u['memoryLimit'])}",
+            f"{u.get('cpuSeconds', '-')}/{u['cpuLimit']}",
+        ])
+        if s["reason"]:
+            notes.append(f"{s['name']}: {s['state']}: {s['reason']}")
+    out = table(rows)
+    if len(sts) == 1:
+        out += "\n" + _details(sts[0])
+    return out + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _details(s: dict[str, Any]) -> str:
+    parts = []
+    if s["apps"]:
+        parts.append("\nAPPS\n" + table([["IP", "MAC", "HOSTNAME"]] + [
+            [a["ip"], a["mac"], a["hostname"] or "-"] for a in s["apps"]]))
+    if s["portMaps"]:
+        parts.append("\nPORT MAPS\n" + table([["NAME", "PROTO", "UPLINK PORT", "TARGET"]] + [
+            [p["name"], p["protocol"], str(p["uplinkPort"]),
+             f"{p['target']} ({p['targetIp']}):{p['targetPort']}"] for p in s["portMaps"]]))
+    return "\n".join(parts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        sts = api.status(args.names)
+    if args.json or args.output == "json":
+        print(json.dumps(sts, indent=2, sort_keys=True))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(sts, sort_keys=True), end="")
+    elif not sts:
+        print("no network instances")
+    else:
+        print(render_status(sts))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        (s,) = api.status([args.name], detail=True)
+    if args.json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    print(render_status([s]))
+    t = s.get("transit")
+    print(f"\nGATEWAY {s['gateway']}  MTU {s['mtu']}"
+          + (f"  TRANSIT {t['device']} ({t['link']}) <-> {t['ni']}" if t else ""))
+    print(f"TASK {s['task']['container']} {s['task']['status']} pid {s['task']['pid']}  "
+          f"services: " + (", ".join(f"{k} {v}" for k, v in s["services"].items()) or "-"))
+    for key, title in (("routes", "ROUTES (NI netns)"), ("deviceRules", "RULES (device)")):
+        if s.get(key):
+            print(f"\n{title}\n" + "\n".join(s[key]))
+    if s.get("nft"):
+        print("\nNFT (NI netns)\n" + s["nft"].rstrip())
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        r = api.attach(args.name, os.path.abspath(args.netns), args.ifname, args.mac or "",
+                       args.hostname or "")
+    print(f"attached {args.netns} {args.ifname} (mac {r.mac}) to {args.name} via {r.host_ifname}")
+    return 0
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        api.detach(args.name, os.path.abspath(args.netns), args.ifname)
+    print(f"detached {args.netns} {args.ifname} from {args.name}")
+    return 0
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    import logging
+
+    from runner.api.server import serve
+    from runner.model.config import load_config
+
+    config = load_config(args.config)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(config)
+
+
+def add_commands(sub: Any) -> None:
+    def api_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--socket", default=os.environ.get("NIRUNNER_SOCKET", DEFAULT_SOCKET),
+                       help="the supervisor's API socket (env NIRUNNER_SOCKET)")
+        return p
+
+    p = sub.add_parser("supervise", help="run the supervisor daemon")
+    p.add_argument("--config", required=True, help="the supervisor's config file (YAML)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_supervise)
+
+    p = sub.add_parser("validate", help="check manifests without applying them")
+    p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
+    p.add_argument("--config", help="the supervisor's config, to check uplink names too")
+    p.set_defaults(func=cmd_validate)
+
+    p = api_cmd("apply", "apply manifests (all or nothing)")
+    p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
+    p.add_argument("--dry-run", action="store_true", help="show what would change")
+    p.set_defaults(func=cmd_apply)
+
+    p = api_cmd("delete", "delete network instances")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=cmd_delete)
+
+    p = api_cmd("status", "show network instances")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    p.set_defaults(func=cmd_status)
+
+    p = api_cmd("inspect", "show one network instance in detail")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = api_cmd("attach", "plug an app's network namespace into an NI")
+    p.add_argument("name")
+    p.add_argument("--netns", required=True, help="path of the app's netns")
+    p.add_argument("--ifname", default="eth0")
+    p.add_argument("--mac")
+    p.add_argument("--hostname")
+    p.set_defaults(func=cmd_attach)
+
+    p = api_cmd("detach", "unplug an app's network namespace from an NI")
+    p.add_argument("name")
+    p.add_argument("--netns", required=True)
+    p.add_argument("--ifname", default="eth0")
+    p.set_defaults(func=cmd_detach)

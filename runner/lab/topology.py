@@ -1,0 +1,239 @@
+"""A lab of network namespaces around a device, for tests, the demo and benchmarks.
+
+    inet (192.0.2.10: TCP/UDP servers, DNS)
+      |  192.0.2.0/24
+    wan router ---- 198.51.100.0/24 ---- device eth0 (198.51.100.2)
+               \\--- 203.0.113.0/24 ---- device eth1 (203.0.113.2)
+    device: the supervisor runs here; NI netns nr-<ni> hang off it; apps plug into NIs
+
+Every namespace, process and file the lab makes carries its prefix and is
+removed by name at teardown. The machine's own netns is never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.lab.containerd import PrivateContainerd
+
+UDHCPC_SCRIPT = str(Path(__file__).with_name("udhcpc.sh"))
+INET_IP = "192.0.2.10"
+UPLINKS = {  # device interface -> (device address, gateway on the wan router)
+    "eth0": ("198.51.100.2/24", "198.51.100.1/24"),
+    "eth1": ("203.0.113.2/24", "203.0.113.1/24"),
+}
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*cmd: str, netns: str | None = None, check: bool = True, timeout: float = 30,
+       input: str | None = None) -> subprocess.CompletedProcess[str]:
+    full = ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)
+    res = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and res.returncode != 0:
+        raise LabError(f"{' '.join(full)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+def wait_for(cond: object, timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
+@dataclass
+class Lab:
+    prefix: str  # short and unique: every lab name starts with it
+    image_archive: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    supervisor: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.base = Path("/run") / self.prefix
+        self.device, self.wan, self.inet = (f"{self.prefix}-{n}" for n in ("dev", "wan", "inet"))
+        self.containerd = PrivateContainerd(self.base / "containerd")
+        self.config_path = self.base / "supervisor.yaml"
+        self.socket = str(self.base / "api.sock")
+        self.state_dir = self.base / "state"
+
+    # -- building -------------------------------------------------------------------
+
+    def build(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        for n in (self.device, self.wan, self.inet):
+            sh("ip", "netns", "add", n)
+            sh("ip", "link", "set", "lo", "up", netns=n)
+        for i, (ifname, (dev_addr, gw_addr)) in enumerate(UPLINKS.items()):
+            wan_if = f"w{i}"
+            sh("ip", "link", "add", ifname, "netns", self.device, "type", "veth",
+               "peer", "name", wan_if, "netns", self.wan)
+            sh("ip", "addr", "add", dev_addr, "dev", ifname, netns=self.device)
+            sh("ip", "link", "set", ifname, "up", netns=self.device)
+            sh("ip", "addr", "add", gw_addr, "dev", wan_if, netns=self.wan)
+            sh("ip", "link", "set", wan_if, "up", netns=self.wan)
+            gw = gw_addr.split("/")[0]
+            sh("ip", "route", "add", "default", "via", gw, "dev", ifname,
+               "metric", str(100 * (i + 1)), netns=self.device)
+        sh("ip", "link", "add", "w9", "netns", self.wan, "type", "veth",
+           "peer", "name", "eth0", "netns", self.inet)
+        sh("ip", "addr", "add", "192.0.2.1/24", "dev", "w9", netns=self.wan)
+        sh("ip", "link", "set", "w9", "up", netns=self.wan)
+        sh("ip", "addr", "add", f"{INET_IP}/24", "dev", "eth0", netns=self.inet)
+        sh("ip", "link", "set", "eth0", "up", netns=self.inet)
+        sh("ip", "route", "add", "default", "via", "192.0.2.1", netns=self.inet)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=self.wan)
+
+    def start_dns(self, records: dict[str, str]) -> None:
+        """An upstream DNS server on the inet host."""
+        args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                "--bind-interfaces", f"--listen-address={INET_IP}", "--pid-file=",
+                "--user=root", "--conf-file=/dev/null"]
+        args += [f"--host-record={name},{ip}" for name, ip in records.items()]
+        self.spawn(self.inet, *args)
+
+    def spawn(self, netns: str, *cmd: str) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(["ip", "netns", "exec", netns, *cmd], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def serve(self, netns: str, proto: str, port: int, name: str) -> None:
+        self.spawn(netns, sys.executable, "-m", "runner.lab.net", "serve", proto, str(port),
+                   "--name", name)
+        kind = "-t" if proto == "tcp" else "-u"
+
+        def listening() -> bool:
+            out = sh("ss", "-Hln", kind, f"sport = :{port}", netns=netns, check=False).stdout
+            return bool(out.strip())
+
+        wait_for(listening, 10, f"{proto} server on {netns}:{port}")
+
+    def connect(self, netns: str, proto: str, host: str, port: int,
+                timeout: float = 3.0) -> str | None:
+        """The server's reply, or None if the connection failed."""
+        res = sh(sys.executable, "-m", "runner.lab.net", "connect", proto, host, str(port),
+                 "--timeout", str(timeout), netns=netns, check=False, timeout=timeout + 10)
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    def ping(self, netns: str, host: str) -> bool:
+        return sh("ping", "-c1", "-W1", host, netns=netns, check=False).returncode == 0
+
+    # -- containerd and the supervisor -------------------------------------------------
+
+    def start_containerd(self) -> None:
+        self.containerd.start()
+        if self.image_archive:
+            from runner.containerd.client import Client
+            from runner.containerd.images import import_archive
+
+            with Client(self.containerd.address) as c:
+                self.image = import_archive(c, self.image_archive).name
+
+    def write_config(self, image: str) -> None:
+        self.config_path.write_text(
+            "containerd:\n"
+            f"  address: {self.containerd.address}\n"
+            "  namespace: nirunner\n"
+            f"stateDir: {self.state_dir}\n"
+            f"apiSocket: {self.socket}\n"
+            f"image: {image}\n"
+            "uplinks:\n"
+            "  - {name: eth0, interface: eth0}\n"
+            "  - {name: eth1, interface: eth1}\n"
+        )
+
+    def start_supervisor(self, timeout: float = 30) -> None:
+        log = open(self.base / "supervisor.log", "ab")  # noqa: SIM115 - child owns it
+        self.supervisor = subprocess.Popen(
+            ["ip", "netns", "exec", self.device, sys.executable, "-m", "runner.cli.main",
+             "supervise", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_for(lambda: os.path.exists(self.socket) or self.supervisor.poll() is not None,
+                 timeout, "the supervisor's API socket")
+        if self.supervisor.poll() is not None:
+            raise LabError(f"supervisor exited; see {self.base / 'supervisor.log'}")
+
+    def stop_supervisor(self, sig: int = signal.SIGTERM) -> None:
+        if self.supervisor and self.supervisor.poll() is None:
+            os.killpg(self.supervisor.pid, sig)
+            try:
+                self.supervisor.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.supervisor.pid, signal.SIGKILL)
+                self.supervisor.wait(5)
+        self.supervisor = None
+        with contextlib.suppress(FileNotFoundError):
+            if sig == signal.SIGKILL:
+                os.unlink(self.socket)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "runner.cli.main", *args]
+        if args and args[0] in ("apply", "delete", "status", "inspect", "attach", "detach"):
+            cmd += ["--socket", self.socket]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        if check and res.returncode != 0:
+            raise LabError(f"nirunner {' '.join(args)}: {res.stderr.strip()}")
+        return res
+
+    # -- apps ----------------------------------------------------------------------------
+
+    def app(self, name: str, ni: str, mac: str = "") -> str:
+        """A new app netns plugged into NI `ni`; returns the netns name."""
+        ns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        args = ["attach", ni, "--netns", f"/run/netns/{ns}", "--ifname", "eth0"]
+        if mac:
+            args += ["--mac", mac]
+        self.cli(*args)
+        return ns
+
+    def dhcp(self, app_ns: str, hostname: str, timeout: float = 15) -> str:
+        """Run a real DHCP client (busybox udhcpc) in the app; returns the leased IP."""
+        res = sh("busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1",
+                 "-s", UDHCPC_SCRIPT, "-x", f"hostname:{hostname}", netns=app_ns,
+                 timeout=timeout, check=False)
+        for line in res.stdout.splitlines():
+            if line.startswith("lease "):
+                return line.split()[1].split("/")[0]
+        raise LabError(f"no DHCP lease for {app_ns}: {res.stdout} {res.stderr}")
+
+    def applied_nis(self) -> list[str]:
+        """NI names in the supervisor's desired state (what it may have created)."""
+        import json
+
+        try:
+            return list(json.loads((self.state_dir / "desired.json").read_text())["body"]["nis"])
+        except (OSError, ValueError, KeyError):
+            return []
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        self.stop_supervisor()
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        self.containerd.stop()
+        ours = {f"nr-{ni}" for ni in self.applied_nis()}
+        for name in sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []:
+            if name.startswith(self.prefix) or name in ours:
+                sh("ip", "netns", "del", name, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,55 @@
+"""Validated values back to manifest form: for the state store and `-o yaml`.
+
+`load_documents(yaml.safe_dump(to_manifest(ni)))` gives back an equal value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.model.types import NetworkInstance
+
+
+def _dur(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def to_manifest(ni: NetworkInstance) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": str(ni.type)}
+    if ni.uplink is not None:
+        spec["uplink"] = ni.uplink
+    spec["subnet"] = str(ni.subnet)
+    spec["gateway"] = str(ni.gateway)
+    if ni.mtu is not None:
+        spec["mtu"] = ni.mtu
+    spec["dhcp"] = {
+        "range": {"start": str(ni.dhcp.range.start), "end": str(ni.dhcp.range.end)},
+        "leaseTime": _dur(ni.dhcp.lease_time),
+        "reservations": [{"name": r.name, "mac": r.mac, "ip": str(r.ip)}
+                         for r in ni.dhcp.reservations],
+    }
+    dns: dict[str, Any] = {}
+    if ni.dns.domain is not None:
+        dns["domain"] = ni.dns.domain
+    if ni.dns.upstream is not None:
+        dns["upstream"] = [str(a) for a in ni.dns.upstream]
+    if ni.dns.static:
+        dns["static"] = [{"name": h.name, "addresses": [str(a) for a in h.addresses]}
+                         for h in ni.dns.static]
+    if dns:
+        spec["dns"] = dns
+    if ni.ntp:
+        spec["ntp"] = [str(a) for a in ni.ntp]
+    if ni.port_maps:
+        spec["portMaps"] = [
+            {"name": p.name, "protocol": str(p.protocol), "uplinkPort": p.uplink_port,
+             "target": p.target, "targetPort": p.target_port}
+            for p in ni.port_maps
+        ]
+    r = ni.resources
+    spec["resources"] = {"memory": r.memory, "cpu": r.cpu, "pids": r.pids}
+    return {"apiVersion": "nirunner/v1", "kind": "NetworkInstance",
+            "metadata": {"name": ni.name}, "spec": spec}

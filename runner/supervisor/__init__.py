@@ -1,0 +1,1 @@
+"""The supervisor: desired state on disk, reconcile, NI task restarts, the API."""

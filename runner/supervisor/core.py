@@ -1,0 +1,304 @@
+"""The supervisor's logic: apply, delete, reconcile, status, attach; task restarts.
+
+All changes go through one lock, so concurrent API calls are serialized and
+never interleave half-way. A rejected apply (bad manifest, plan error) changes
+nothing; an apply that fails while reconciling restores the previous desired
+state and reconciles back to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from runner.containerd import tasks
+from runner.containerd.client import Client
+from runner.containerd.errors import NotFound
+from runner.drivers import facts as live_facts
+from runner.drivers import links
+from runner.drivers import netns as ns
+from runner.errors import NirunnerError
+from runner.model.manifest import Located, parse_documents, validate_set
+from runner.model.types import NetworkInstance, SupervisorConfig
+from runner.plan import names, site
+from runner.plan.site import Plan
+from runner.supervisor import attach as attach_mod
+from runner.supervisor import status as status_mod
+from runner.supervisor.executor import Executor, NIResult
+from runner.supervisor.store import Attachment, Desired, Store
+
+log = logging.getLogger("nirunner.supervisor")
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+FAILED_AFTER = 5  # exits in a row without staying up STABLE seconds
+STABLE = 30.0
+
+
+@dataclass
+class Health:
+    restarts: int = 0
+    last_exit: int | None = None
+    failures_in_row: int = 0
+    last_start: float = 0.0
+    next_try: float = 0.0
+    failed_reason: str = ""
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str
+    text: str
+
+
+@dataclass
+class Supervisor:
+    config: SupervisorConfig
+    client: Client
+    store: Store = field(init=False)
+    desired: Desired = field(init=False)
+    health: dict[str, Health] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.config.state_dir)
+        self.desired = self.store.load()
+        self.executor = Executor(self.client, self.store, self.config.image)
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    # -- planning ---------------------------------------------------------------
+
+    def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
+        facts = live_facts.read(self.config)
+        return site.build(self.config, facts, list(nis.values()), slots)
+
+    # -- API operations -----------------------------------------------------------
+
+    def apply(self, docs: Sequence[Document], dry_run: bool = False) -> list[NIResult]:
+        located: list[Located] = []
+        for d in docs:
+            located.extend(parse_documents(d.text, d.source))
+        with self.lock:
+            kept = [Located(ni) for n, ni in self.desired.nis.items()
+                    if n not in {x.ni.name for x in located}]
+            validate_set([*located, *kept], self.config)
+            new_nis = {**self.desired.nis, **{x.ni.name: x.ni for x in located}}
+            plan = self._plan(new_nis, self.desired.slots)  # PlanError: nothing changed
+            if dry_run:
+                return [self._preview(plan, x.ni.name) for x in located]
+            previous = Desired(dict(self.desired.nis), dict(self.desired.slots),
+                               list(self.desired.attachments))
+            self.desired.nis, self.desired.slots = new_nis, plan.slots
+            self.store.save(self.desired)
+            for x in located:  # a new apply clears an earlier "failed"
+                self.health.pop(x.ni.name, None)
+            try:
+                results = self._reconcile(plan, only={x.ni.name for x in located})
+            except NirunnerError as e:
+                log.error("apply failed, rolling back: %s", e)
+                self.desired = previous
+                self.store.save(previous)
+                for x in located:
+                    if x.ni.name not in previous.nis:
+                        self._remove(x.ni.name, plan.slots.get(x.ni.name))
+                self._reconcile(self._plan(previous.nis, previous.slots))
+                raise
+            return [r for r in results if r.name in {x.ni.name for x in located}]
+
+    def _preview(self, plan: Plan, name: str) -> NIResult:
+        p = plan.nis[name]
+        try:
+            c = tasks.get_container(self.client, p.container_id)
+        except NotFound:
+            return NIResult(name, "create", f"netns {p.netns}, task {p.container_id}")
+        from runner import nitask
+
+        if c.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
+            return NIResult(name, "recreate", "a change needs a new task")
+        return NIResult(name, "update", "applied live, without restarting the task")
+
+    def delete(self, names_: Sequence[str]) -> list[str]:
+        with self.lock:
+            unknown = [n for n in names_ if n not in self.desired.nis]
+            if unknown:
+                raise NirunnerError(f"no such NI: {', '.join(unknown)}")
+            slots = {n: self.desired.slots.get(n) for n in names_}
+            for n in names_:
+                del self.desired.nis[n]
+                self.desired.slots.pop(n, None)
+                self.health.pop(n, None)
+            self.desired.attachments = [a for a in self.desired.attachments
+                                        if a.ni not in names_]
+            self.store.save(self.desired)
+            errors = []
+            for n in names_:
+                try:
+                    self._remove(n, slots[n])
+                except NirunnerError as e:
+                    errors.append(str(e))
+            self._reconcile(self._plan(self.desired.nis, self.desired.slots), only=set())
+            if errors:
+                raise NirunnerError("; ".join(errors))
+            return list(names_)
+
+    def _remove(self, name: str, slot: int | None) -> None:
+        log.info("removing NI %s", name)
+        self.executor.remove_ni(name, slot)
+
+    # -- reconcile ---------------------------------------------------------------
+
+    def reconcile(self) -> list[NIResult]:
+        with self.lock:
+            plan = self._plan(self.desired.nis, self.desired.slots)
+            if plan.slots != self.desired.slots:
+                self.desired.slots = plan.slots
+                self.store.save(self.desired)
+            self._remove_orphans(plan)
+            return self._reconcile(plan)
+
+    def _reconcile(self, plan: Plan, only: set[str] | None = None) -> list[NIResult]:
+        """NIs first (their links must exist for the device's routes), then the device."""
+        results = []
+        errors = []
+        for name, p in plan.nis.items():
+            if only is not None and name not in only and not self._needs_work(name):
+                continue
+            h = self.health.setdefault(name, Health())
+            if h.failed_reason and only is None:
+                continue
+            try:
+                r = self.executor.ensure_ni(p, self.desired.nis[name])
+                if r.action in ("created", "recreated", "started"):
+                    h.last_start = time.monotonic()
+                h.last_error = ""
+                results.append(r)
+                if r.action != "unchanged":
+                    log.info("NI %s %s %s", name, r.action, r.detail)
+            except NirunnerError as e:
+                h.last_error = str(e)
+                errors.append(f"NI {name}: {e}")
+        missing = self.executor.ensure_device(plan.device)
+        if missing:
+            log.debug("sysctls not set (no such interface yet): %s", missing)
+        self._replug(plan)
+        if errors:
+            raise NirunnerError("; ".join(errors))
+        return results
+
+    def _needs_work(self, name: str) -> bool:
+        h = self.health.get(name)
+        return h is not None and h.next_try > 0 and time.monotonic() >= h.next_try
+
+    def _remove_orphans(self, plan: Plan) -> None:
+        """Objects carrying nirunner's names that no manifest owns anymore."""
+        wanted_ns = {p.netns for p in plan.nis.values()}
+        for name in ns.list_names(names.NETNS_PREFIX):
+            if name not in wanted_ns:
+                ni = name.removeprefix(names.NETNS_PREFIX)
+                log.info("removing orphan NI %s", ni)
+                self._remove(ni, None)
+        wanted_cids = {p.container_id for p in plan.nis.values()}
+        for c in tasks.list_containers(self.client):
+            if c.id.startswith(names.CONTAINER_PREFIX) and c.id not in wanted_cids:
+                tasks.remove_container(self.client, c.id)
+        wanted_ifs = {p.transit.device_if for p in plan.nis.values() if p.transit}
+        for ifname in links.names():
+            if names.transit_slot(ifname) is not None and ifname not in wanted_ifs:
+                links.delete(ifname)
+
+    # -- task exits: restart with backoff ----------------------------------------------
+
+    def on_task_exit(self, ev: tasks.TaskExit) -> None:
+        if ev.exec_id or not ev.container_id.startswith(names.CONTAINER_PREFIX):
+            return
+        name = ev.container_id.removeprefix(names.CONTAINER_PREFIX)
+        with self.lock:
+            if name not in self.desired.nis:
+                return
+            h = self.health.setdefault(name, Health())
+            h.last_exit = ev.exit_status
+            up_for = time.monotonic() - h.last_start
+            h.failures_in_row = 1 if up_for > STABLE else h.failures_in_row + 1
+            if h.failures_in_row >= FAILED_AFTER:
+                h.failed_reason = (f"task exited {h.failures_in_row} times in a row "
+                                   f"(last status {ev.exit_status}); not restarted")
+                log.error("NI %s failed: %s", name, h.failed_reason)
+                return
+            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (h.failures_in_row - 1))
+            h.next_try = time.monotonic() + delay
+            h.restarts += 1
+            log.warning("NI %s task exited with status %d; restart %d in %.1fs",
+                        name, ev.exit_status, h.restarts, delay)
+        self.wake.set()
+
+    def restart_due(self) -> None:
+        """Restart the tasks whose backoff has passed."""
+        with self.lock:
+            due = [n for n in self.desired.nis if self._needs_work(n)]
+            if not due:
+                return
+            plan = self._plan(self.desired.nis, self.desired.slots)
+            for n in due:
+                self.health[n].next_try = 0.0
+            try:
+                self._reconcile(plan, only=set(due))
+            except NirunnerError as e:
+                log.error("restart failed: %s", e)
+
+    def next_due(self) -> float | None:
+        times = [h.next_try for h in self.health.values() if h.next_try > 0]
+        return min(times) if times else None
+
+    # -- attach / detach ------------------------------------------------------------
+
+    def attach(self, ni: str, netns: str, ifname: str, mac: str, hostname: str) -> Attachment:
+        with self.lock:
+            if ni not in self.desired.nis:
+                raise NirunnerError(f"no such NI: {ni}")
+            plan = self._plan(self.desired.nis, self.desired.slots)
+            a = attach_mod.plug(ni, netns, ifname or "eth0", mac, hostname, plan.nis[ni].mtu)
+            self.desired.attachments = [
+                x for x in self.desired.attachments
+                if (x.netns, x.ifname) != (a.netns, a.ifname)] + [a]
+            self.store.save(self.desired)
+            return a
+
+    def detach(self, ni: str, netns: str, ifname: str) -> None:
+        with self.lock:
+            keep, gone = [], []
+            for a in self.desired.attachments:
+                (gone if (a.ni, a.netns, a.ifname) == (ni, netns, ifname or "eth0")
+                 else keep).append(a)
+            if not gone:
+                raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
+            for a in gone:
+                attach_mod.unplug(a)
+            self.desired.attachments = keep
+            self.store.save(self.desired)
+
+    def _replug(self, plan: Plan) -> None:
+        """Apps stay plugged into a rebuilt NI (their veth died with the old netns)."""
+        for a in self.desired.attachments:
+            p = plan.nis.get(a.ni)
+            if p is not None:
+                attach_mod.ensure(a, p.mtu)
+
+    # -- status ---------------------------------------------------------------------
+
+    def status(self, names_: Sequence[str] = (), detail: bool = False) -> list[dict]:
+        with self.lock:
+            unknown = [n for n in names_ if n not in self.desired.nis]
+            if unknown:
+                raise NirunnerError(f"no such NI: {', '.join(unknown)}")
+            plan = self._plan(self.desired.nis, self.desired.slots)
+            chosen = names_ or sorted(self.desired.nis)
+            return [status_mod.ni_status(self, plan, n, detail) for n in chosen]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()

@@ -1,0 +1,158 @@
+"""Make the kernel and containerd match a plan: one NI at a time, then the device.
+
+Every step is idempotent (read, then change only what differs), so running the
+executor again after an interruption, or with nothing changed, is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass
+
+from runner import nitask
+from runner.containerd import spec as oci
+from runner.containerd import tasks
+from runner.containerd.client import Client
+from runner.containerd.errors import ContainerdError, NotFound
+from runner.drivers import files, links, nft, routes
+from runner.drivers import netns as ns
+from runner.model.types import NetworkInstance
+from runner.plan import names
+from runner.plan.device import DevicePlan
+from runner.plan.ni import NIPlan
+from runner.supervisor.store import Store
+
+log = logging.getLogger("nirunner.executor")
+
+RULES_OWNED = range(names.TRANSIT_RULE_BASE, names.LOCAL_RULE_PRIORITY)
+
+
+@dataclass(frozen=True)
+class NIResult:
+    name: str
+    action: str  # created | recreated | started | updated | unchanged
+    detail: str = ""
+
+
+def limits(ni: NetworkInstance) -> oci.Limits:
+    r = ni.resources
+    return oci.Limits.from_cpus(r.memory, r.cpu, r.pids)
+
+
+class Executor:
+    def __init__(self, client: Client, store: Store, image: str) -> None:
+        self.client = client
+        self.store = store
+        self.image = image
+
+    # -- one NI -------------------------------------------------------------
+
+    def ensure_ni(self, p: NIPlan, ni: NetworkInstance) -> NIResult:
+        created_netns = ns.ensure(p.netns)
+        ns.set_sysctls(p.sysctls, p.netns)
+        self._links(p)
+        routes.sync(p.routes, [names.MAIN_TABLE], p.netns)
+        nft.apply(p.nft, p.netns, f"apply nft table of NI {p.name}")
+        changed_files = self._files(p)
+        action, detail = self._task(p, ni)
+        if action == "unchanged" and (changed_files or created_netns):
+            detail = "reloaded " + ", ".join(changed_files) if changed_files else detail
+            if changed_files:
+                self._reload(p)
+            action = "updated"
+        return NIResult(p.name, action, detail)
+
+    def _links(self, p: NIPlan) -> None:
+        if p.transit is not None:
+            t = p.transit
+            links.ensure_veth(t.device_if, t.ni_if, p.netns, p.mtu)
+            with links.ipr() as ip:
+                links.ensure_up(ip, t.device_if, p.mtu, (t.device_addr,))
+        with links.ipr(p.netns) as ip:
+            links.ensure_up(ip, "lo")
+            links.ensure_bridge(ip, p.bridge.name, p.bridge.mac, p.mtu)
+            links.ensure_up(ip, p.bridge.name, p.mtu, (p.bridge.address,))
+            if p.transit is not None:
+                links.ensure_up(ip, p.transit.ni_if, p.mtu, (p.transit.ni_addr,))
+
+    def _files(self, p: NIPlan) -> list[str]:
+        cfg, state = self.store.config_dir(p.name), self.store.state_dir(p.name)
+        state.mkdir(parents=True, exist_ok=True)
+        changed = [n for n, text in sorted(p.files.items())
+                   if files.write_atomic(cfg / n, text, mode=0o644)]
+        for stale in cfg.iterdir():
+            if stale.name not in p.files and not stale.name.startswith("."):
+                stale.unlink()
+                changed.append(stale.name)
+        return changed
+
+    def _nitask(self, p: NIPlan, ni: NetworkInstance) -> nitask.NITask:
+        return nitask.NITask(
+            name=p.name, ni_type=str(p.type), uplink=ni.uplink or "",
+            generation=p.restart_key, netns_path=ns.path(p.netns),
+            config_dir=str(self.store.config_dir(p.name)),
+            state_dir=str(self.store.state_dir(p.name)),
+            log_path=str(self.store.log_path(p.name)), limits=limits(ni),
+        )
+
+    def _task(self, p: NIPlan, ni: NetworkInstance) -> tuple[str, str]:
+        c, t = self.client, self._nitask(p, ni)
+        try:
+            container = tasks.get_container(c, p.container_id)
+        except NotFound:
+            nitask.run(c, self.image, t)
+            return "created", ""
+        if container.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
+            nitask.remove(c, p.name)
+            nitask.run(c, self.image, t)
+            return "recreated", "type, subnet, gateway, uplink or DHCP/DNS settings changed"
+        try:
+            state = tasks.get_task(c, p.container_id).status
+        except NotFound:
+            state = "missing"
+        if state != "running":
+            if state != "missing":
+                tasks.delete_task(c, p.container_id)
+            nitask.start(c, t)
+            return "started", f"task was {state}"
+        if tasks.limits_of(container) != t.limits:
+            tasks.update_limits(c, p.container_id, t.limits)
+            return "updated", "resource limits changed"
+        return "unchanged", ""
+
+    def _reload(self, p: NIPlan) -> None:
+        with contextlib.suppress(NotFound):
+            tasks.kill_task(self.client, p.container_id, tasks.SIGHUP, all_processes=False)
+
+    def remove_ni(self, name: str, slot: int | None) -> None:
+        """Best effort: every step runs; the errors are gathered and raised together."""
+        errors: list[str] = []
+        steps = [
+            ("remove task and container", lambda: nitask.remove(self.client, name)),
+            ("remove netns", lambda: ns.remove(names.netns(name))),
+        ]
+        if slot is not None:
+            ifname = names.transit_device_if(slot)
+            steps.append(("remove transit link", lambda: links.delete(ifname) and None))
+            steps.append(("wait for transit link", lambda: links.wait_gone(ifname)))
+        steps.append(("remove state", lambda: shutil.rmtree(self.store.ni_dir(name),
+                                                             ignore_errors=True)))
+        for what, step in steps:
+            try:
+                step()
+            except (ContainerdError, OSError, links.LinkError, ns.NetnsError) as e:
+                errors.append(f"{what} of NI {name}: {e}")
+        if errors:
+            raise ns.NetnsError("; ".join(errors))
+
+    # -- the device netns ------------------------------------------------------
+
+    def ensure_device(self, d: DevicePlan) -> list[str]:
+        """Sysctls, uplink route tables, rules, and the device nft table."""
+        missing = ns.set_sysctls(d.sysctls, missing_ok=True)
+        routes.sync(d.routes, d.uplink_tables.values())
+        routes.sync_rules(d.rules, RULES_OWNED, d.absent_rules)
+        nft.apply(d.nft, None, "apply nft table of the device")
+        return missing
