@@ -48,6 +48,7 @@ def conf(ni: NetworkInstance) -> str:
         "bind-interfaces",
         "keep-in-foreground",
         "user=root",  # the task has no CAP_SETUID to drop to nobody
+        "group=",  # nor CAP_SETGID: an empty group skips setgroups()/setgid()
         f"pid-file={PID_FILE}",
         "log-facility=-",
         "no-hosts",

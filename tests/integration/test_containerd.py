@@ -33,6 +33,7 @@ bind-interfaces
 listen-address=10.77.0.1
 port=53
 user=root
+group=
 pid-file=/run/dnsmasq.pid
 log-facility=-
 host-record=probe.nirunner.test,10.77.0.99
