@@ -25,12 +25,13 @@ if shutil.which("gcc") is None:
 INIT_SOURCE = Path(__file__).resolve().parents[2] / "images" / "ni" / "init" / "ni-init.c"
 
 # A long-running daemon stand-in: records how it was started and the signals it got.
+# The traps come first, so once its pid is in {name}.pids it handles signals.
 DAEMON = """#!/bin/sh
+trap 'echo hup >> "$TEST_DIR/{name}.hups"' HUP
+trap '{on_term}' TERM
 echo $$ >> "$TEST_DIR/{name}.pids"
 printf '%s\\n' "$*" > "$TEST_DIR/{name}.args"
 printf '%s\\n' "${{STRONGSWAN_CONF:-}}" > "$TEST_DIR/{name}.env"
-trap 'echo hup >> "$TEST_DIR/{name}.hups"' HUP
-trap '{on_term}' TERM
 {extra}
 while :; do sleep 0.05; done
 """
@@ -380,7 +381,7 @@ def test_sigterm_stops_everything_and_exits_zero(env: Env) -> None:
     assert "ni-init: charon did not stop in time, sending SIGKILL" in init.log()
     assert "ni-init: charon killed by SIGKILL, stopped" in init.log()
     assert env.read("charon.terms") == "ignored\n"
-    assert all(eventually(lambda p=p: not alive(p)) for p in pids)
+    assert eventually(lambda: not any(alive(p) for p in pids))
     assert {name: s["state"] for name, s in env.status().items()} == {
         "dnsmasq": "stopped", "charon": "stopped"}
     assert init.count("restart") == 0
@@ -400,6 +401,7 @@ def test_unwritable_state_dir_is_skipped(env: Env) -> None:
     missing = env.dir / "no-such-dir"
     init = env.start(state_dir=missing)
     init.wait_for(r"dnsmasq started")
+    env.wait_file("dnsmasq.pids", r"\d\n")
     init.wait_for(r"not writing status")
     init.send(signal.SIGTERM)
     assert wait_exit(init) == 0
