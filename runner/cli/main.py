@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+# gRPC core logs a line each time a subprocess is forked while it has threads
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from collections.abc import Callable
 
 from runner import __version__

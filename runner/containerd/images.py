@@ -14,6 +14,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import grpc
@@ -21,6 +22,7 @@ from google.protobuf import field_mask_pb2
 
 from runner.containerd.client import Client
 from runner.containerd.errors import AlreadyExists, ContainerdError, NotFound, from_rpc
+from runner.image.oci import OciArchive
 from runner.pb.containerd.services.content.v1 import content_pb2
 from runner.pb.containerd.services.diff.v1 import diff_pb2
 from runner.pb.containerd.services.images.v1 import images_pb2
@@ -28,12 +30,6 @@ from runner.pb.containerd.services.snapshots.v1 import snapshots_pb2
 from runner.pb.containerd.types import descriptor_pb2
 
 CHUNK = 1 << 20
-NAME_ANNOTATION = "io.containerd.image.name"
-REF_ANNOTATION = "org.opencontainers.image.ref.name"
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
 
 
 @dataclass(frozen=True)
@@ -57,44 +53,6 @@ def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
             h = hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest()
             out.append(f"sha256:{h}")
     return out
-
-
-class _Archive:
-    """Blobs of an OCI image layout packed in a tar file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self._tar = tarfile.open(path, "r:")
-        except (OSError, tarfile.TarError) as e:
-            raise ContainerdError(f"cannot read image archive {path}: {e}") from None
-        self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
-
-    def open(self, name: str) -> IO[bytes]:
-        member = self._members.get(name)
-        f = self._tar.extractfile(member) if member else None
-        if f is None:
-            raise ContainerdError(f"image archive {self.path} has no {name}")
-        return f
-
-    def json(self, name: str) -> dict[str, Any]:
-        with self.open(name) as f:
-            return json.load(f)
-
-    def blob(self, digest: str) -> IO[bytes]:
-        algo, _, hexd = digest.partition(":")
-        return self.open(f"blobs/{algo}/{hexd}")
-
-    def close(self) -> None:
-        self._tar.close()
-
-
-def _pick_manifest(index: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
-    for desc in index.get("manifests", []):
-        if desc.get("mediaType") in MANIFEST_TYPES:
-            ann = desc.get("annotations", {})
-            return desc, ann.get(NAME_ANNOTATION) or ann.get(REF_ANNOTATION, "")
-    raise ContainerdError(f"image archive {path} holds no image manifest")
 
 
 def _content_exists(c: Client, digest: str) -> bool:
@@ -194,39 +152,36 @@ def _unpack(c: Client, lease: str, layers: list[dict[str, Any]], diff_ids: list[
 
 def import_archive(c: Client, path: str, name: str | None = None) -> ImageInfo:
     """Import an OCI image archive and unpack it; returns the image as containerd has it."""
-    ar = _Archive(path)
     try:
-        manifest_desc, archived_name = _pick_manifest(ar.json("index.json"), path)
-        name = name or archived_name
+        ar = OciArchive(Path(path))
+    except (OSError, tarfile.TarError, ValueError, KeyError) as e:
+        raise ContainerdError(f"cannot read image archive {path}: {e}") from None
+    with ar:
+        manifest_desc, manifest, config = ar.manifest_descriptor, ar.manifest, ar.config
+        name = name or ar.image_name
         if not name:
             raise ContainerdError(f"image archive {path} names no image; give a name")
-        with ar.blob(manifest_desc["digest"]) as f:
-            manifest_bytes = f.read()
-        manifest = json.loads(manifest_bytes)
-        config_desc, layers = manifest["config"], manifest["layers"]
-        with ar.blob(config_desc["digest"]) as f:
-            config = json.load(f)
+        config_desc, layers = manifest["config"], ar.layers
         diff_ids = list(config["rootfs"]["diff_ids"])
         if len(diff_ids) != len(layers):
             raise ContainerdError(f"image {name}: {len(layers)} layers but "
                                   f"{len(diff_ids)} diff_ids")
         top = chain_ids(diff_ids)[-1]
+        refs = {"containerd.io/gc.ref.content.config": config_desc["digest"]}
+        refs.update({f"containerd.io/gc.ref.content.l.{i}": layer["digest"]
+                     for i, layer in enumerate(layers)})
+        labels = {  # GC labels: manifest -> config, layers; config -> unpacked snapshot
+            manifest_desc["digest"]: refs,
+            config_desc["digest"]: {f"containerd.io/gc.ref.snapshot.{c.snapshotter}": top},
+            **{layer["digest"]: {"containerd.io/uncompressed": diff_id}
+               for layer, diff_id in zip(layers, diff_ids, strict=True)},
+        }
         with c.lease("import") as lease:
-            for layer, diff_id in zip(layers, diff_ids, strict=True):
-                with ar.blob(layer["digest"]) as f:
-                    _ingest(c, lease, layer, f, {"containerd.io/uncompressed": diff_id})
-            with ar.blob(config_desc["digest"]) as f:
-                _ingest(c, lease, config_desc, f,
-                        {f"containerd.io/gc.ref.snapshot.{c.snapshotter}": top})
-            refs = {"containerd.io/gc.ref.content.config": config_desc["digest"]}
-            refs.update({f"containerd.io/gc.ref.content.l.{i}": layer["digest"]
-                         for i, layer in enumerate(layers)})
-            with ar.blob(manifest_desc["digest"]) as f:
-                _ingest(c, lease, manifest_desc, f, refs)
+            for blob in ar.blobs():  # children first, so every reference exists
+                with blob.open() as f:
+                    _ingest(c, lease, blob.descriptor, f, labels[blob.descriptor["digest"]])
             _unpack(c, lease, layers, diff_ids)
             _put_image(c, name, manifest_desc)
-    finally:
-        ar.close()
     size = int(manifest_desc["size"]) + int(config_desc["size"]) + sum(
         int(x["size"]) for x in layers)
     return ImageInfo(name, manifest_desc["digest"], config_desc["digest"],

@@ -6,9 +6,11 @@ Every function is idempotent: it reads first and changes only what differs.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -16,19 +18,34 @@ from pyroute2.netlink.exceptions import NetlinkError
 from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 
+T = TypeVar("T")
+
 
 class LinkError(NirunnerError):
     pass
 
 
 @contextlib.contextmanager
-def ipr(netns: str | None = None) -> Iterator[IPRoute]:
-    """An rtnetlink socket in the device netns (None) or in a named netns."""
-    ip = IPRoute(netns=netns) if netns else IPRoute()
+def ipr() -> Iterator[IPRoute]:
+    """An rtnetlink socket in the calling thread's netns."""
+    ip = IPRoute()
     try:
         yield ip
     finally:
         ip.close()
+
+
+def in_netns(netns: str | None, fn: Callable[[IPRoute], T]) -> T:
+    """Run fn with an rtnetlink socket of `netns` (a name or a path; None: here).
+
+    The socket is made by a thread that entered the netns (pyroute2's own
+    netns support forks the process, which a gRPC server must not do).
+    """
+    def body() -> T:
+        with ipr() as ip:
+            return fn(ip)
+
+    return ns.run_in(netns, body) if netns else body()
 
 
 def index(ip: IPRoute, ifname: str) -> int | None:
@@ -41,12 +58,14 @@ def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool
     with ipr() as ip:
         if index(ip, device_if) is not None:
             return False
-        fd = ns.path(peer_netns)
+        fd = os.open(ns.path(peer_netns), os.O_RDONLY)
         try:
             ip.link("add", ifname=device_if, kind="veth", mtu=mtu,
                     peer={"ifname": peer_if, "net_ns_fd": fd, "mtu": mtu})
         except NetlinkError as e:
             raise LinkError(f"create veth {device_if} <-> {peer_netns}/{peer_if}: {e}") from e
+        finally:
+            os.close(fd)
     return True
 
 
@@ -94,13 +113,15 @@ def ensure_up(ip: IPRoute, ifname: str, mtu: int | None = None,
 
 
 def delete(ifname: str, netns: str | None = None) -> bool:
-    with ipr(netns) as ip:
+    def body(ip: IPRoute) -> bool:
         idx = index(ip, ifname)
         if idx is None:
             return False
         with contextlib.suppress(NetlinkError):
             ip.link("del", index=idx)
-    return True
+        return True
+
+    return in_netns(netns, body)
 
 
 def wait_gone(ifname: str, timeout: float = 5.0) -> None:
@@ -114,5 +135,4 @@ def wait_gone(ifname: str, timeout: float = 5.0) -> None:
 
 
 def names(netns: str | None = None) -> list[str]:
-    with ipr(netns) as ip:
-        return sorted(str(link.get("ifname")) for link in ip.get_links())
+    return in_netns(netns, lambda ip: sorted(str(link.get("ifname")) for link in ip.get_links()))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-
-from pyroute2 import netns as pr_netns
 
 from runner.errors import NirunnerError
 
@@ -33,26 +32,33 @@ def exists(name: str) -> bool:
 
 
 def list_names(prefix: str = "") -> list[str]:
-    return sorted(n for n in pr_netns.listnetns() if n.startswith(prefix))
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+# `ip netns add/del` rather than pyroute2's netns module: that one forks the
+# (multi-threaded, gRPC-serving) supervisor, which is unsafe; ip also keeps
+# /run/netns a shared mount, so containerd and runc see the new namespaces.
+def _ip_netns(action: str, name: str) -> None:
+    res = subprocess.run(["ip", "netns", action, name], capture_output=True, text=True,
+                         timeout=30)
+    if res.returncode != 0:
+        raise NetnsError(f"{action} netns {name}: {res.stderr.strip()}")
 
 
 def ensure(name: str) -> bool:
     """Create the named netns if missing; True if it was created."""
     if exists(name):
         return False
-    try:
-        pr_netns.create(name)
-    except OSError as e:
-        raise NetnsError(f"create netns {name}: {e}") from e
+    _ip_netns("add", name)
     return True
 
 
 def remove(name: str) -> None:
     if exists(name):
-        try:
-            pr_netns.remove(name)
-        except OSError as e:
-            raise NetnsError(f"remove netns {name}: {e}") from e
+        _ip_netns("del", name)
 
 
 def run_in(name_or_path: str, fn: Callable[[], T]) -> T:

@@ -15,7 +15,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from runner.drivers.links import index, ipr
+from runner.drivers.links import in_netns, index, ipr
 from runner.errors import NirunnerError
 from runner.plan.routing import Route, Rule
 
@@ -66,8 +66,10 @@ def sync(routes: Iterable[Route], tables: Iterable[int], netns: str | None = Non
     by_table: dict[int, list[Route]] = defaultdict(list)
     for r in routes:
         by_table[r.table].append(r)
-    with ipr(netns) as ip:
-        for table in sorted(set(tables) | set(by_table)):
+    wanted_tables = sorted(set(tables) | set(by_table))
+
+    def body(ip: IPRoute) -> None:
+        for table in wanted_tables:
             have = _ours(ip, table)
             want = by_table.get(table, [])
             for r in want:
@@ -81,6 +83,8 @@ def sync(routes: Iterable[Route], tables: Iterable[int], netns: str | None = Non
                              priority=key[1], type=have[key]["type"])
                 except NetlinkError:
                     pass  # gone already
+
+    in_netns(netns, body)
 
 
 def _rules(ip: IPRoute) -> set[Rule]:

@@ -157,8 +157,11 @@ class Lab:
 
     def start_supervisor(self, timeout: float = 30) -> None:
         log = open(self.base / "supervisor.log", "ab")  # noqa: SIM115 - child owns it
+        # nsenter, not `ip netns exec`: that would also give the supervisor a mount
+        # namespace of its own, and the NI netns it creates would not be visible
+        # (as bind mounts under /run/netns) to containerd and runc
         self.supervisor = subprocess.Popen(
-            ["ip", "netns", "exec", self.device, sys.executable, "-m", "runner.cli.main",
+            ["nsenter", f"--net=/run/netns/{self.device}", sys.executable, "-m", "runner.cli.main",
              "supervise", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()

@@ -50,19 +50,27 @@ def ensure(a: Attachment, mtu: int) -> None:
     ni_ns = names.netns(a.ni)
     if not os.path.exists(a.netns) or not os.path.exists(f"/run/netns/{ni_ns}"):
         return
-    with links.ipr(ni_ns) as ip:
+
+    def ni_side(ip: links.IPRoute) -> None:
         if links.index(ip, a.host_ifname) is None:
+            fd = os.open(a.netns, os.O_RDONLY)
             try:
                 ip.link("add", ifname=a.host_ifname, kind="veth", mtu=mtu,
-                        peer={"ifname": a.ifname, "net_ns_fd": a.netns, "address": a.mac,
+                        peer={"ifname": a.ifname, "net_ns_fd": fd, "address": a.mac,
                               "mtu": mtu})
             except NetlinkError as e:
                 raise AttachError(
                     f"attach {a.netns} {a.ifname} to NI {a.ni}: {e}") from e
+            finally:
+                os.close(fd)
         links.ensure_up(ip, a.host_ifname, mtu, master=names.BRIDGE_IF)
-    with links.ipr(a.netns) as ip:
+
+    def app_side(ip: links.IPRoute) -> None:
         links.ensure_up(ip, "lo")
         links.ensure_up(ip, a.ifname)
+
+    links.in_netns(ni_ns, ni_side)
+    links.in_netns(a.netns, app_side)
 
 
 def unplug(a: Attachment) -> None:

@@ -70,12 +70,15 @@ class Executor:
             links.ensure_veth(t.device_if, t.ni_if, p.netns, p.mtu)
             with links.ipr() as ip:
                 links.ensure_up(ip, t.device_if, p.mtu, (t.device_addr,))
-        with links.ipr(p.netns) as ip:
+
+        def inside(ip: links.IPRoute) -> None:
             links.ensure_up(ip, "lo")
             links.ensure_bridge(ip, p.bridge.name, p.bridge.mac, p.mtu)
             links.ensure_up(ip, p.bridge.name, p.mtu, (p.bridge.address,))
             if p.transit is not None:
                 links.ensure_up(ip, p.transit.ni_if, p.mtu, (p.transit.ni_addr,))
+
+        links.in_netns(p.netns, inside)
 
     def _files(self, p: NIPlan) -> list[str]:
         cfg, state = self.store.config_dir(p.name), self.store.state_dir(p.name)

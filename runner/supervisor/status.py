@@ -99,8 +99,8 @@ def _state(task: str, svc: dict[str, str], h: Any) -> tuple[str, str]:
         if h is not None and h.last_error:
             return "pending", h.last_error
         return "pending", f"task {task}"
-    bad = {k: v for k, v in svc.items() if v != "running"}
-    if not svc:
+    bad = {k: v for k, v in svc.items() if v in ("backoff", "failed")}
+    if svc.get("dnsmasq") != "running" and "dnsmasq" not in bad:
         return "pending", "services starting"
     if bad:
         return "degraded", ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
