@@ -1,6 +1,6 @@
 # One command for the tests, one for the demo; each installs what it needs.
 #   make test    unit + integration tests (root: private containerd, netns, runc)
-#   make demo    a lab with an NI task (root)
+#   make demo    a lab device with two NIs, apps and real traffic (root)
 #   make image   the NI image archive (cached)
 #   make protos  regenerate runner/pb from protos/
 
@@ -8,8 +8,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# containerd/runc run the NI tasks; mmdebstrap+gcc build the NI image; the rest
+# serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
-	iproute2 nftables python3-venv make
+	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux
 
 .PHONY: setup deps venv image protos test unit integration demo lint clean
 
@@ -45,6 +47,9 @@ unit: venv
 
 integration: setup image
 	$(PY) -m pytest -ra -m integration tests
+
+demo: setup image
+	$(PY) -m runner.lab.demo
 
 lint: venv
 	$(VENV)/bin/ruff check runner tests tools

@@ -143,6 +143,9 @@ class Lab:
                 self.image = import_archive(c, self.image_archive).name
 
     def write_config(self, image: str) -> None:
+        # the lab's "device resolvers": the DNS server on the inet host, never the
+        # machine's own (traffic stays inside the lab)
+        (self.base / "resolv.conf").write_text(f"nameserver {INET_IP}\n")
         self.config_path.write_text(
             "containerd:\n"
             f"  address: {self.containerd.address}\n"
@@ -150,6 +153,7 @@ class Lab:
             f"stateDir: {self.state_dir}\n"
             f"apiSocket: {self.socket}\n"
             f"image: {image}\n"
+            f"resolvConf: {self.base / 'resolv.conf'}\n"
             "uplinks:\n"
             "  - {name: eth0, interface: eth0}\n"
             "  - {name: eth1, interface: eth1}\n"

@@ -45,7 +45,8 @@ _UNUSABLE_POOLS = (
     (IPv4Network("127.0.0.0/8"), "127.0.0.0/8 is loopback"),
     (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
 )
-_FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "uplinks")
+_FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
+           "uplinks")
 
 
 def load_config(path: str) -> SupervisorConfig:
@@ -92,6 +93,8 @@ def _config(c: Checker) -> SupervisorConfig | None:
         or default.api_socket,
         transit_pool=_transit_pool(c, top.get("transitPool")) or default.transit_pool,
         image=c.matching(top.get("image"), "image", _IMAGE, _IMAGE_RULE, 255) or default.image,
+        resolv_conf=c.matching(top.get("resolvConf"), "resolvConf", _PATH, _PATH_RULE, 1024)
+        or default.resolv_conf,
         uplinks=_uplinks(c, top.get("uplinks")),
     )
 

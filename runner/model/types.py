@@ -108,6 +108,7 @@ class SupervisorConfig:
     api_socket: str = "/run/nirunner/nirunner.sock"
     transit_pool: IPv4Network = IPv4Network("169.254.100.0/22")
     image: str = "nirunner/ni:0.1.0"
+    resolv_conf: str = "/etc/resolv.conf"  # the device's resolvers: NIs' default upstream
     uplinks: tuple[Uplink, ...] = ()
 
     def uplink(self, name: str) -> Uplink | None:

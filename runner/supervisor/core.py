@@ -74,7 +74,7 @@ class Supervisor:
     # -- planning ---------------------------------------------------------------
 
     def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
-        facts = live_facts.read(self.config)
+        facts = live_facts.read(self.config, self.config.resolv_conf)
         return site.build(self.config, facts, list(nis.values()), slots)
 
     # -- API operations -----------------------------------------------------------

@@ -130,3 +130,8 @@ def test_example_config() -> None:
     config = load_config(str(EXAMPLES / "config" / "supervisor.yaml"))
     assert config.uplinks == (Uplink("eth0", "eth0"),)
     assert config.transit_pool == IPv4Network("169.254.100.0/22")
+
+
+def test_resolv_conf_path() -> None:
+    assert parse_config("resolvConf: /run/lab/resolv.conf\n").resolv_conf == "/run/lab/resolv.conf"
+    assert parse_config("").resolv_conf == "/etc/resolv.conf"
