@@ -31,11 +31,11 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     from runner.image.build import build_image
 
     res = build_image(force=args.force)
-    print(f"image {res.name}")
+    print(f"image {res.image_name}")
     print(f"archive {res.archive}  ({_mib(res.archive_size)} compressed, "
           f"{_mib(res.rootfs_size)} unpacked){'  [cached]' if res.cached else ''}")
     if args.do_import:
-        return _import(args, str(res.archive), res.name)
+        return _import(args, str(res.archive), res.image_name)
     return 0
 
 

@@ -99,7 +99,8 @@ class PrivateContainerd:
             pid = self.pid()
             if pid:
                 os.kill(pid, signal.SIGTERM)
-                _wait_gone(pid, 10.0) or os.kill(pid, signal.SIGKILL)
+                if not _wait_gone(pid, 10.0):
+                    os.kill(pid, signal.SIGKILL)
         for pid in _shims_of(self.address):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -270,7 +270,8 @@ class Supervisor:
 
     def detach(self, ni: str, netns: str, ifname: str) -> None:
         with self.lock:
-            keep, gone = [], []
+            keep: list[Attachment] = []
+            gone: list[Attachment] = []
             for a in self.desired.attachments:
                 (gone if (a.ni, a.netns, a.ifname) == (ni, netns, ifname or "eth0")
                  else keep).append(a)

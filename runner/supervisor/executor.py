@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner import nitask
@@ -132,13 +133,13 @@ class Executor:
     def remove_ni(self, name: str, slot: int | None) -> None:
         """Best effort: every step runs; the errors are gathered and raised together."""
         errors: list[str] = []
-        steps = [
+        steps: list[tuple[str, Callable[[], object]]] = [
             ("remove task and container", lambda: nitask.remove(self.client, name)),
             ("remove netns", lambda: ns.remove(names.netns(name))),
         ]
         if slot is not None:
             ifname = names.transit_device_if(slot)
-            steps.append(("remove transit link", lambda: links.delete(ifname) and None))
+            steps.append(("remove transit link", lambda: links.delete(ifname)))
             steps.append(("wait for transit link", lambda: links.wait_gone(ifname)))
         steps.append(("remove state", lambda: shutil.rmtree(self.store.ni_dir(name),
                                                              ignore_errors=True)))
