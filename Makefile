@@ -39,7 +39,7 @@ image: setup
 protos: venv
 	$(PY) tools/genproto.py
 
-test: setup image
+test: setup image lint
 	$(PY) -m pytest -ra tests
 
 unit: venv
