@@ -107,6 +107,9 @@ class PrivateContainerd:
         if remove:
             _unmount_under(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
+        _remove_empty_cgroups(self.namespaces)
+
+    namespaces: tuple[str, ...] = ("nirunner",)
 
 
 def _answers(address: str) -> bool:
@@ -158,6 +161,15 @@ def _shims_of(address: str) -> list[int]:
         if argv and argv[0].endswith(b"containerd-shim-runc-v2") and address.encode() in argv:
             pids.append(int(d.name))
     return pids
+
+
+def _remove_empty_cgroups(namespaces: tuple[str, ...]) -> None:
+    """Tasks' cgroups are /<namespace>/<id>; runc removes <id>, the parent stays."""
+    root = Path("/sys/fs/cgroup")
+    for ns in namespaces:
+        for d in [root / ns, *(c / ns for c in root.iterdir() if c.is_dir())]:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only succeeds when empty: another daemon's tasks stay
 
 
 def _unmount_under(base: Path) -> None:

@@ -6,7 +6,6 @@ afterwards; the machine's own network namespace and containerd are not touched.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import uuid
@@ -36,9 +35,6 @@ def containerd() -> Iterator[PrivateContainerd]:
         yield daemon
     finally:
         daemon.stop()
-        for ctl in Path("/sys/fs/cgroup").iterdir():
-            with contextlib.suppress(OSError):
-                (ctl / "nirunner").rmdir()  # only if empty: nothing of ours left in it
 
 
 @pytest.fixture(scope="session")

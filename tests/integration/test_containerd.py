@@ -245,3 +245,41 @@ def test_clear_errors(
     assert cli.returncode == 1
     assert "nirunner: containerd is not reachable at /run/nope.sock" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_interrupted_blob_write_is_resumed(client: Client) -> None:
+    """A write cut off half-way (no commit) continues from containerd's offset."""
+    import hashlib
+    import io
+
+    from runner.containerd.images import CHUNK, _ingest
+    from runner.pb.containerd.services.content.v1 import content_pb2
+
+    blob = os.urandom(3 * CHUNK + 123)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    ref = f"nirunner-import-{digest}"
+    first = content_pb2.WriteContentRequest(
+        action=content_pb2.WRITE, ref=ref, total=len(blob), expected=digest, offset=0,
+        data=blob[:CHUNK])
+    with client.lease("test") as lease:
+        for _ in client.content.Write(iter([first]), metadata=client.metadata(lease)):
+            pass
+        st = client.content.Status(content_pb2.StatusRequest(ref=ref),
+                                   metadata=client.metadata(lease))
+        assert st.status.offset == CHUNK
+
+        class Recording(io.BytesIO):
+            seeks: list[int] = []
+
+            def seek(self, pos: int, whence: int = 0) -> int:
+                self.seeks.append(pos)
+                return super().seek(pos, whence)
+
+        data = Recording(blob)
+        _ingest(client, lease, {"digest": digest, "size": len(blob)}, data, {"x.test": "1"})
+        assert data.seeks == [CHUNK]  # resumed, not rewritten from the start
+        info = client.content.Info(content_pb2.InfoRequest(digest=digest),
+                                   metadata=client.metadata()).info
+        assert info.size == len(blob) and info.labels["x.test"] == "1"
+        client.content.Delete(content_pb2.DeleteContentRequest(digest=digest),
+                              metadata=client.metadata())
