@@ -212,12 +212,20 @@ class Lab:
 
     def dhcp(self, app_ns: str, hostname: str, timeout: float = 15) -> str:
         """Run a real DHCP client (busybox udhcpc) in the app; returns the leased IP."""
+        return self.dhcp_lease(app_ns, hostname, timeout)["ip"]
+
+    def dhcp_lease(self, app_ns: str, hostname: str, timeout: float = 15) -> dict[str, str]:
+        """The lease as the client saw it: ip, mask, router, dns, mtu, ntp, domain."""
         res = sh("busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1",
-                 "-s", UDHCPC_SCRIPT, "-x", f"hostname:{hostname}", netns=app_ns,
-                 timeout=timeout, check=False)
+                 "-O", "mtu", "-O", "ntpsrv", "-s", UDHCPC_SCRIPT,
+                 "-x", f"hostname:{hostname}", netns=app_ns, timeout=timeout, check=False)
         for line in res.stdout.splitlines():
             if line.startswith("lease "):
-                return line.split()[1].split("/")[0]
+                words = line.split()
+                ip, _, mask = words[1].partition("/")
+                lease = {"ip": ip, "mask": mask}
+                lease.update(w.split("=", 1) for w in words[2:] if "=" in w)
+                return lease
         raise LabError(f"no DHCP lease for {app_ns}: {res.stdout} {res.stderr}")
 
     def applied_nis(self) -> list[str]:

@@ -43,7 +43,8 @@ SITE = "---\n".join([
              "  portMaps: [{name: web, protocol: tcp, uplinkPort: 8080, target: plc, "
              "targetPort: 80}]\n"),
     manifest(B, "10.1.0.0/24", "eth0",
-             "  dhcp: {reservations: [{name: twin, mac: '02:00:00:00:0b:10', ip: 10.1.0.10}]}\n"),
+             "  dhcp: {reservations: [{name: twin, mac: '02:00:00:00:0b:10', ip: 10.1.0.10}]}\n"
+             "  mtu: 1400\n  ntp: [192.0.2.123]\n"),
     manifest(C, "198.51.100.0/24", "eth0"),
     manifest(D, "10.2.0.0/24", "eth1",
              "  dhcp: {reservations: [{name: srv, mac: '02:00:00:00:0d:10', ip: 10.2.0.10}]}\n"
@@ -58,11 +59,13 @@ class Site:
         self.lab = lab
         self.apps: dict[str, str] = {}  # app -> netns
         self.ips: dict[str, str] = {}
+        self.leases: dict[str, dict[str, str]] = {}
 
     def plug(self, app: str, ni: str, mac: str = "") -> str:
         ns = self.lab.app(app, ni, mac)
         self.apps[app] = ns
-        self.ips[app] = self.lab.dhcp(ns, app)
+        self.leases[app] = self.lab.dhcp_lease(ns, app)
+        self.ips[app] = self.leases[app]["ip"]
         return ns
 
     def status(self) -> dict[str, dict]:
@@ -132,6 +135,40 @@ def test_dhcp_and_dns(site: Site) -> None:
     assert leases == {"plc": "10.1.0.10", "hmi": site.ips["hmi"]}
 
 
+def test_dhcp_options(site: Site) -> None:
+    assert site.leases["twin"] == {
+        "ip": "10.1.0.10", "mask": "24", "router": "10.1.0.1", "dns": "10.1.0.1",
+        "mtu": "1400", "ntp": "192.0.2.123", "domain": f"{B}.lan"}
+    assert site.leases["plc"]["ntp"] == "none" and site.leases["plc"]["mtu"] == "1500"
+    assert "mtu 1400" in sh("ip", "link", "show", "eth0", netns=site.apps["twin"]).stdout
+    assert "mtu 1400" in sh("ip", "link", "show", "br0", netns=f"nr-{B}").stdout
+
+
+def test_api_socket_is_root_only(site: Site) -> None:
+    assert (Path(site.lab.socket).stat().st_mode & 0o777) == 0o600
+
+
+def test_dry_run_changes_nothing(site: Site) -> None:
+    hosts = site.lab.state_dir / "ni" / A / "config" / "hosts"
+    before = hosts.read_text()
+    changed = SITE.replace("historian, addresses: [10.1.0.20]", "archive, addresses: [10.1.0.21]")
+    f = site.lab.base / "changed.yaml"
+    f.write_text(changed)
+    out = site.lab.cli("apply", "--dry-run", "-f", str(f)).stdout
+    assert f"{A}: update" in out
+    assert hosts.read_text() == before
+    assert site.dns("hmi", "10.1.0.1", "archive") == []
+
+
+def test_detach(site: Site) -> None:
+    lab = site.lab
+    ns = lab.app("tmp", E)
+    assert "eth0" in sh("ip", "-o", "link", netns=ns).stdout
+    lab.cli("detach", E, "--netns", f"/run/netns/{ns}")
+    assert "eth0" not in sh("ip", "-o", "link", netns=ns).stdout
+    assert all(a["netns"] != f"/run/netns/{ns}" for a in site.status()[E]["attached"])
+
+
 def _wan_counter(lab: Lab) -> int:
     out = sh("nft", "list", "counter", "inet", "labwatch", "hairpin", netns=lab.wan).stdout
     return int(out.split("packets")[1].split()[0])
@@ -166,6 +203,7 @@ def listeners(site: Site) -> dict[str, str]:
     st = site.status()
     site.lab.serve(site.lab.device, "both", 9100, "device")
     site.lab.serve(f"nr-{D}", "both", 9100, "ni-d")
+    site.lab.serve(f"nr-{A}", "both", 9100, "ni-a")
     return {"device": st[A]["transit"]["device"].split("/")[0],
             "d_transit": st[D]["transit"]["ni"].split("/")[0],
             "a_transit": st[A]["transit"]["ni"].split("/")[0]}
@@ -175,9 +213,12 @@ def listeners(site: Site) -> dict[str, str]:
 def test_no_direct_traffic_between_nis(site: Site, listeners: dict[str, str],
                                        proto: str) -> None:
     lab, plc, srv = site.lab, site.apps["plc"], site.apps["srv"]
-    # the listeners answer where they should: the device from the wan, NI D locally
+    # the listeners answer where they should: the device from the wan, NIs locally
     assert lab.connect(lab.wan, proto, "198.51.100.2", 9100) == "device sees 198.51.100.1"
     assert lab.connect(f"nr-{D}", proto, listeners["d_transit"], 9100) is not None
+    assert lab.connect(f"nr-{A}", proto, "10.1.0.1", 9100) is not None
+    # an app reaches its own gateway for DHCP and DNS only (and ICMP)
+    assert lab.connect(plc, proto, "10.1.0.1", 9100, timeout=1) is None
     # but not from another NI's app
     assert lab.connect(plc, proto, listeners["d_transit"], 9100, timeout=1) is None
     assert lab.connect(plc, proto, site.ips["srv"], 9000, timeout=1) is None
