@@ -9,11 +9,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # containerd/runc run the NI tasks; mmdebstrap+gcc build the NI image; the rest
-# serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter).
+# serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter; VPN
+# peers: charon, swanctl, pki for test CAs, tcpdump for captures on the uplink;
+# benchmarks: iperf3, and the reference CNI plugins to compare with).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
-	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux
+	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
+	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
+	libcharon-extra-plugins strongswan-pki tcpdump \
+	iperf3 containernetworking-plugins
 
-.PHONY: setup deps venv image protos test unit integration demo lint clean
+.PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
+	bench-profile lint clean
 
 setup: deps venv
 
@@ -51,9 +57,23 @@ integration: setup image
 demo: setup image
 	$(PY) -m runner.lab.demo
 
+# Benchmarks (root): bring-up, scale, footprint, restart, change latency and
+# throughput of nirunner, side by side with a hand-made floor and with CNI; prints
+# a Markdown table (see README, Performance). bench-quick: under 2 minutes.
+bench: setup image
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: setup image
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# the same, with the supervisor under py-spy: build/bench-profile/py-spy-summary.txt
+bench-profile: setup image
+	$(PY) -m pip install -q py-spy
+	$(PY) -m bench.run --quick --profile build/bench-profile $(BENCH_ARGS)
+
 lint: venv
-	$(VENV)/bin/ruff check runner tests tools
-	$(VENV)/bin/mypy runner
+	$(VENV)/bin/ruff check runner tests tools bench
+	$(VENV)/bin/mypy runner bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

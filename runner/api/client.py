@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -67,6 +68,15 @@ class ApiClient:
                hostname: str = "") -> pb.AttachResponse:
         return self._call("Attach", pb.AttachRequest(ni=ni, netns=netns, ifname=ifname,
                                                       mac=mac, hostname=hostname))
+
+    def events(self, follow: bool = False) -> Iterator[pb.Event]:
+        try:
+            yield from self._stub.Events(pb.EventsRequest(follow=follow),
+                                         timeout=None if follow else self.timeout)
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise ApiError(f"events: {e.details() if isinstance(e, grpc.Call) else e}") from None
 
     def detach(self, ni: str, netns: str, ifname: str = "") -> None:
         self._call("Detach", pb.DetachRequest(ni=ni, netns=netns, ifname=ifname))

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -17,12 +18,15 @@ from runner import __version__
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
+from runner.drivers.watch import watch_uplinks
 from runner.errors import NirunnerError
 from runner.model.errors import ModelError
 from runner.model.types import SupervisorConfig
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 from runner.supervisor.core import Document, Supervisor
+from runner.supervisor.events import Event
+from runner.supervisor.store import Store
 
 log = logging.getLogger("nirunner.api")
 
@@ -91,6 +95,23 @@ class Servicer(pb_grpc.SupervisorServicer):
             _abort(context, e)
         return pb.DetachResponse()
 
+    def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext
+               ) -> Iterator[pb.Event]:
+        def message(e: Event) -> pb.Event:
+            return pb.Event(seq=e.seq, time=e.time, kind=e.kind, ni=e.ni, message=e.message,
+                            level=logging.getLevelName(e.level),
+                            fields_json=json.dumps(e.fields, sort_keys=True, default=str))
+
+        if not request.follow:
+            yield from (message(e) for e in self.sup.events.since(request.after))
+            return
+        done = threading.Event()
+        context.add_callback(done.set)  # the client went away
+        for e in self.sup.events.follow(request.after, done):
+            if self.sup.stopping.is_set():
+                return
+            yield message(e)
+
 
 def _connect(config: SupervisorConfig, stopping: threading.Event) -> Client:
     """containerd may start after us: wait for it, saying so once."""
@@ -106,19 +127,37 @@ def _connect(config: SupervisorConfig, stopping: threading.Event) -> Client:
                 raise
 
 
-def _watch_exits(sup: Supervisor) -> None:
-    """Task-exit events -> restarts; resubscribes if containerd restarts."""
+def _watch_exits(sup: Supervisor, subs: list[tasks.TaskExits]) -> None:
+    """Task-exit events -> restarts. If containerd goes away the stream ends: wait for
+    it to answer again, resubscribe, and reconcile (exits may have been missed)."""
+    lost = False
     while not sup.stopping.is_set():
         try:
             sub = tasks.TaskExits(sup.client)
-            sup.exits = sub  # type: ignore[attr-defined]
+            subs[:] = [sub]
+            if lost:
+                sup.client.version()  # raises while containerd is still away
+                sup.request_resync("containerd answers again", "containerd.reconnected")
+                lost = False
             for ev in sub:
                 sup.on_task_exit(ev)
+            if sup.stopping.is_set():
+                return
+            raise Unavailable("event stream ended")
         except ContainerdError as e:
-            log.warning("task events: %s; resubscribing", e)
-        if sup.stopping.wait(1.0):
+            if not lost:
+                sup.events.emit("containerd.lost", "", str(e), logging.WARNING)
+                lost = True
+        if sup.stopping.wait(0.5):
             return
-        sup.wake.set()  # events may have been missed: reconcile
+
+
+def _watch_uplinks(sup: Supervisor) -> None:
+    ifaces = {u.interface for u in sup.config.uplinks}
+    try:
+        watch_uplinks(ifaces, lambda why: sup.request_resync(why, "uplink.changed"))
+    except Exception as e:  # the supervisor goes on; it still resyncs periodically
+        sup.events.emit("watch.error", "", f"uplink watch stopped: {e}", logging.ERROR)
 
 
 def _listen(server: grpc.Server, path: str) -> None:
@@ -139,19 +178,30 @@ def serve(config: SupervisorConfig) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    Store(config.state_dir).load()  # a torn or corrupt state file: refuse to start, now
     client = _connect(config, stopping)
-    sup = Supervisor(config, client)
+    sup = Supervisor(config, client)  # StateCorrupt propagates: refuse to start
     sup.stopping = stopping
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sup.stop())  # also wakes the main loop
+    subs: list[tasks.TaskExits] = []
+    # watch before the first reconcile, so no exit or uplink change falls in between
+    threading.Thread(target=_watch_exits, args=(sup, subs), daemon=True, name="exits").start()
+    threading.Thread(target=_watch_uplinks, args=(sup,), daemon=True, name="uplinks").start()
+    t0 = time.monotonic()
     try:
-        sup.reconcile()
+        results = sup.reconcile()
+        adopted = sum(r.action == "unchanged" for r in results)
+        sup.events.emit("supervisor.started", "",
+                        f"{len(sup.desired.nis)} NIs, {adopted} adopted as they were, "
+                        f"in {time.monotonic() - t0:.2f}s", version=__version__)
     except NirunnerError as e:
         log.error("initial reconcile: %s", e)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
-    threading.Thread(target=_watch_exits, args=(sup,), daemon=True, name="exits").start()
     last_full = time.monotonic()
     while not stopping.is_set():
         due = sup.next_due()
@@ -163,16 +213,16 @@ def serve(config: SupervisorConfig) -> int:
         if stopping.is_set():
             break
         sup.restart_due()
-        if time.monotonic() - last_full >= RESYNC_EVERY:
+        if sup.resync.is_set() or time.monotonic() - last_full >= RESYNC_EVERY:
+            sup.resync.clear()
             last_full = time.monotonic()
             try:
                 sup.reconcile()
-            except NirunnerError as e:
-                log.error("reconcile: %s", e)
+            except NirunnerError:
+                pass  # each error is an event already; the next pass tries again
     log.info("stopping; NI tasks keep running")
-    exits = getattr(sup, "exits", None)
-    if exits is not None:
-        exits.cancel()
+    for sub in subs:
+        sub.cancel()
     server.stop(grace=2).wait()
     with_path = Path(config.api_socket)
     if with_path.is_socket():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,67 @@ def render_status(sts: list[dict[str, Any]]) -> str:
         if s["reason"]:
             notes.append(f"{s['name']}: {s['state']}: {s['reason']}")
     out = table(rows)
+    if any(s.get("vpn") for s in sts):
+        out += "\n\nVPN\n" + _vpn_table(sts)
     if len(sts) == 1:
         out += "\n" + _details(sts[0])
     return out + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _ago(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _vpn_table(sts: list[dict[str, Any]]) -> str:
+    """Per VPN NI: IKE and CHILD SA state, since when, traffic, the last error."""
+    rows = [["NAME", "REMOTE", "IKE SA", "CHILD SA", "ESTABLISHED", "IN", "OUT",
+             "LAST ERROR"]]
+    for s in sts:
+        v = s.get("vpn")
+        if not v:
+            continue
+        ike, child, err = v["ike"], v["child"], v.get("lastError")
+        rows.append([
+            s["name"], v["remote"], ike["state"], child["state"],
+            _ago(ike.get("establishedSeconds")),
+            f"{_size(child.get('bytesIn', 0))}/{child.get('packetsIn', 0)} pkts",
+            f"{_size(child.get('bytesOut', 0))}/{child.get('packetsOut', 0)} pkts",
+            err["message"] if err else "-",
+        ])
+    return table(rows)
+
+
+def _vpn_details(v: dict[str, Any]) -> str:
+    ike, child = v["ike"], v["child"]
+    lines = [f"VPN {v['backend']} to {v['remote']}: charon {v['charon']}"]
+    if ike.get("localHost"):
+        nat = ", NAT-T" if ike.get("natTraversal") else ""
+        lines.append(f"  IKE {ike['state']} {ike['localHost']} [{ike['localId']}] <-> "
+                     f"{ike['remoteHost']} [{ike['remoteId']}]{nat}")
+    if child.get("localTs"):
+        lines.append(f"  CHILD {child['state']} {child['mode']} "
+                     f"{', '.join(child['localTs'])} === {', '.join(child['remoteTs'])}")
+    err = v.get("lastError")
+    if err:
+        lines.append(f"  last error ({_ago(int(time.time()) - err['time'])}): "
+                     f"{err['message']} ({err['detail']})")
+    return "\n".join(lines)
 
 
 def _details(s: dict[str, Any]) -> str:
@@ -145,6 +204,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key, title in (("routes", "ROUTES (NI netns)"), ("deviceRules", "RULES (device)")):
         if s.get(key):
             print(f"\n{title}\n" + "\n".join(s[key]))
+    if s.get("vpn"):
+        print("\n" + _vpn_details(s["vpn"]))
     if s.get("nft"):
         print("\nNFT (NI netns)\n" + s["nft"].rstrip())
     return 0
@@ -162,6 +223,20 @@ def cmd_detach(args: argparse.Namespace) -> int:
     with _api(args) as api:
         api.detach(args.name, os.path.abspath(args.netns), args.ifname)
     print(f"detached {args.netns} {args.ifname} from {args.name}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    with _api(args) as api:
+        for e in api.events(follow=args.follow):
+            when = dt.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+            fields = json.loads(e.fields_json or "{}")
+            extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+            who = f" {e.ni}:" if e.ni else ""
+            print(f"{when} {e.level:<7} {e.kind}{who} {e.message}"
+                  f"{'  ' + extra if extra else ''}", flush=True)
     return 0
 
 
@@ -213,6 +288,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
+
+    p = api_cmd("events", "show the supervisor's events (NI created, task restarted, ...)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep showing new events")
+    p.set_defaults(func=cmd_events)
 
     p = api_cmd("attach", "plug an app's network namespace into an NI")
     p.add_argument("name")

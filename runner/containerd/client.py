@@ -58,6 +58,11 @@ class Client:
             options=[
                 ("grpc.max_receive_message_length", 16 << 20),
                 ("grpc.max_send_message_length", 16 << 20),
+                # containerd restarts in well under a second: reconnect quickly
+                # (gRPC's default backoff grows to two minutes)
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         try:

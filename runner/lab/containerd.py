@@ -91,6 +91,15 @@ class PrivateContainerd:
         self.stop()
         raise RuntimeError(f"containerd did not come up in {timeout:g}s; see {self.log}")
 
+    def stop_daemon_only(self) -> None:
+        """Stop containerd itself; its shims, and so the tasks, keep running."""
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, 10.0):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, 5.0)
+
     def stop(self, remove: bool = True) -> None:
         """Stop every task it runs, then containerd and its shims; remove its dirs."""
         if self.pid():

@@ -25,13 +25,18 @@ def serve_tcp(port: int, name: str, seconds: float) -> None:
             conn, peer = srv.accept()
         except TimeoutError:
             continue
-        with conn:
-            conn.settimeout(2)
-            try:
-                conn.recv(256)
-                conn.sendall(f"{name} sees {peer[0]}\n".encode())
-            except OSError:
-                pass
+        threading.Thread(target=_answer, args=(conn, peer[0], name, end), daemon=True).start()
+
+
+def _answer(conn: socket.socket, peer: str, name: str, end: float) -> None:
+    """One reply per message, as long as the client keeps the connection."""
+    with conn:
+        conn.settimeout(5)
+        try:
+            while time.monotonic() < end and conn.recv(256):
+                conn.sendall(f"{name} sees {peer}\n".encode())
+        except OSError:
+            pass
 
 
 def serve_udp(port: int, name: str, seconds: float) -> None:
@@ -45,6 +50,21 @@ def serve_udp(port: int, name: str, seconds: float) -> None:
         except TimeoutError:
             continue
         s.sendto(f"{name} sees {peer[0]}\n".encode(), peer)
+
+
+def hold(host: str, port: int, seconds: float, timeout: float = 3.0) -> int:
+    """Keep one TCP connection and exchange a message every 0.1 s for `seconds`;
+    returns the number of round trips (it raises if one fails)."""
+    n = 0
+    with socket.create_connection((host, port), timeout=timeout) as c:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            c.sendall(b"ping\n")
+            if not c.recv(256):
+                raise ConnectionError(f"closed after {n} round trips")
+            n += 1
+            time.sleep(0.1)
+    return n
 
 
 def connect(proto: str, host: str, port: int, timeout: float = 3.0) -> str:
@@ -71,6 +91,8 @@ def main() -> int:
     c.add_argument("host")
     c.add_argument("port", type=int)
     c.add_argument("--timeout", type=float, default=3.0)
+    c.add_argument("--hold", type=float, default=0.0,
+                   help="keep the TCP connection this many seconds, one round trip each 0.1 s")
     a = ap.parse_args()
     if a.cmd == "serve":
         threads = []
@@ -83,7 +105,10 @@ def main() -> int:
             t.join()
         return 0
     try:
-        print(connect(a.proto, a.host, a.port, a.timeout))
+        if a.hold:
+            print(f"{hold(a.host, a.port, a.hold, a.timeout)} round trips")
+        else:
+            print(connect(a.proto, a.host, a.port, a.timeout))
         return 0
     except OSError as e:
         print(f"failed: {e}", file=sys.stderr)

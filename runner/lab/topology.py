@@ -159,7 +159,10 @@ class Lab:
             "  - {name: eth1, interface: eth1}\n"
         )
 
-    def start_supervisor(self, timeout: float = 30) -> None:
+    def start_supervisor(self, timeout: float = 30, env: dict[str, str] | None = None,
+                         wait: bool = True) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)  # a stale one would look like a ready supervisor
         log = open(self.base / "supervisor.log", "ab")  # noqa: SIM115 - child owns it
         # nsenter, not `ip netns exec`: that would also give the supervisor a mount
         # namespace of its own, and the NI netns it creates would not be visible
@@ -167,8 +170,11 @@ class Lab:
         self.supervisor = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.device}", sys.executable, "-m", "runner.cli.main",
              "supervise", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, **(env or {})})
         log.close()
+        if not wait:
+            return
         wait_for(lambda: os.path.exists(self.socket) or self.supervisor.poll() is not None,
                  timeout, "the supervisor's API socket")
         if self.supervisor.poll() is not None:
@@ -190,7 +196,8 @@ class Lab:
     def cli(self, *args: str, check: bool = True, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "runner.cli.main", *args]
-        if args and args[0] in ("apply", "delete", "status", "inspect", "attach", "detach"):
+        if args and args[0] in ("apply", "delete", "status", "inspect", "attach", "detach",
+                                "events"):
             cmd += ["--socket", self.socket]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
         if check and res.returncode != 0:
@@ -224,7 +231,9 @@ class Lab:
                 words = line.split()
                 ip, _, mask = words[1].partition("/")
                 lease = {"ip": ip, "mask": mask}
-                lease.update(w.split("=", 1) for w in words[2:] if "=" in w)
+                for w in words[2:]:
+                    key, _, value = w.partition("=")
+                    lease[key] = value
                 return lease
         raise LabError(f"no DHCP lease for {app_ns}: {res.stdout} {res.stderr}")
 

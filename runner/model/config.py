@@ -5,6 +5,7 @@
     apiSocket: /run/nirunner/nirunner.sock
     transitPool: 169.254.100.0/22
     image: nirunner/ni:0.1.0
+    ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
     uplinks:
       - {name: eth0, interface: eth0}
 
@@ -24,7 +25,7 @@ from runner.model.errors import (
     read_documents,
     show,
 )
-from runner.model.types import SupervisorConfig, Uplink
+from runner.model.types import IpsecBackend, SupervisorConfig, Uplink
 
 MAX_BYTES = 1 << 20
 UPLINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # at most 32 characters
@@ -46,7 +47,7 @@ _UNUSABLE_POOLS = (
     (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
 )
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "uplinks")
+           "ipsecBackend", "uplinks")
 
 
 def load_config(path: str) -> SupervisorConfig:
@@ -95,6 +96,7 @@ def _config(c: Checker) -> SupervisorConfig | None:
         image=c.matching(top.get("image"), "image", _IMAGE, _IMAGE_RULE, 255) or default.image,
         resolv_conf=c.matching(top.get("resolvConf"), "resolvConf", _PATH, _PATH_RULE, 1024)
         or default.resolv_conf,
+        ipsec_backend=_ipsec_backend(c, top.get("ipsecBackend")) or default.ipsec_backend,
         uplinks=_uplinks(c, top.get("uplinks")),
     )
 
@@ -108,6 +110,17 @@ def _containerd(c: Checker, value: object) -> tuple[str | None, str | None]:
         m.get("namespace"), "containerd.namespace", _NAMESPACE, _NAMESPACE_RULE, 76
     )
     return address, namespace
+
+
+def _ipsec_backend(c: Checker, value: object) -> IpsecBackend | None:
+    text = c.string(value, "ipsecBackend")
+    if text is None:
+        return None
+    choices = [b.value for b in IpsecBackend]
+    if text not in choices:
+        c.error("ipsecBackend", f"{show(text)} is not one of {', '.join(choices)}")
+        return None
+    return IpsecBackend(text)
 
 
 def _transit_pool(c: Checker, value: object) -> IPv4Network | None:

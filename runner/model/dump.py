@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.model.types import NetworkInstance
+from runner.model.types import CertAuth, NetworkInstance, Vpn
 
 
 def _dur(seconds: int) -> str:
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
@@ -51,5 +53,27 @@ def to_manifest(ni: NetworkInstance) -> dict[str, Any]:
         ]
     r = ni.resources
     spec["resources"] = {"memory": r.memory, "cpu": r.cpu, "pids": r.pids}
+    if ni.vpn is not None:
+        spec["vpn"] = _vpn(ni.vpn)
     return {"apiVersion": "nirunner/v1", "kind": "NetworkInstance",
             "metadata": {"name": ni.name}, "spec": spec}
+
+
+def _vpn(v: Vpn) -> dict[str, Any]:
+    """The VPN section; secrets appear only as the paths of their files."""
+    if isinstance(v.auth, CertAuth):
+        auth: dict[str, Any] = {"cert": {"certFile": v.auth.cert_file,
+                                         "keyFile": v.auth.key_file,
+                                         "caFile": v.auth.ca_file}}
+    else:
+        auth = {"psk": {"secretFile": v.auth.secret_file}}
+    return {
+        "remote": str(v.remote),
+        "auth": auth,
+        "localId": v.local_id,
+        "remoteId": v.remote_id,
+        "remoteSubnets": [str(n) for n in v.remote_subnets],
+        "ike": {"proposals": list(v.ike_proposals)},
+        "esp": {"proposals": list(v.esp_proposals)},
+        "dpd": _dur(v.dpd),
+    }

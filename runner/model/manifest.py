@@ -31,6 +31,7 @@ from runner.model.errors import (
     show,
 )
 from runner.model.types import (
+    CertAuth,
     Dhcp,
     DhcpRange,
     Dns,
@@ -38,10 +39,12 @@ from runner.model.types import (
     NIType,
     PortMap,
     Protocol,
+    PskAuth,
     Reservation,
     Resources,
     StaticHost,
     SupervisorConfig,
+    Vpn,
 )
 
 API_VERSION = "nirunner/v1"
@@ -72,16 +75,30 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEMORY = re.compile(r"([0-9]{1,15})(Ki|Mi|Gi|K|M|G)?")
 _MEMORY_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "Ki": 1 << 10, "Mi": 1 << 20,
                  "Gi": 1 << 30}
+# IKE identities end up (quoted) in swanctl.conf: no quotes, backslashes, braces, '#'
+_IKE_ID = re.compile(r"[A-Za-z0-9@._:=,+/*%-](?:[A-Za-z0-9@._:=,+/*% -]*[A-Za-z0-9@._:=,+/*%-])?")
+_IKE_ID_RULE = ("use letters, digits, spaces and @ . _ : = , + / * % -, not starting or "
+                "ending with a space, at most 255 characters")
+_PROPOSAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_PROPOSAL_RULE = "a strongSwan proposal like aes256-sha256-modp2048, aes256gcm16 or default"
+_FILE = re.compile(r"/[^\x00-\x1f\x7f]*")
+_FILE_RULE = "must be an absolute path without control characters"
+MAX_DPD = 3600
 
 _TOP = ("apiVersion", "kind", "metadata", "spec")
 _SPEC = ("type", "uplink", "subnet", "gateway", "mtu", "dhcp", "dns", "ntp", "portMaps",
-         "resources")
+         "resources", "vpn")
 _DHCP = ("range", "leaseTime", "reservations")
 _RESERVATION = ("name", "mac", "ip")
 _DNS = ("domain", "upstream", "static")
 _STATIC = ("name", "addresses")
 _PORT_MAP = ("name", "protocol", "uplinkPort", "target", "targetPort")
 _RESOURCES = ("memory", "cpu", "pids")
+_VPN = ("remote", "auth", "localId", "remoteId", "remoteSubnets", "ike", "esp", "dpd")
+_VPN_REQUIRED = ("remote", "auth", "localId", "remoteId", "remoteSubnets")
+_AUTH = ("psk", "cert")
+_PSK = ("secretFile",)
+_CERT = ("certFile", "keyFile", "caFile")
 
 
 @dataclass(frozen=True)
@@ -236,12 +253,14 @@ def _spec(c: Checker, value: object, name: str | None) -> NetworkInstance | None
     ntp = tuple(_addresses(c, s.get("ntp"), "spec.ntp"))
     port_maps = _port_maps(c, s.get("portMaps"), subnet, gateway, hosts)
     resources = _resources(c, s.get("resources"))
+    vpn = _vpn(c, s.get("vpn"), subnet)
+    _vpn_rules(c, s, ni_type, vpn, dns)
     if (not c.ok or name is None or ni_type is None or subnet is None or gateway is None
             or dhcp is None or dns is None or resources is None):
         return None
     return NetworkInstance(
         name=name, type=ni_type, subnet=subnet, gateway=gateway, dhcp=dhcp, uplink=uplink,
-        mtu=mtu, dns=dns, ntp=ntp, port_maps=port_maps, resources=resources,
+        mtu=mtu, dns=dns, ntp=ntp, port_maps=port_maps, resources=resources, vpn=vpn,
     )
 
 
@@ -249,14 +268,14 @@ def _ni_type(c: Checker, value: object) -> NIType | None:
     text = c.string(value, "spec.type")
     if text is None:
         return None
-    if text in (NIType.VPN, NIType.SWITCH):
-        c.error("spec.type", f"{text!r} is not supported yet (only 'local' is)")
-    elif text != NIType.LOCAL:
+    if text == NIType.SWITCH:
+        c.error("spec.type", f"{text!r} is not supported yet (only 'local' and 'vpn' are)")
+    elif text not in (NIType.LOCAL, NIType.VPN):
         choices = [t.value for t in NIType]
         hint = did_you_mean(text, choices)
         c.error("spec.type", f"{show(text)} is not one of {', '.join(choices)}{hint}")
     else:
-        return NIType.LOCAL
+        return NIType(text)
     return None
 
 
@@ -374,8 +393,9 @@ def _range(c: Checker, value: object, subnet: IPv4Network | None,
     return DhcpRange(start, end)
 
 
-def _duration(c: Checker, value: object, path: str) -> int | None:
-    """Seconds from an int or '90s', '10m', '1h', '2d'."""
+def _duration(c: Checker, value: object, path: str, low: int = MIN_LEASE,
+              high: int = MAX_LEASE, shown: str = "2m..365d") -> int | None:
+    """Seconds from an int or '90s', '10m', '1h', '2d', in low..high (`shown` says so)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -388,8 +408,8 @@ def _duration(c: Checker, value: object, path: str) -> int | None:
     else:
         c.error(path, f"must be a duration like 1h or seconds, not {describe(value)}")
         return None
-    if not MIN_LEASE <= seconds <= MAX_LEASE:
-        c.error(path, f"{value} is out of range 2m..365d")
+    if not low <= seconds <= high:
+        c.error(path, f"{value} is out of range {shown}")
         return None
     return seconds
 
@@ -593,6 +613,128 @@ def _memory(c: Checker, value: object, path: str) -> int | None:
     return size
 
 
+# --- VPN ----------------------------------------------------------------------------------
+
+
+def _vpn(c: Checker, value: object, subnet: IPv4Network | None) -> Vpn | None:
+    v = c.mapping(value, "spec.vpn", _VPN, required=_VPN_REQUIRED)
+    if v is None:
+        return None
+    remote = c.unicast(v.get("remote"), "spec.vpn.remote")
+    auth = _auth(c, v.get("auth"))
+    local_id = c.matching(v.get("localId"), "spec.vpn.localId", _IKE_ID, _IKE_ID_RULE, 255)
+    remote_id = c.matching(v.get("remoteId"), "spec.vpn.remoteId", _IKE_ID, _IKE_ID_RULE, 255)
+    nets = _remote_subnets(c, v.get("remoteSubnets"), subnet, remote)
+    ike = _proposals(c, v.get("ike"), "spec.vpn.ike")
+    esp = _proposals(c, v.get("esp"), "spec.vpn.esp")
+    dpd = _duration(c, v.get("dpd"), "spec.vpn.dpd", 0, MAX_DPD, "0s..1h")
+    if remote is None or auth is None or local_id is None or remote_id is None or not nets:
+        return None
+    default = Vpn(remote, auth, local_id, remote_id, nets)
+    return Vpn(remote, auth, local_id, remote_id, nets,
+               ike_proposals=ike or default.ike_proposals,
+               esp_proposals=esp or default.esp_proposals,
+               dpd=default.dpd if dpd is None else dpd)
+
+
+def _auth(c: Checker, value: object) -> PskAuth | CertAuth | None:
+    path = "spec.vpn.auth"
+    a = c.mapping(value, path, _AUTH)
+    if a is None:
+        return None
+    given = [k for k in _AUTH if a.get(k) is not None]
+    if len(given) != 1:
+        c.error(path, "must have exactly one of psk or cert")
+        return None
+    if given == ["psk"]:
+        m = c.mapping(a["psk"], f"{path}.psk", _PSK, required=_PSK)
+        secret = _file(c, m.get("secretFile"), f"{path}.psk.secretFile") if m else None
+        return PskAuth(secret) if secret else None
+    m = c.mapping(a["cert"], f"{path}.cert", _CERT, required=_CERT)
+    if m is None:
+        return None
+    cert, key, ca = (_file(c, m.get(k), f"{path}.cert.{k}") for k in _CERT)
+    return CertAuth(cert, key, ca) if cert and key and ca else None
+
+
+def _file(c: Checker, value: object, path: str) -> str | None:
+    return c.matching(value, path, _FILE, _FILE_RULE, 1024)
+
+
+def _cidr(c: Checker, value: object, path: str) -> IPv4Network | None:
+    text = c.string(value, path)
+    if text is None:
+        return None
+    try:
+        if not _CIDR.fullmatch(text):
+            raise ValueError(text)
+        net = IPv4Network(text, strict=False)
+    except ValueError:
+        c.error(path, f"{show(text)} is not an IPv4 CIDR like 10.99.1.0/24")
+        return None
+    if str(net) != text:
+        c.error(path, f"{text} has host bits set; did you mean {net}?")
+        return None
+    return net
+
+
+def _remote_subnets(c: Checker, value: object, subnet: IPv4Network | None,
+                    remote: IPv4Address | None) -> tuple[IPv4Network, ...]:
+    path = "spec.vpn.remoteSubnets"
+    if value == []:
+        c.error(path, "must list at least one subnet")
+    out: list[IPv4Network] = []
+    for here, item in c.items(value, path):
+        net = _cidr(c, item, here)
+        if net is None:
+            continue
+        if subnet is not None and net.overlaps(subnet):
+            c.error(here, f"{net} overlaps spec.subnet {subnet}")
+        elif remote is not None and remote in net:
+            c.error(here, f"{net} contains spec.vpn.remote {remote}: IKE to the peer would "
+                          f"have to go through its own tunnel")
+        elif net in out:
+            c.error(here, f"{net} is listed twice")
+        else:
+            out.append(net)
+    return tuple(out)
+
+
+def _proposals(c: Checker, value: object, path: str) -> tuple[str, ...]:
+    m = c.mapping(value, path, ("proposals",), required=("proposals",))
+    if m is None:
+        return ()
+    here = f"{path}.proposals"
+    if m.get("proposals") == []:
+        c.error(here, "must list at least one proposal")
+    out = [c.matching(item, p, _PROPOSAL, _PROPOSAL_RULE, 200)
+           for p, item in c.items(m.get("proposals"), here)]
+    return tuple(x for x in out if x is not None)
+
+
+def _vpn_rules(c: Checker, s: dict[str, object], ni_type: NIType | None, vpn: Vpn | None,
+               dns: Dns | None) -> None:
+    """What only a VPN NI has, and what it must not have."""
+    if ni_type is None:
+        return
+    if ni_type is not NIType.VPN:
+        if s.get("vpn") is not None:
+            c.error("spec.vpn", "is only for spec.type vpn")
+        return
+    if s.get("vpn") is None:
+        c.error("spec.vpn", "is required for spec.type vpn")
+    if s.get("uplink") is None:
+        c.error("spec.uplink", "is required for spec.type vpn (the tunnel needs an uplink)")
+    if s.get("portMaps"):
+        c.error("spec.portMaps", "are not allowed on a VPN NI: its apps are reachable only "
+                                 "through the tunnel")
+    if vpn is not None and dns is not None and dns.upstream:
+        for i, ip in enumerate(dns.upstream):
+            if not any(ip in net for net in vpn.remote_subnets):
+                c.error(f"spec.dns.upstream[{i}]", f"{ip} is not in spec.vpn.remoteSubnets: "
+                        "a VPN NI sends DNS queries only through its tunnel")
+
+
 # --- across NIs -------------------------------------------------------------------------
 
 
@@ -611,6 +753,7 @@ def set_problems(nis: Iterable[NetworkInstance | Located],
             names[loc.ni.name] = loc
         found += _uplink_problems(loc, config)
         found += _port_problems(loc, ports)
+        found += _vpn_problems(loc, config)
     return found
 
 
@@ -655,4 +798,18 @@ def _port_problems(loc: Located,
         msg = (f"{pm.protocol} {pm.uplink_port} on uplink {loc.ni.uplink} is already mapped "
                f"by NI {other.ni.name!r} ({there}{_where(other, there)})")
         found.append(_problem(loc, f"spec.portMaps[{i}].uplinkPort", msg))
+    return found
+
+
+def _vpn_problems(loc: Located, config: SupervisorConfig) -> list[Problem]:
+    vpn = loc.ni.vpn
+    if vpn is None:
+        return []
+    pool = config.transit_pool
+    found = [_problem(loc, f"spec.vpn.remoteSubnets[{i}]",
+                      f"{net} overlaps the supervisor's transitPool {pool}")
+             for i, net in enumerate(vpn.remote_subnets) if net.overlaps(pool)]
+    if vpn.remote in pool:
+        found.append(_problem(loc, "spec.vpn.remote",
+                              f"{vpn.remote} is inside the supervisor's transitPool {pool}"))
     return found

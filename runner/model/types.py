@@ -18,6 +18,14 @@ class NIType(enum.StrEnum):
     SWITCH = "switch"
 
 
+class IpsecBackend(enum.StrEnum):
+    """Where ESP runs for VPN NIs (supervisor config `ipsecBackend`)."""
+
+    AUTO = "auto"  # the kernel's ESP if it has it, else kernel-libipsec
+    KERNEL = "kernel"  # XFRM in the NI netns
+    LIBIPSEC = "libipsec"  # strongSwan's userspace ESP over a TUN device (always UDP-encapsulated)
+
+
 class Protocol(enum.StrEnum):
     TCP = "tcp"
     UDP = "udp"
@@ -73,6 +81,36 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class PskAuth:
+    """A pre-shared key, read from a file on the device (its bytes, minus one trailing newline)."""
+
+    secret_file: str
+
+
+@dataclass(frozen=True)
+class CertAuth:
+    """Certificate authentication: our certificate and key, and the CA that signs the peer's."""
+
+    cert_file: str  # PEM
+    key_file: str  # PEM, a secret
+    ca_file: str  # PEM
+
+
+@dataclass(frozen=True)
+class Vpn:
+    """The IPsec tunnel of a VPN NI; the local traffic selector is the NI's subnet."""
+
+    remote: IPv4Address  # the peer (IKE)
+    auth: PskAuth | CertAuth
+    local_id: str
+    remote_id: str
+    remote_subnets: tuple[IPv4Network, ...]
+    ike_proposals: tuple[str, ...] = ("default",)
+    esp_proposals: tuple[str, ...] = ("default",)
+    dpd: int = 30  # seconds between dead peer detection checks; 0: off
+
+
+@dataclass(frozen=True)
 class NetworkInstance:
     name: str
     type: NIType
@@ -85,6 +123,7 @@ class NetworkInstance:
     ntp: tuple[IPv4Address, ...] = ()
     port_maps: tuple[PortMap, ...] = ()
     resources: Resources = field(default_factory=Resources)
+    vpn: Vpn | None = None  # exactly for type vpn
 
     def target_ip(self, pm: PortMap) -> IPv4Address:
         """The app address a port map points at (a reservation name or an IP)."""
@@ -109,6 +148,7 @@ class SupervisorConfig:
     transit_pool: IPv4Network = IPv4Network("169.254.100.0/22")
     image: str = "nirunner/ni:0.1.0"
     resolv_conf: str = "/etc/resolv.conf"  # the device's resolvers: NIs' default upstream
+    ipsec_backend: IpsecBackend = IpsecBackend.AUTO
     uplinks: tuple[Uplink, ...] = ()
 
     def uplink(self, name: str) -> Uplink | None:

@@ -117,6 +117,8 @@ def plan_device(config: SupervisorConfig, facts: Facts, nis: Sequence[NIPlan]) -
         uplink_ifs=tuple(dict.fromkeys(u.interface for u in config.uplinks)),
         transit_uplinks=tuple((x.transit.device_if, x.uplink.interface) for x in linked),
         dnats=tuple(_dnats(config, facts, linked)),
+        vpn_transit_ifs=tuple(x.transit.device_if for x in linked if x.plan.vpn is not None),
+        transit_pool=str(config.transit_pool),
     )
     return DevicePlan(
         uplink_tables={u.name: names.uplink_table(i) for i, u in enumerate(config.uplinks)},

@@ -29,6 +29,7 @@ class Facts:
 
     uplinks: dict[str, UplinkFacts] = field(default_factory=dict)  # by uplink name
     resolvers: tuple[IPv4Address, ...] = ()  # the device's DNS servers
+    kernel_esp: bool = False  # the kernel can do ESP (XFRM with esp4); else VPNs use libipsec
 
     def uplink(self, name: str) -> UplinkFacts | None:
         return self.uplinks.get(name)

@@ -22,6 +22,10 @@ NI_TRANSIT_IF = "uplink0"  # NI end of the transit veth
 BRIDGE_IF = "br0"  # the NI's bridge, the apps' gateway
 APP_PREFIX = "ap"  # NI end of an app veth: ap<8 hex>
 
+VPN_TUN_IF = "ipsec0"  # the TUN device strongSwan's kernel-libipsec makes in a VPN NI
+VPN_ROUTE_TABLE = 220  # where charon puts the routes into the tunnel (its default)
+IKE_PORTS = (500, 4500)  # IKE and NAT-T (also ESP-in-UDP)
+
 DEVICE_NFT_TABLE = "nirunner"  # table inet nirunner in the device netns
 NI_NFT_TABLE = "ni"  # table inet ni in each NI netns
 

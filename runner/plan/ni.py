@@ -1,9 +1,10 @@
 """The plan of one NI: its netns, links, addresses, config files, ruleset and sysctls.
 
 `restart_key` fingerprints what the running task cannot take live (type, subnet,
-gateway, uplink, dnsmasq.conf): when it changes the task must be restarted.
-`live_key` fingerprints everything that is applied to a running NI (files
-dnsmasq re-reads on SIGHUP, the NI ruleset, sysctls, MTU, transit link, limits).
+gateway, uplink, dnsmasq.conf, and a VPN NI's strongswan.conf): when it changes
+the task must be restarted. `live_key` fingerprints everything that is applied
+to a running NI (files dnsmasq re-reads on SIGHUP, the VPN connection charon
+reloads over VICI, the NI ruleset, sysctls, MTU, transit link, limits).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from runner.plan import names
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
 from runner.plan.routing import DEFAULT, Route
-from runner.plan.rules import NIPortMap, NIRules
+from runner.plan.rules import NIPortMap, NIRules, NIVpnRules
 from runner.plan.transit import TransitLink, link
-from runner.render import dnsmasq, nft
+from runner.plan.vpn import VpnPlan, plan_vpn
+from runner.render import dnsmasq, nft, swanctl
 
 DEFAULT_MTU = 1500
 
@@ -68,6 +70,7 @@ class NIPlan:
     resources: Resources
     restart_key: str
     live_key: str
+    vpn: VpnPlan | None = None  # VPN NIs only
 
     @property
     def route_table(self) -> int | None:
@@ -126,15 +129,26 @@ def plan_ni(
     found = facts.uplink(uplink.name) if uplink else None
     mtu = ni.mtu or (found.mtu if found else DEFAULT_MTU)
     upstream: tuple[IPv4Address, ...] = ()
-    if uplink is not None:
+    if ni.type is NIType.VPN:
+        # only through the tunnel (the manifest checks that they are behind it);
+        # the device's resolvers are reachable only in clear, so never by default
+        upstream = ni.dns.upstream or ()
+    elif uplink is not None:
         upstream = ni.dns.upstream if ni.dns.upstream is not None else facts.resolvers
 
     files = dnsmasq.render(ni, upstream, mtu)
+    vpn: VpnPlan | None = None
+    vpn_rules: NIVpnRules | None = None
+    if ni.type is NIType.VPN:
+        vpn, vpn_files = plan_vpn(ni, config.ipsec_backend, facts.kernel_esp)
+        files |= vpn_files
+        vpn_rules = NIVpnRules(kernel_esp=vpn.tun is None, tun=vpn.tun)
     rules = NIRules(
         ni=ni.name,
         uplink=uplink is not None,
         forward_out=ni.type is NIType.LOCAL,  # a VPN NI's apps never leave in clear
         port_maps=port_maps,
+        vpn=vpn_rules,
     )
     ruleset = nft.ni_ruleset(rules)
     bridge = BridgePlan(
@@ -147,13 +161,16 @@ def plan_ni(
     if transit is not None:
         routes = (Route(names.MAIN_TABLE, DEFAULT, gateway=transit.device_addr.ip,
                         dev=transit.ni_if),)
-    restart_key = _fingerprint(
-        str(ni.type), str(ni.subnet), str(ni.gateway), ni.uplink, files[dnsmasq.CONF]
-    )
-    live_key = _fingerprint(
-        {k: v for k, v in files.items() if k != dnsmasq.CONF},
+    restart = [str(ni.type), str(ni.subnet), str(ni.gateway), ni.uplink, files[dnsmasq.CONF]]
+    live: list[object] = [
+        {k: v for k, v in files.items() if k not in (dnsmasq.CONF, swanctl.CONF)},
         ruleset, sysctls, mtu, transit, uplink, bridge, routes, ni.resources,
-    )
+    ]
+    if vpn is not None:
+        restart.append(files[swanctl.CONF])
+        live.append(vpn)
+    restart_key = _fingerprint(*restart)
+    live_key = _fingerprint(*live)
     return NIPlan(
         name=ni.name,
         type=ni.type,
@@ -171,4 +188,5 @@ def plan_ni(
         resources=ni.resources,
         restart_key=restart_key,
         live_key=live_key,
+        vpn=vpn,
     )

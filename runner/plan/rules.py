@@ -23,6 +23,14 @@ class NIPortMap:
 
 
 @dataclass(frozen=True)
+class NIVpnRules:
+    """A VPN NI: apps talk only through the tunnel; only IKE/ESP uses the uplink."""
+
+    kernel_esp: bool  # True: XFRM policies on uplink0; False: libipsec's TUN device
+    tun: str | None  # the TUN device (libipsec), None with kernel ESP
+
+
+@dataclass(frozen=True)
 class NIRules:
     """What table inet ni of one NI must do."""
 
@@ -30,6 +38,7 @@ class NIRules:
     uplink: bool  # False: air-gapped, no uplink0 rules at all
     forward_out: bool  # apps may leave through uplink0 in clear (False for VPN NIs)
     port_maps: tuple[NIPortMap, ...] = ()
+    vpn: NIVpnRules | None = None
 
 
 @dataclass(frozen=True)
@@ -54,3 +63,5 @@ class DeviceRules:
     uplink_ifs: tuple[str, ...]  # interfaces of all configured uplinks
     transit_uplinks: tuple[tuple[str, str], ...]  # (transit if, its NI's uplink if)
     dnats: tuple[DeviceDnat, ...] = ()
+    vpn_transit_ifs: tuple[str, ...] = ()  # transit links of VPN NIs: IKE/ESP only
+    transit_pool: str = ""  # sources from it on no known transit link are never forwarded

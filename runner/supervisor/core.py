@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from runner import nitask
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import NotFound
 from runner.drivers import facts as live_facts
 from runner.drivers import links
-from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig
@@ -27,6 +27,7 @@ from runner.plan import names, site
 from runner.plan.site import Plan
 from runner.supervisor import attach as attach_mod
 from runner.supervisor import status as status_mod
+from runner.supervisor.events import EventLog
 from runner.supervisor.executor import Executor, NIResult
 from runner.supervisor.store import Attachment, Desired, Store
 
@@ -65,11 +66,18 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.store = Store(self.config.state_dir)
-        self.desired = self.store.load()
+        self.desired = self.store.load()  # StateCorrupt: refuse to start, keep the file
         self.executor = Executor(self.client, self.store, self.config.image)
+        self.events = EventLog()
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.resync = threading.Event()  # a full reconcile is wanted (uplink change...)
+
+    def request_resync(self, reason: str, kind: str = "resync") -> None:
+        self.events.emit(kind, "", reason)
+        self.resync.set()
+        self.wake.set()
 
     # -- planning ---------------------------------------------------------------
 
@@ -100,7 +108,8 @@ class Supervisor:
             try:
                 results = self._reconcile(plan, only={x.ni.name for x in located})
             except NirunnerError as e:
-                log.error("apply failed, rolling back: %s", e)
+                self.events.emit("apply.rolledback", "", f"apply failed, rolling back: {e}",
+                                 logging.ERROR)
                 self.desired = previous
                 self.store.save(previous)
                 for x in located:
@@ -116,8 +125,6 @@ class Supervisor:
             c = tasks.get_container(self.client, p.container_id)
         except NotFound:
             return NIResult(name, "create", f"netns {p.netns}, task {p.container_id}")
-        from runner import nitask
-
         if c.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
             return NIResult(name, "recreate", "a change needs a new task")
         return NIResult(name, "update", "applied live, without restarting the task")
@@ -146,9 +153,9 @@ class Supervisor:
                 raise NirunnerError("; ".join(errors))
             return list(names_)
 
-    def _remove(self, name: str, slot: int | None) -> None:
-        log.info("removing NI %s", name)
+    def _remove(self, name: str, slot: int | None, why: str = "deleted") -> None:
         self.executor.remove_ni(name, slot)
+        self.events.emit("ni.removed", name, why)
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -162,9 +169,21 @@ class Supervisor:
             return self._reconcile(plan)
 
     def _reconcile(self, plan: Plan, only: set[str] | None = None) -> list[NIResult]:
-        """NIs first (their links must exist for the device's routes), then the device."""
+        """The device first, then the NIs, then the apps' plugs.
+
+        The device's rules and nft table name transit links that may not exist
+        yet (nothing in them needs the link), and having them in place before an
+        NI's task starts means its first packets (charon's IKE) are NATed already.
+        """
         results = []
         errors = []
+        try:
+            missing = self.executor.ensure_device(plan.device, plan.nis.keys())
+            if missing:
+                log.debug("sysctls not set (no such interface yet): %s", missing)
+        except NirunnerError as e:
+            errors.append(f"device: {e}")
+            self.events.emit("reconcile.error", "", f"device: {e}", logging.ERROR)
         for name, p in plan.nis.items():
             if only is not None and name not in only and not self._needs_work(name):
                 continue
@@ -178,14 +197,17 @@ class Supervisor:
                 h.last_error = ""
                 results.append(r)
                 if r.action != "unchanged":
-                    log.info("NI %s %s %s", name, r.action, r.detail)
+                    self.events.emit(f"ni.{r.action}", name, r.detail or r.action,
+                                     restarts=h.restarts)
             except NirunnerError as e:
                 h.last_error = str(e)
                 errors.append(f"NI {name}: {e}")
-        missing = self.executor.ensure_device(plan.device)
-        if missing:
-            log.debug("sysctls not set (no such interface yet): %s", missing)
-        self._replug(plan)
+                self.events.emit("reconcile.error", name, str(e), logging.ERROR)
+        try:
+            self._replug(plan)
+        except NirunnerError as e:
+            errors.append(f"apps: {e}")
+            self.events.emit("reconcile.error", "", f"apps: {e}", logging.ERROR)
         if errors:
             raise NirunnerError("; ".join(errors))
         return results
@@ -195,21 +217,29 @@ class Supervisor:
         return h is not None and h.next_try > 0 and time.monotonic() >= h.next_try
 
     def _remove_orphans(self, plan: Plan) -> None:
-        """Objects carrying nirunner's names that no manifest owns anymore."""
-        wanted_ns = {p.netns for p in plan.nis.values()}
-        for name in ns.list_names(names.NETNS_PREFIX):
-            if name not in wanted_ns:
-                ni = name.removeprefix(names.NETNS_PREFIX)
-                log.info("removing orphan NI %s", ni)
-                self._remove(ni, None)
+        """Objects of NIs that no manifest owns anymore.
+
+        An NI's state dir is made before anything else of it and removed last, so
+        it is the record of what this supervisor made: network namespaces are
+        global, and an `nr-*` netns without a state dir here may belong to
+        another supervisor (a lab, a test) and is left alone.
+        """
+        ni_dirs = self.store.root / "ni"
+        if ni_dirs.is_dir():
+            for d in sorted(ni_dirs.iterdir()):
+                if d.name not in plan.nis:
+                    self._remove(d.name, None, "orphan removed")
         wanted_cids = {p.container_id for p in plan.nis.values()}
         for c in tasks.list_containers(self.client):
-            if c.id.startswith(names.CONTAINER_PREFIX) and c.id not in wanted_cids:
+            owned = c.id.startswith(names.CONTAINER_PREFIX) or nitask.LABEL_NAME in c.labels
+            if owned and c.id not in wanted_cids:
                 tasks.remove_container(self.client, c.id)
+                self.events.emit("orphan.removed", "", f"container {c.id}")
         wanted_ifs = {p.transit.device_if for p in plan.nis.values() if p.transit}
         for ifname in links.names():
             if names.transit_slot(ifname) is not None and ifname not in wanted_ifs:
                 links.delete(ifname)
+                self.events.emit("orphan.removed", "", f"link {ifname}")
 
     # -- task exits: restart with backoff ----------------------------------------------
 
@@ -227,13 +257,13 @@ class Supervisor:
             if h.failures_in_row >= FAILED_AFTER:
                 h.failed_reason = (f"task exited {h.failures_in_row} times in a row "
                                    f"(last status {ev.exit_status}); not restarted")
-                log.error("NI %s failed: %s", name, h.failed_reason)
+                self.events.emit("ni.failed", name, h.failed_reason, logging.ERROR)
                 return
             delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (h.failures_in_row - 1))
             h.next_try = time.monotonic() + delay
             h.restarts += 1
-            log.warning("NI %s task exited with status %d; restart %d in %.1fs",
-                        name, ev.exit_status, h.restarts, delay)
+            self.events.emit("task.exited", name, f"restart {h.restarts} in {delay:.1f}s",
+                             logging.WARNING, status=ev.exit_status, pid=ev.pid)
         self.wake.set()
 
     def restart_due(self) -> None:
@@ -247,8 +277,10 @@ class Supervisor:
                 self.health[n].next_try = 0.0
             try:
                 self._reconcile(plan, only=set(due))
-            except NirunnerError as e:
-                log.error("restart failed: %s", e)
+            except NirunnerError:
+                for n in due:  # try again later (the error is in the events already)
+                    h = self.health[n]
+                    h.next_try = time.monotonic() + min(BACKOFF_MAX, 2.0 * h.failures_in_row)
 
     def next_due(self) -> float | None:
         times = [h.next_try for h in self.health.values() if h.next_try > 0]

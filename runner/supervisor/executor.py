@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from runner import nitask
@@ -23,7 +23,10 @@ from runner.model.types import NetworkInstance
 from runner.plan import names
 from runner.plan.device import DevicePlan
 from runner.plan.ni import NIPlan
+from runner.render import swanctl
+from runner.supervisor import vpn
 from runner.supervisor.store import Store
+from runner.supervisor.testhooks import crash_point
 
 log = logging.getLogger("nirunner.executor")
 
@@ -51,18 +54,28 @@ class Executor:
     # -- one NI -------------------------------------------------------------
 
     def ensure_ni(self, p: NIPlan, ni: NetworkInstance) -> NIResult:
+        # the state dir first: it is the record that this supervisor owns the NI's
+        # objects (see Supervisor._remove_orphans); it is removed last
+        self.store.state_dir(p.name).mkdir(parents=True, exist_ok=True)
         created_netns = ns.ensure(p.netns)
+        crash_point("netns", p.name)
         ns.set_sysctls(p.sysctls, p.netns)
         self._links(p)
+        crash_point("links", p.name)
         routes.sync(p.routes, [names.MAIN_TABLE], p.netns)
         nft.apply(p.nft, p.netns, f"apply nft table of NI {p.name}")
         changed_files = self._files(p)
         action, detail = self._task(p, ni)
-        if action == "unchanged" and (changed_files or created_netns):
-            detail = "reloaded " + ", ".join(changed_files) if changed_files else detail
-            if changed_files:
-                self._reload(p)
+        crash_point("task", p.name)
+        if changed_files and action in ("unchanged", "updated"):
+            # the running services re-read their files: no restart
+            self._reload(p, changed_files)
+            detail = ", ".join(filter(None, [detail, "reloaded " + ", ".join(changed_files)]))
             action = "updated"
+        elif created_netns and action == "unchanged":
+            action = "updated"
+        if action == "unchanged" and p.vpn is not None:
+            vpn.kick(p.name, p.vpn, self.store.state_dir(p.name))  # charon gave up: retry
         return NIResult(p.name, action, detail)
 
     def _links(self, p: NIPlan) -> None:
@@ -86,9 +99,15 @@ class Executor:
         state.mkdir(parents=True, exist_ok=True)
         changed = [n for n, text in sorted(p.files.items())
                    if files.write_atomic(cfg / n, text, mode=0o644)]
+        if p.vpn is not None:  # secrets: 0600, read from the device's files
+            changed += vpn.write_credentials(p.name, p.vpn, cfg)
+        keep = {n.split("/", 1)[0] for n in p.files}  # "swanctl/swanctl.conf" keeps swanctl/
         for stale in cfg.iterdir():
-            if stale.name not in p.files and not stale.name.startswith("."):
-                stale.unlink()
+            if stale.name not in keep and not stale.name.startswith("."):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
                 changed.append(stale.name)
         return changed
 
@@ -126,9 +145,14 @@ class Executor:
             return "updated", "resource limits changed"
         return "unchanged", ""
 
-    def _reload(self, p: NIPlan) -> None:
+    def _reload(self, p: NIPlan, changed: list[str]) -> None:
         with contextlib.suppress(NotFound):
             tasks.kill_task(self.client, p.container_id, tasks.SIGHUP, all_processes=False)
+        # charon does not reload on SIGHUP: the supervisor hands it the change over VICI
+        if p.vpn is not None and any(n.startswith(f"{swanctl.SWANCTL_DIR}/") for n in changed):
+            done = vpn.reload(p.name, p.vpn, self.store.config_dir(p.name),
+                              self.store.state_dir(p.name), changed)
+            log.info("NI %s: VPN reloaded: %s", p.name, done)
 
     def remove_ni(self, name: str, slot: int | None) -> None:
         """Best effort: every step runs; the errors are gathered and raised together."""
@@ -153,10 +177,11 @@ class Executor:
 
     # -- the device netns ------------------------------------------------------
 
-    def ensure_device(self, d: DevicePlan) -> list[str]:
+    def ensure_device(self, d: DevicePlan, nis: Collection[str] = ()) -> list[str]:
         """Sysctls, uplink route tables, rules, and the device nft table."""
         missing = ns.set_sysctls(d.sysctls, missing_ok=True)
         routes.sync(d.routes, d.uplink_tables.values())
         routes.sync_rules(d.rules, RULES_OWNED, d.absent_rules)
+        crash_point("rules", nis)
         nft.apply(d.nft, None, "apply nft table of the device")
         return missing

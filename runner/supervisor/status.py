@@ -11,6 +11,7 @@ from runner.containerd import metrics, tasks
 from runner.containerd.errors import ContainerdError, NotFound
 from runner.drivers import nft
 from runner.plan.site import Plan
+from runner.supervisor import vpn
 
 if TYPE_CHECKING:
     from runner.supervisor.core import Supervisor
@@ -81,6 +82,10 @@ def ni_status(sup: Supervisor, plan: Plan, name: str, detail: bool) -> dict[str,
          "target": pm.target, "targetIp": str(ni.target_ip(pm)), "targetPort": pm.target_port}
         for pm in ni.port_maps]
     st["state"], st["reason"] = _state(task["status"], svc, h)
+    if p.vpn is not None and ni.vpn is not None:
+        st["vpn"] = vpn.status(p.vpn, str(ni.vpn.remote), state_dir)
+        if st["state"] == "running" and not st["vpn"]["up"]:
+            st["state"], st["reason"] = "degraded", vpn.down_reason(st["vpn"])
     if detail:
         st["routes"] = [str(r) for r in p.routes]
         st["deviceRules"] = [str(r) for r in plan.device.rules

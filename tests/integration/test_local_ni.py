@@ -314,12 +314,18 @@ def test_bad_manifest_is_rejected_and_changes_nothing(
            f"spec:\n  type: local\n  {spec}\n")
     f = site.lab.base / "bad.yaml"
     f.write_text(doc)
-    before = (sorted(site.status()), sh("ip", "netns", "list").stdout)
+    before = (sorted(site.status()), _our_netns())
     res = site.lab.cli("apply", "-f", str(f), check=False)
     assert res.returncode == 1, res.stdout
     assert path in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert "line" in res.stderr or case.startswith("port clash")
-    assert (sorted(site.status()), sh("ip", "netns", "list").stdout) == before
+    assert (sorted(site.status()), _our_netns()) == before
+
+
+def _our_netns() -> list[str]:
+    """Network namespaces of this run (other labs may come and go meanwhile)."""
+    return sorted(n.split()[0] for n in sh("ip", "netns", "list").stdout.splitlines()
+                  if R in n or n.startswith("nr-bad"))
 
 
 def test_injection_in_the_ni_name_is_rejected(site: Site) -> None:

@@ -116,7 +116,7 @@ SERVICES = {
     ),
     "containerd.services.version.v1.Version": (version_pb2, ["Version"]),
     "nirunner.v1.Supervisor": (
-        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach"]
+        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events"]
     ),
 }  # fmt: skip
 

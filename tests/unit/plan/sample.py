@@ -1,7 +1,8 @@
 """A two-uplink, four-NI site shared by the plan and render tests.
 
 alpha and beta use the same subnet on eth0, gamma the same subnet on eth1,
-delta is air-gapped.
+delta is air-gapped. VPN_NIS adds two VPN NIs with that subnet too: echo (PSK,
+on eth0) and foxtrot (certificates, on eth1), with the same remote subnet.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from runner.model.types import (
+    CertAuth,
     Dhcp,
     DhcpRange,
     Dns,
@@ -17,11 +19,13 @@ from runner.model.types import (
     NIType,
     PortMap,
     Protocol,
+    PskAuth,
     Reservation,
     Resources,
     StaticHost,
     SupervisorConfig,
     Uplink,
+    Vpn,
 )
 from runner.plan.facts import Facts, UplinkFacts
 from runner.plan.site import Plan, build
@@ -95,6 +99,37 @@ DELTA = NetworkInstance(
 )
 
 NIS = (ALPHA, BETA, GAMMA, DELTA)
+
+ECHO = NetworkInstance(
+    name="echo",
+    type=NIType.VPN,
+    subnet=IPv4Network("10.1.0.0/24"),
+    gateway=A("10.1.0.1"),
+    dhcp=_dhcp(),
+    uplink="eth0",
+    vpn=Vpn(remote=A("198.18.1.2"), auth=PskAuth("/etc/secrets/echo.psk"),
+            local_id="factory@edge", remote_id="hq",
+            remote_subnets=(IPv4Network("10.99.1.0/24"),),
+            ike_proposals=("aes256-sha256-modp2048",), esp_proposals=("aes256gcm16",)),
+)
+
+FOXTROT = NetworkInstance(
+    name="foxtrot",
+    type=NIType.VPN,
+    subnet=IPv4Network("10.1.0.0/24"),
+    gateway=A("10.1.0.1"),
+    dhcp=_dhcp(),
+    uplink="eth1",
+    dns=Dns(domain="foxtrot.lan", upstream=(A("10.99.1.53"),)),
+    vpn=Vpn(remote=A("198.18.2.2"),
+            auth=CertAuth("/etc/secrets/edge.pem", "/etc/secrets/edge.key",
+                          "/etc/secrets/ca.pem"),
+            local_id="CN=edge, O=Factory", remote_id="hq.example",
+            remote_subnets=(IPv4Network("10.99.1.0/24"), IPv4Network("10.99.2.0/24")),
+            dpd=0),
+)
+
+VPN_NIS = (*NIS, ECHO, FOXTROT)
 
 
 def site(nis: tuple[NetworkInstance, ...] = NIS, facts: Facts = FACTS,

@@ -19,7 +19,7 @@ from runner.plan import names
 from runner.plan.errors import PlanError
 from runner.plan.ni import NIPlan, plan_ni
 from runner.plan.rules import NIPortMap
-from tests.unit.plan.sample import ALPHA, BETA, CONFIG, DELTA, FACTS, GAMMA, site
+from tests.unit.plan.sample import ALPHA, BETA, CONFIG, DELTA, ECHO, FACTS, GAMMA, site
 
 A = IPv4Address
 
@@ -67,7 +67,7 @@ RESTART_ONLY = {
     "subnet": dict(subnet=IPv4Network("10.1.0.0/16")),
     "gateway": dict(gateway=A("10.1.0.254")),
     "uplink": dict(uplink="eth1"),
-    "type": dict(type=NIType.VPN),
+    "type": dict(type=NIType.VPN, vpn=ECHO.vpn, port_maps=()),
     "dhcp range": dict(dhcp=replace(ALPHA.dhcp, range=DhcpRange(A("10.1.0.20"),
                                                                  A("10.1.0.30")))),
     "lease time": dict(dhcp=replace(ALPHA.dhcp, lease_time=60)),
@@ -113,8 +113,9 @@ def test_keys_are_stable_and_facts_changes_are_live() -> None:
 
 
 def test_vpn_ni_does_not_forward_apps_in_clear() -> None:
-    p = _plan(replace(ALPHA, type=NIType.VPN))
-    assert 'iifname "br0" oifname "uplink0"' not in p.nft
+    p = _plan(ECHO)
+    assert 'iifname "br0" oifname "uplink0" accept' not in p.nft
+    assert 'iifname "br0" oifname "uplink0" drop' in p.nft
 
 
 @pytest.mark.parametrize("ni, slot, message", [

@@ -111,3 +111,29 @@ class DetachRequest(_message.Message):
 class DetachResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("follow", "after")
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    follow: bool
+    after: int
+    def __init__(self, follow: _Optional[bool] = ..., after: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("seq", "time", "kind", "ni", "message", "level", "fields_json")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NI_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: float
+    kind: str
+    ni: str
+    message: str
+    level: str
+    fields_json: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[str] = ..., ni: _Optional[str] = ..., message: _Optional[str] = ..., level: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,11 @@ class SupervisorStub:
                 request_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.SerializeToString,
                 response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/nirunner.v1.Supervisor/Events',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -111,6 +116,13 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """The supervisor's structured events: the recent ones, then (follow) live.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Detach,
                     request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.FromString,
                     response_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class Supervisor:
             '/nirunner.v1.Supervisor/Detach',
             nirunner_dot_v1_dot_nirunner__pb2.DetachRequest.SerializeToString,
             nirunner_dot_v1_dot_nirunner__pb2.DetachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Events',
+            nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,
