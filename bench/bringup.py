@@ -1,0 +1,134 @@
+"""NI bring-up, from "apply" to ready, for nirunner, the floor and CNI.
+
+Ready = task running, and from an app plugged into the NI's bridge: a DHCP
+OFFER from the NI's dnsmasq, a lease taken by busybox udhcpc, and a TCP
+connection through the NAT(s) to the inet host answered. The clock starts at
+the apply call (nirunner, through its API) or at the start of the script (floor,
+CNI) and stops when the last NI is ready. Plugging the app is inside the clock
+for all three (nirunner: its attach API; floor and CNI: the same netlink calls
+by hand).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench import manual, probe
+from bench.lab import BenchLab
+from runner.api.client import ApiClient
+from runner.lab.topology import INET_IP
+
+PORT_BASE = 10000
+
+
+def ni_name(i: int) -> str:
+    return f"bench-{i}"
+
+
+def manifest(name: str, port: int, extra_ports: tuple[int, ...] = ()) -> str:
+    pms = [f"{{name: web, protocol: tcp, uplinkPort: {port}, target: 10.1.0.10, "
+           f"targetPort: 80}}"]
+    pms += [f"{{name: p{p}, protocol: tcp, uplinkPort: {p}, target: 10.1.0.10, "
+            f"targetPort: 80}}" for p in extra_ports]
+    return ("apiVersion: nirunner/v1\nkind: NetworkInstance\n"
+            f"metadata: {{name: {name}}}\n"
+            "spec:\n  type: local\n  uplink: eth0\n  subnet: 10.1.0.0/24\n"
+            f"  dns: {{upstream: [{INET_IP}]}}\n"
+            f"  portMaps: [{', '.join(pms)}]\n"
+            "  resources: {memory: 64Mi, cpu: 0.25, pids: 128}\n")
+
+
+@dataclass
+class Run:
+    method: str
+    n: int
+    total: float = 0.0  # start -> last NI ready
+    setup: float = 0.0  # start -> apply/script returned
+    plugged: float = 0.0  # start -> apps plugged
+    ready: list[float] = field(default_factory=list)  # per NI: start -> ready
+    offer: list[float] = field(default_factory=list)  # per NI: start -> DHCP offer
+
+
+def _finish(run: Run, t0: float, t_setup: float, t_plug: float,
+            ready: list[probe.Ready]) -> Run:
+    run.setup = t_setup - t0
+    run.plugged = t_plug - t0
+    run.ready = [r.tcp - t0 for r in ready]
+    run.offer = [r.offer - t0 for r in ready]
+    run.total = max(run.ready)
+    return run
+
+
+def nirunner(blab: BenchLab, n: int, tag: str, via_cli: bool = False,
+             timeout: float = 180) -> Run:
+    names = [ni_name(i) for i in range(n)]
+    apps = [blab.app_netns(f"{tag}-{i}") for i in range(n)]
+    docs = [(f"{nm}.yaml", manifest(nm, PORT_BASE + i)) for i, nm in enumerate(names)]
+    run = Run("nirunner-cli" if via_cli else "nirunner", n)
+    try:
+        with ApiClient(blab.lab.socket) as api:
+            if via_cli:
+                f = blab.base / f"{tag}.yaml"
+                f.write_text("---\n".join(t for _, t in docs))
+                t0 = time.monotonic()
+                blab.lab.cli("apply", "-f", str(f))
+            else:
+                t0 = time.monotonic()
+                api.apply(docs)
+            t_setup = time.monotonic()
+            for nm, app in zip(names, apps, strict=True):
+                api.attach(nm, f"/run/netns/{app}", "eth0")
+            t_plug = time.monotonic()
+            ready = probe.check_all(apps, t0 + timeout)
+            _finish(run, t0, t_setup, t_plug, ready)
+            api.delete(names)
+    finally:
+        blab.del_netns(*apps)
+    return run
+
+
+def manual_run(blab: BenchLab, kind: str, n: int, tag: str, timeout: float = 180) -> Run:
+    """kind: floor | cni."""
+    device = blab.fdev if kind == "floor" else blab.cdev
+    names = [ni_name(i) for i in range(n)]
+    ports = {nm: PORT_BASE + i for i, nm in enumerate(names)}
+    plans, device_nft = manual.plans(blab, device, [manifest(nm, ports[nm]) for nm in names])
+    nis = manual._prepare(blab, kind, tag, plans, ports)
+    apps = [blab.app_netns(f"{tag}-{i}") for i in range(n)]
+    if kind == "floor":
+        nft_file = blab.base / kind / f"{tag}-device.nft"
+        nft_file.write_text(device_nft)
+        script = manual.floor_script(blab, nis, nft_file)
+    else:
+        script = manual.cni_script(blab, nis)
+    run = Run(kind, n)
+    try:
+        t0 = time.monotonic()
+        manual.run_script(blab, device, script, f"{kind}-{tag}")
+        t_setup = time.monotonic()
+        for i, (ni, app) in enumerate(zip(nis, apps, strict=True)):
+            probe.plug(ni.netns, app, f"ap{i}", f"02:42:00:00:{i >> 8:02x}:{i & 255:02x}")
+        t_plug = time.monotonic()
+        ready = probe.check_all(apps, t0 + timeout)
+        _finish(run, t0, t_setup, t_plug, ready)
+        if kind == "cni":
+            _check_cni_stayed_in_lab()
+    finally:
+        manual.remove(blab, nis, device, kind)
+        blab.del_netns(*apps)
+        subprocess.run(["rm", "-rf", str(blab.base / kind)], check=False)
+        if kind == "cni":  # host-local's leases (the DEL released them; start clean)
+            subprocess.run(["rm", "-rf", str(blab.base / "cni" / "ipam")], check=False)
+    return run
+
+
+def _check_cni_stayed_in_lab() -> None:
+    """The CNI plugins ran in the lab's cdev netns: nothing of them in ours."""
+    res = subprocess.run(["ip", "-o", "link", "show", manual.CNI_BRIDGE],
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        print(f"WARNING: a {manual.CNI_BRIDGE} link exists in the machine's netns",
+              file=sys.stderr)
