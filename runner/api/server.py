@@ -30,7 +30,8 @@ from runner.supervisor.store import Store
 
 log = logging.getLogger("nirunner.api")
 
-RESYNC_EVERY = 60.0  # a full reconcile even without events, to heal drift
+RESYNC_EVERY = 60.0  # a light pass: tasks, and what changed since the last plan
+FORCE_EVERY = 600.0  # a forced pass redoes all kernel work: heals outside tampering
 
 
 def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> None:
@@ -202,7 +203,7 @@ def serve(config: SupervisorConfig) -> int:
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
-    last_full = time.monotonic()
+    last_full = last_forced = time.monotonic()
     while not stopping.is_set():
         due = sup.next_due()
         timeout = RESYNC_EVERY - (time.monotonic() - last_full)
@@ -216,8 +217,11 @@ def serve(config: SupervisorConfig) -> int:
         if sup.resync.is_set() or time.monotonic() - last_full >= RESYNC_EVERY:
             sup.resync.clear()
             last_full = time.monotonic()
+            force = last_full - last_forced >= FORCE_EVERY
+            if force:
+                last_forced = last_full
             try:
-                sup.reconcile()
+                sup.reconcile(force=force)
             except NirunnerError:
                 pass  # each error is an event already; the next pass tries again
     log.info("stopping; NI tasks keep running")

@@ -14,10 +14,10 @@ IFF_UP = 1
 
 
 def read(config: SupervisorConfig, resolv_conf: str = "/etc/resolv.conf") -> Facts:
-    """One netlink socket, one dump per kind (links, addresses, routes)."""
+    """One netlink socket: a link request per uplink, one address and one route dump
+    (the device netns holds a transit link per NI: no dump of every link)."""
     uplinks: dict[str, UplinkFacts] = {}
     with ipr() as ip:
-        links = {link["index"]: link for link in ip.get_links()}
         addrs = ip.get_addr(family=2)
         defaults = [r for r in ip.get_routes(family=2, table=254) if r["dst_len"] == 0]
         for up in config.uplinks:
@@ -25,7 +25,7 @@ def read(config: SupervisorConfig, resolv_conf: str = "/etc/resolv.conf") -> Fac
             if idx is None:
                 uplinks[up.name] = UplinkFacts(up.name, up.interface, (), None, 1500, False)
                 continue
-            link = links[idx]
+            link = ip.get_links(idx)[0]
             mine = tuple(sorted(
                 IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
                 for a in addrs if a["index"] == idx))

@@ -8,8 +8,13 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool:
-    """Write data to path atomically; False (and no write) if it is unchanged."""
+def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644,
+                 durable: bool = True) -> bool:
+    """Write data to path atomically; False (and no write) if it is unchanged.
+
+    durable: fsync the file and its directory, so it survives a power loss; files
+    that are rendered again on every start need only the atomic rename.
+    """
     p = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     try:
@@ -24,15 +29,17 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dfd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if durable:
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return True

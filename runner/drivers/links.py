@@ -6,6 +6,7 @@ Every function is idempotent: it reads first and changes only what differs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -49,8 +50,13 @@ def in_netns(netns: str | None, fn: Callable[[IPRoute], T]) -> T:
 
 
 def index(ip: IPRoute, ifname: str) -> int | None:
-    found = ip.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    # one RTM_GETLINK by name: link_lookup() would dump and parse every link
+    try:
+        return int(ip.link("get", ifname=ifname)[0]["index"])
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
 
 
 def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:

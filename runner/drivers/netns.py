@@ -31,6 +31,18 @@ def exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def inode(name: str) -> int | None:
+    """The identity of the netns behind the name (a re-created one has another)."""
+    return inode_of_path(path(name))
+
+
+def inode_of_path(netns_path: str) -> int | None:
+    try:
+        return os.stat(netns_path).st_ino
+    except FileNotFoundError:
+        return None
+
+
 def list_names(prefix: str = "") -> list[str]:
     try:
         return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 
 from runner import nitask
@@ -20,15 +21,18 @@ from runner.containerd.client import Client
 from runner.containerd.errors import NotFound
 from runner.drivers import facts as live_facts
 from runner.drivers import links
+from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig
 from runner.plan import names, site
+from runner.plan.facts import Facts
 from runner.plan.site import Plan
 from runner.supervisor import attach as attach_mod
+from runner.supervisor import executor as executor_mod
 from runner.supervisor import status as status_mod
 from runner.supervisor.events import EventLog
-from runner.supervisor.executor import Executor, NIResult
+from runner.supervisor.executor import Executor, NIResult, Prepared
 from runner.supervisor.store import Attachment, Desired, Store
 
 log = logging.getLogger("nirunner.supervisor")
@@ -37,6 +41,7 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 FAILED_AFTER = 5  # exits in a row without staying up STABLE seconds
 STABLE = 30.0
+TASK_WORKERS = 4  # NI tasks created/started at once (2 cores; runc waits a lot)
 
 
 @dataclass
@@ -74,16 +79,37 @@ class Supervisor:
         self.stopping = threading.Event()
         self.resync = threading.Event()  # a full reconcile is wanted (uplink change...)
 
+        self._facts: Facts | None = None  # the uplinks as last read; None: read again
+        self._cached: tuple[tuple[int, int], Plan] | None = None  # (versions) -> plan
+        self._version = 0  # bumped by every change of the desired state
+        self._uplinks_changed = threading.Event()  # set by the uplink watch thread
+        self._plugged: dict[tuple[str, str], tuple[int | None, int | None, int]] = {}
+
     def request_resync(self, reason: str, kind: str = "resync") -> None:
+        if kind == "uplink.changed":
+            self._uplinks_changed.set()  # the next pass reads them again
         self.events.emit(kind, "", reason)
         self.resync.set()
         self.wake.set()
 
+    def _save(self, desired: Desired | None = None) -> None:
+        self._version += 1
+        self.store.save(self.desired if desired is None else desired)
+
     # -- planning ---------------------------------------------------------------
 
     def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
-        facts = live_facts.read(self.config, self.config.resolv_conf)
-        return site.build(self.config, facts, list(nis.values()), slots)
+        if self._facts is None:
+            self._facts = live_facts.read(self.config, self.config.resolv_conf)
+        return site.build(self.config, self._facts, list(nis.values()), slots)
+
+    def _current_plan(self) -> Plan:
+        """The plan of the desired state, rebuilt only when it or the uplinks changed."""
+        key = (self._version, id(self._facts))
+        if self._cached is None or self._cached[0] != key or self._facts is None:
+            plan = self._plan(self.desired.nis, self.desired.slots)
+            self._cached = ((self._version, id(self._facts)), plan)
+        return self._cached[1]
 
     # -- API operations -----------------------------------------------------------
 
@@ -102,7 +128,7 @@ class Supervisor:
             previous = Desired(dict(self.desired.nis), dict(self.desired.slots),
                                list(self.desired.attachments))
             self.desired.nis, self.desired.slots = new_nis, plan.slots
-            self.store.save(self.desired)
+            self._save()
             for x in located:  # a new apply clears an earlier "failed"
                 self.health.pop(x.ni.name, None)
             try:
@@ -111,7 +137,7 @@ class Supervisor:
                 self.events.emit("apply.rolledback", "", f"apply failed, rolling back: {e}",
                                  logging.ERROR)
                 self.desired = previous
-                self.store.save(previous)
+                self._save(previous)
                 for x in located:
                     if x.ni.name not in previous.nis:
                         self._remove(x.ni.name, plan.slots.get(x.ni.name))
@@ -141,14 +167,14 @@ class Supervisor:
                 self.health.pop(n, None)
             self.desired.attachments = [a for a in self.desired.attachments
                                         if a.ni not in names_]
-            self.store.save(self.desired)
+            self._save()
             errors = []
             for n in names_:
                 try:
                     self._remove(n, slots[n])
                 except NirunnerError as e:
                     errors.append(str(e))
-            self._reconcile(self._plan(self.desired.nis, self.desired.slots), only=set())
+            self._reconcile(self._current_plan(), only=set())
             if errors:
                 raise NirunnerError("; ".join(errors))
             return list(names_)
@@ -159,12 +185,22 @@ class Supervisor:
 
     # -- reconcile ---------------------------------------------------------------
 
-    def reconcile(self) -> list[NIResult]:
+    def reconcile(self, force: bool = False) -> list[NIResult]:
+        """Converge everything. A forced pass re-reads the uplinks and redoes all
+        kernel work; otherwise what matches its last applied plan is skipped."""
         with self.lock:
-            plan = self._plan(self.desired.nis, self.desired.slots)
+            if self._uplinks_changed.is_set():
+                self._uplinks_changed.clear()
+                self._facts = None  # the plan follows the new addresses
+                self.executor.forget(device_only=True)  # a downed link lost its routes
+            if force:
+                self._facts = None
+                self._plugged.clear()
+                self.executor.forget()
+            plan = self._current_plan()
             if plan.slots != self.desired.slots:
                 self.desired.slots = plan.slots
-                self.store.save(self.desired)
+                self._save()
             self._remove_orphans(plan)
             return self._reconcile(plan)
 
@@ -175,8 +211,8 @@ class Supervisor:
         yet (nothing in them needs the link), and having them in place before an
         NI's task starts means its first packets (charon's IKE) are NATed already.
         """
-        results = []
-        errors = []
+        results: list[NIResult] = []
+        errors: list[str] = []
         try:
             missing = self.executor.ensure_device(plan.device, plan.nis.keys())
             if missing:
@@ -184,25 +220,38 @@ class Supervisor:
         except NirunnerError as e:
             errors.append(f"device: {e}")
             self.events.emit("reconcile.error", "", f"device: {e}", logging.ERROR)
-        for name, p in plan.nis.items():
-            if only is not None and name not in only and not self._needs_work(name):
-                continue
-            h = self.health.setdefault(name, Health())
-            if h.failed_reason and only is None:
-                continue
+        chosen = [n for n in plan.nis if (only is None or n in only or self._needs_work(n))
+                  and not (only is None and self.health.get(n, Health()).failed_reason)]
+        views = executor_mod.task_views(self.client) if chosen else {}
+        prepared: dict[str, Prepared] = {}
+        for name in chosen:  # networks one after another: cheap, and netlink likes it so
             try:
-                r = self.executor.ensure_ni(p, self.desired.nis[name])
-                if r.action in ("created", "recreated", "started"):
-                    h.last_start = time.monotonic()
-                h.last_error = ""
-                results.append(r)
-                if r.action != "unchanged":
-                    self.events.emit(f"ni.{r.action}", name, r.detail or r.action,
-                                     restarts=h.restarts)
+                prepared[name] = self.executor.prepare_ni(plan.nis[name])
             except NirunnerError as e:
-                h.last_error = str(e)
-                errors.append(f"NI {name}: {e}")
-                self.events.emit("reconcile.error", name, str(e), logging.ERROR)
+                self._failed(name, e, errors)
+
+        def finish(name: str) -> NIResult:
+            p = plan.nis[name]
+            return self.executor.finish_ni(p, self.desired.nis[name], prepared[name],
+                                           views.get(p.container_id))
+
+        # tasks side by side: creating and starting one is mostly waiting on runc
+        with futures.ThreadPoolExecutor(max_workers=TASK_WORKERS) as pool:
+            done = {name: pool.submit(finish, name) for name in prepared}
+        for name, fut in done.items():
+            h = self.health.setdefault(name, Health())
+            try:
+                r = fut.result()
+            except NirunnerError as e:
+                self._failed(name, e, errors)
+                continue
+            if r.action in ("created", "recreated", "started"):
+                h.last_start = time.monotonic()
+            h.last_error = ""
+            results.append(r)
+            if r.action != "unchanged":
+                self.events.emit(f"ni.{r.action}", name, r.detail or r.action,
+                                 restarts=h.restarts)
         try:
             self._replug(plan)
         except NirunnerError as e:
@@ -211,6 +260,11 @@ class Supervisor:
         if errors:
             raise NirunnerError("; ".join(errors))
         return results
+
+    def _failed(self, name: str, e: Exception, errors: list[str]) -> None:
+        self.health.setdefault(name, Health()).last_error = str(e)
+        errors.append(f"NI {name}: {e}")
+        self.events.emit("reconcile.error", name, str(e), logging.ERROR)
 
     def _needs_work(self, name: str) -> bool:
         h = self.health.get(name)
@@ -272,7 +326,7 @@ class Supervisor:
             due = [n for n in self.desired.nis if self._needs_work(n)]
             if not due:
                 return
-            plan = self._plan(self.desired.nis, self.desired.slots)
+            plan = self._current_plan()
             for n in due:
                 self.health[n].next_try = 0.0
             try:
@@ -292,12 +346,12 @@ class Supervisor:
         with self.lock:
             if ni not in self.desired.nis:
                 raise NirunnerError(f"no such NI: {ni}")
-            plan = self._plan(self.desired.nis, self.desired.slots)
+            plan = self._current_plan()
             a = attach_mod.plug(ni, netns, ifname or "eth0", mac, hostname, plan.nis[ni].mtu)
             self.desired.attachments = [
                 x for x in self.desired.attachments
                 if (x.netns, x.ifname) != (a.netns, a.ifname)] + [a]
-            self.store.save(self.desired)
+            self._save()
             return a
 
     def detach(self, ni: str, netns: str, ifname: str) -> None:
@@ -311,15 +365,25 @@ class Supervisor:
                 raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
             for a in gone:
                 attach_mod.unplug(a)
+                self._plugged.pop((a.netns, a.ifname), None)
             self.desired.attachments = keep
-            self.store.save(self.desired)
+            self._save()
 
     def _replug(self, plan: Plan) -> None:
-        """Apps stay plugged into a rebuilt NI (their veth died with the old netns)."""
+        """Apps stay plugged into a rebuilt NI (their veth died with the old netns).
+
+        A plug is looked at again only when the NI's or the app's netns is another
+        one than when it was last made (or on a forced pass)."""
         for a in self.desired.attachments:
             p = plan.nis.get(a.ni)
-            if p is not None:
-                attach_mod.ensure(a, p.mtu)
+            if p is None:
+                continue
+            key = (a.netns, a.ifname)
+            seen = (ns.inode(p.netns), ns.inode_of_path(a.netns), p.mtu)
+            if self._plugged.get(key) == seen:
+                continue
+            attach_mod.ensure(a, p.mtu)
+            self._plugged[key] = seen
 
     # -- status ---------------------------------------------------------------------
 
@@ -328,7 +392,7 @@ class Supervisor:
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
-            plan = self._plan(self.desired.nis, self.desired.slots)
+            plan = self._current_plan()
             chosen = names_ or sorted(self.desired.nis)
             return [status_mod.ni_status(self, plan, n, detail) for n in chosen]
 

@@ -20,6 +20,7 @@ from runner.containerd.errors import ContainerdError, NotFound
 from runner.drivers import files, links, nft, routes
 from runner.drivers import netns as ns
 from runner.model.types import NetworkInstance
+from runner.pb.containerd.services.containers.v1 import containers_pb2
 from runner.plan import names
 from runner.plan.device import DevicePlan
 from runner.plan.ni import NIPlan
@@ -45,27 +46,76 @@ def limits(ni: NetworkInstance) -> oci.Limits:
     return oci.Limits.from_cpus(r.memory, r.cpu, r.pids)
 
 
+@dataclass(frozen=True)
+class TaskView:
+    """What containerd has of an NI, from one list call per pass for all NIs."""
+
+    container: containers_pb2.Container | None
+    status: str  # running | created | stopped | paused | ... | missing
+
+
+def task_views(c: Client) -> dict[str, TaskView]:
+    """By container id: two gRPC calls, whatever the number of NIs."""
+    states = {t.container_id: t.status for t in tasks.list_tasks(c)}
+    return {x.id: TaskView(x, states.get(x.id, "missing")) for x in tasks.list_containers(c)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    changed_files: list[str]
+    created_netns: bool
+
+
 class Executor:
     def __init__(self, client: Client, store: Store, image: str) -> None:
         self.client = client
         self.store = store
         self.image = image
+        # what was last applied to the kernel: NI -> (plan fingerprint, netns inode),
+        # and the device's. A pass whose plan matches skips that kernel work; a
+        # forced pass (forget()) redoes it all, which also heals outside tampering.
+        self._applied: dict[str, tuple[str, int]] = {}
+        self._device_applied = ""
+
+    def forget(self, device_only: bool = False) -> None:
+        """Redo the kernel work on the next pass (all of it, or the device's)."""
+        if not device_only:
+            self._applied.clear()
+        self._device_applied = ""
 
     # -- one NI -------------------------------------------------------------
 
-    def ensure_ni(self, p: NIPlan, ni: NetworkInstance) -> NIResult:
+    def ensure_ni(self, p: NIPlan, ni: NetworkInstance, view: TaskView | None = None
+                  ) -> NIResult:
+        return self.finish_ni(p, ni, self.prepare_ni(p), view)
+
+    def prepare_ni(self, p: NIPlan) -> Prepared:
+        """The NI's network and config files (everything but its task)."""
         # the state dir first: it is the record that this supervisor owns the NI's
         # objects (see Supervisor._remove_orphans); it is removed last
         self.store.state_dir(p.name).mkdir(parents=True, exist_ok=True)
-        created_netns = ns.ensure(p.netns)
-        crash_point("netns", p.name)
-        ns.set_sysctls(p.sysctls, p.netns)
-        self._links(p)
-        crash_point("links", p.name)
-        routes.sync(p.routes, [names.MAIN_TABLE], p.netns)
-        nft.apply(p.nft, p.netns, f"apply nft table of NI {p.name}")
-        changed_files = self._files(p)
-        action, detail = self._task(p, ni)
+        fingerprint = p.restart_key + p.live_key
+        inode = ns.inode(p.netns)
+        created_netns = False
+        if inode is None or self._applied.get(p.name) != (fingerprint, inode):
+            self._applied.pop(p.name, None)
+            created_netns = ns.ensure(p.netns)
+            crash_point("netns", p.name)
+            ns.set_sysctls(p.sysctls, p.netns)
+            self._links(p)
+            crash_point("links", p.name)
+            routes.sync(p.routes, [names.MAIN_TABLE], p.netns)
+            nft.apply(p.nft, p.netns, f"apply nft table of NI {p.name}")
+            self._applied[p.name] = (fingerprint, ns.inode(p.netns) or 0)
+        # files always: secrets are read from the device's files, and an unchanged
+        # file costs one read (write_atomic compares first)
+        return Prepared(self._files(p), created_netns)
+
+    def finish_ni(self, p: NIPlan, ni: NetworkInstance, prep: Prepared,
+                  view: TaskView | None = None) -> NIResult:
+        """The NI's task, and a reload of its services if their files changed."""
+        changed_files, created_netns = prep.changed_files, prep.created_netns
+        action, detail = self._task(p, ni, view)
         crash_point("task", p.name)
         if changed_files and action in ("unchanged", "updated"):
             # the running services re-read their files: no restart
@@ -98,7 +148,7 @@ class Executor:
         cfg, state = self.store.config_dir(p.name), self.store.state_dir(p.name)
         state.mkdir(parents=True, exist_ok=True)
         changed = [n for n, text in sorted(p.files.items())
-                   if files.write_atomic(cfg / n, text, mode=0o644)]
+                   if files.write_atomic(cfg / n, text, mode=0o644, durable=False)]
         if p.vpn is not None:  # secrets: 0600, read from the device's files
             changed += vpn.write_credentials(p.name, p.vpn, cfg)
         keep = {n.split("/", 1)[0] for n in p.files}  # "swanctl/swanctl.conf" keeps swanctl/
@@ -120,21 +170,26 @@ class Executor:
             log_path=str(self.store.log_path(p.name)), limits=limits(ni),
         )
 
-    def _task(self, p: NIPlan, ni: NetworkInstance) -> tuple[str, str]:
+    def _task(self, p: NIPlan, ni: NetworkInstance, view: TaskView | None) -> tuple[str, str]:
         c, t = self.client, self._nitask(p, ni)
-        try:
-            container = tasks.get_container(c, p.container_id)
-        except NotFound:
+        if view is None:  # not listed for this pass: ask
+            try:
+                container = tasks.get_container(c, p.container_id)
+            except NotFound:
+                container = None
+            try:
+                state = tasks.get_task(c, p.container_id).status if container else "missing"
+            except NotFound:
+                state = "missing"
+        else:
+            container, state = view.container, view.status
+        if container is None:
             nitask.run(c, self.image, t)
             return "created", ""
         if container.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
             nitask.remove(c, p.name)
             nitask.run(c, self.image, t)
             return "recreated", "type, subnet, gateway, uplink or DHCP/DNS settings changed"
-        try:
-            state = tasks.get_task(c, p.container_id).status
-        except NotFound:
-            state = "missing"
         if state != "running":
             if state != "missing":
                 tasks.delete_task(c, p.container_id)
@@ -156,6 +211,7 @@ class Executor:
 
     def remove_ni(self, name: str, slot: int | None) -> None:
         """Best effort: every step runs; the errors are gathered and raised together."""
+        self._applied.pop(name, None)
         errors: list[str] = []
         steps: list[tuple[str, Callable[[], object]]] = [
             ("remove task and container", lambda: nitask.remove(self.client, name)),
@@ -179,9 +235,15 @@ class Executor:
 
     def ensure_device(self, d: DevicePlan, nis: Collection[str] = ()) -> list[str]:
         """Sysctls, uplink route tables, rules, and the device nft table."""
+        fingerprint = repr((d.sysctls, d.routes, d.rules, d.absent_rules, d.nft))
+        if fingerprint == self._device_applied:
+            return []
+        self._device_applied = ""
         missing = ns.set_sysctls(d.sysctls, missing_ok=True)
         routes.sync(d.routes, d.uplink_tables.values())
         routes.sync_rules(d.rules, RULES_OWNED, d.absent_rules)
         crash_point("rules", nis)
         nft.apply(d.nft, None, "apply nft table of the device")
+        if not missing:  # an uplink not there yet: try again next pass
+            self._device_applied = fingerprint
         return missing
