@@ -191,7 +191,7 @@ def serve(config: SupervisorConfig) -> int:
     threading.Thread(target=_watch_uplinks, args=(sup,), daemon=True, name="uplinks").start()
     t0 = time.monotonic()
     try:
-        results = sup.reconcile()
+        results = sup.reconcile(force=True)
         adopted = sum(r.action == "unchanged" for r in results)
         sup.events.emit("supervisor.started", "",
                         f"{len(sup.desired.nis)} NIs, {adopted} adopted as they were, "

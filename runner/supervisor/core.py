@@ -201,7 +201,8 @@ class Supervisor:
             if plan.slots != self.desired.slots:
                 self.desired.slots = plan.slots
                 self._save()
-            self._remove_orphans(plan)
+            if force:  # at start and every few minutes: a scan of containerd and links
+                self._remove_orphans(plan)
             return self._reconcile(plan)
 
     def _reconcile(self, plan: Plan, only: set[str] | None = None) -> list[NIResult]:
