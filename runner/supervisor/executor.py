@@ -76,11 +76,13 @@ class Executor:
         # forced pass (forget()) redoes it all, which also heals outside tampering.
         self._applied: dict[str, tuple[str, int]] = {}
         self._device_applied = ""
+        self._limits: dict[str, oci.Limits] = {}  # in force per NI (saves parsing specs)
 
     def forget(self, device_only: bool = False) -> None:
         """Redo the kernel work on the next pass (all of it, or the device's)."""
         if not device_only:
             self._applied.clear()
+            self._limits.clear()
         self._device_applied = ""
 
     # -- one NI -------------------------------------------------------------
@@ -97,7 +99,8 @@ class Executor:
         fingerprint = p.restart_key + p.live_key
         inode = ns.inode(p.netns)
         created_netns = False
-        if inode is None or self._applied.get(p.name) != (fingerprint, inode):
+        cached = inode is not None and self._applied.get(p.name) == (fingerprint, inode)
+        if not cached:
             self._applied.pop(p.name, None)
             created_netns = ns.ensure(p.netns)
             crash_point("netns", p.name)
@@ -106,10 +109,12 @@ class Executor:
             crash_point("links", p.name)
             routes.sync(p.routes, [names.MAIN_TABLE], p.netns)
             nft.apply(p.nft, p.netns, f"apply nft table of NI {p.name}")
+        # the files follow the fingerprint too, but a VPN NI's secrets are read from
+        # the device's files, which may change on their own
+        changed = self._files(p) if not cached or p.vpn is not None else []
+        if not cached:
             self._applied[p.name] = (fingerprint, ns.inode(p.netns) or 0)
-        # files always: secrets are read from the device's files, and an unchanged
-        # file costs one read (write_atomic compares first)
-        return Prepared(self._files(p), created_netns)
+        return Prepared(changed, created_netns)
 
     def finish_ni(self, p: NIPlan, ni: NetworkInstance, prep: Prepared,
                   view: TaskView | None = None) -> NIResult:
@@ -185,18 +190,23 @@ class Executor:
             container, state = view.container, view.status
         if container is None:
             nitask.run(c, self.image, t)
+            self._limits[p.name] = t.limits
             return "created", ""
         if container.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
             nitask.remove(c, p.name)
             nitask.run(c, self.image, t)
+            self._limits[p.name] = t.limits
             return "recreated", "type, subnet, gateway, uplink or DHCP/DNS settings changed"
         if state != "running":
             if state != "missing":
                 tasks.delete_task(c, p.container_id)
             nitask.start(c, t)
             return "started", f"task was {state}"
-        if tasks.limits_of(container) != t.limits:
+        current = self._limits.get(p.name) or tasks.limits_of(container)
+        self._limits[p.name] = current
+        if current != t.limits:
             tasks.update_limits(c, p.container_id, t.limits)
+            self._limits[p.name] = t.limits
             return "updated", "resource limits changed"
         return "unchanged", ""
 
@@ -212,6 +222,7 @@ class Executor:
     def remove_ni(self, name: str, slot: int | None) -> None:
         """Best effort: every step runs; the errors are gathered and raised together."""
         self._applied.pop(name, None)
+        self._limits.pop(name, None)
         errors: list[str] = []
         steps: list[tuple[str, Callable[[], object]]] = [
             ("remove task and container", lambda: nitask.remove(self.client, name)),
