@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 
@@ -34,10 +35,11 @@ RESYNC_EVERY = 60.0  # a light pass: tasks, and what changed since the last plan
 FORCE_EVERY = 600.0  # a forced pass redoes all kernel work: heals outside tampering
 
 
-def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> None:
+def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
     code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(e, ModelError) else \
         grpc.StatusCode.FAILED_PRECONDITION
     ctx.abort(code, str(e))
+    raise e  # not reached: abort() raises; this tells type checkers so
 
 
 class Servicer(pb_grpc.SupervisorServicer):
@@ -67,7 +69,6 @@ class Servicer(pb_grpc.SupervisorServicer):
             return pb.DeleteResponse(deleted=self.sup.delete(list(request.names)))
         except NirunnerError as e:
             _abort(context, e)
-            raise
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext
                ) -> pb.StatusResponse:
@@ -75,7 +76,6 @@ class Servicer(pb_grpc.SupervisorServicer):
             sts = self.sup.status(list(request.names), request.detail)
         except NirunnerError as e:
             _abort(context, e)
-            raise
         return pb.StatusResponse(ni_json=[json.dumps(s, sort_keys=True) for s in sts])
 
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
@@ -85,7 +85,6 @@ class Servicer(pb_grpc.SupervisorServicer):
                                 request.hostname)
         except NirunnerError as e:
             _abort(context, e)
-            raise
         return pb.AttachResponse(host_ifname=a.host_ifname, mac=a.mac)
 
     def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext

@@ -24,6 +24,7 @@ from runner.pb.containerd.services.diff.v1 import diff_pb2_grpc
 from runner.pb.containerd.services.events.v1 import events_pb2_grpc
 from runner.pb.containerd.services.images.v1 import images_pb2_grpc
 from runner.pb.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
+from runner.pb.containerd.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from runner.pb.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from runner.pb.containerd.services.tasks.v1 import tasks_pb2_grpc
 from runner.pb.containerd.services.version.v1 import version_pb2_grpc
@@ -82,6 +83,7 @@ class Client:
         self.snapshots = snapshots_pb2_grpc.SnapshotsStub(ch)
         self.tasks = tasks_pb2_grpc.TasksStub(ch)
         self.version_svc = version_pb2_grpc.VersionStub(ch)
+        self.namespaces_svc = namespaces_pb2_grpc.NamespacesStub(ch)
 
     def close(self) -> None:
         self._channel.close()
@@ -116,6 +118,11 @@ class Client:
             )
         except grpc.RpcError as e:
             raise from_rpc(op, e, self.address) from None
+
+    def namespaces(self) -> list[str]:
+        resp = self.call("list namespaces", self.namespaces_svc.List,
+                         namespaces_pb2.ListNamespacesRequest())
+        return [ns.name for ns in resp.namespaces]
 
     def version(self) -> str:
         resp = self.call("get containerd version", self.version_svc.Version, empty_pb2.Empty())

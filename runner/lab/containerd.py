@@ -136,12 +136,11 @@ def _answers(address: str) -> bool:
 def _stop_all_tasks(address: str) -> None:
     from runner.containerd import tasks
     from runner.containerd.client import Client
-    from runner.pb.containerd.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 
     with Client(address, connect_timeout=2.0, timeout=15.0) as c:
-        ns_stub = namespaces_pb2_grpc.NamespacesStub(c._channel)
-        for ns in ns_stub.List(namespaces_pb2.ListNamespacesRequest(), timeout=5).namespaces:
-            c.namespace = ns.name
+        namespaces = c.namespaces()
+    for ns in namespaces:
+        with Client(address, ns, connect_timeout=2.0, timeout=15.0) as c:
             for t in tasks.list_tasks(c):
                 with contextlib.suppress(Exception):
                     tasks.remove_container(c, t.container_id)

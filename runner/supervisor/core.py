@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from runner import nitask
 from runner.containerd import tasks
 from runner.containerd.client import Client
-from runner.containerd.errors import NotFound
+from runner.containerd.errors import ContainerdError, NotFound
 from runner.drivers import facts as live_facts
 from runner.drivers import links
 from runner.drivers import netns as ns
@@ -395,7 +395,11 @@ class Supervisor:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
             plan = self._current_plan()
             chosen = names_ or sorted(self.desired.nis)
-            return [status_mod.ni_status(self, plan, n, detail) for n in chosen]
+            try:
+                listed = {t.container_id: t for t in tasks.list_tasks(self.client)}
+            except ContainerdError:
+                listed = {}  # containerd away: the NIs show their tasks as missing
+            return [status_mod.ni_status(self, plan, n, detail, listed) for n in chosen]
 
     def stop(self) -> None:
         self.stopping.set()

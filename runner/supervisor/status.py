@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.containerd import metrics, tasks
-from runner.containerd.errors import ContainerdError, NotFound
+from runner.containerd.errors import ContainerdError
 from runner.drivers import nft
 from runner.plan.site import Plan
 from runner.supervisor import vpn
@@ -40,7 +40,9 @@ def services(path: Path) -> dict[str, str]:
     return out
 
 
-def ni_status(sup: Supervisor, plan: Plan, name: str, detail: bool) -> dict[str, Any]:
+def ni_status(sup: Supervisor, plan: Plan, name: str, detail: bool,
+              listed: dict[str, tasks.TaskInfo]) -> dict[str, Any]:
+    """`listed`: the namespace's tasks by container id, from one call for all NIs."""
     ni, p = sup.desired.nis[name], plan.nis[name]
     h = sup.health.get(name)
     st: dict[str, Any] = {
@@ -53,11 +55,9 @@ def ni_status(sup: Supervisor, plan: Plan, name: str, detail: bool) -> dict[str,
     task: dict[str, Any] = {"container": p.container_id, "pid": 0, "status": "missing",
                             "restarts": h.restarts if h else 0,
                             "lastExit": h.last_exit if h else None}
-    try:
-        info = tasks.get_task(sup.client, p.container_id)
+    info = listed.get(p.container_id)
+    if info is not None:
         task.update(pid=info.pid, status=info.status)
-    except (NotFound, ContainerdError):
-        pass
     st["task"] = task
     limits = ni.resources
     usage: dict[str, Any] = {"memoryLimit": limits.memory, "cpuLimit": limits.cpu,

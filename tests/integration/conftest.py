@@ -78,9 +78,3 @@ def netns() -> Iterator[Callable[[str], str]]:
     yield make
     for name in reversed(made):
         subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def sh(*args: str, netns: str | None = None, timeout: float = 20) -> str:
-    cmd = ["ip", "netns", "exec", netns, *args] if netns else list(args)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
-    return out.stdout

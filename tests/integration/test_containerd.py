@@ -20,8 +20,9 @@ from runner.containerd.client import Client
 from runner.containerd.errors import AlreadyExists, NotFound, Unavailable
 from runner.containerd.images import ImageInfo, import_archive
 from runner.lab.containerd import PrivateContainerd
+from runner.lab.topology import sh
 from runner.nitask import NITask
-from tests.integration.conftest import RUN_ID, ctr, sh
+from tests.integration.conftest import RUN_ID, ctr
 
 MEMORY = 48 << 20
 CG = Path("/sys/fs/cgroup")
