@@ -11,18 +11,12 @@ from dataclasses import dataclass, field
 from runner.containerd import spec as oci
 from runner.containerd import tasks
 from runner.containerd.client import Client
+from runner.net import names
 
 LABEL_NAME = "io.nirunner.ni.name"
 LABEL_TYPE = "io.nirunner.ni.type"
 LABEL_UPLINK = "io.nirunner.ni.uplink"
 LABEL_GENERATION = "io.nirunner.ni.generation"
-PREFIX = "ni-"
-
-
-def container_id(ni_name: str) -> str:
-    return PREFIX + ni_name
-
-
 @dataclass(frozen=True)
 class NITask:
     name: str
@@ -37,7 +31,7 @@ class NITask:
 
     @property
     def container_id(self) -> str:
-        return container_id(self.name)
+        return names.container_id(self.name)
 
     def labels(self) -> dict[str, str]:
         return {
@@ -81,4 +75,4 @@ def run(c: Client, image: str, t: NITask) -> int:
 
 
 def remove(c: Client, ni_name: str) -> None:
-    tasks.remove_container(c, container_id(ni_name))
+    tasks.remove_container(c, names.container_id(ni_name))

@@ -17,7 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers.links import in_netns, index, ipr
 from runner.errors import NirunnerError
-from runner.plan.routing import Route, Rule
+from runner.net.routing import Route, Rule
 
 RTPROT_NIRUNNER = 188  # "proto 188" in `ip route`: ours to sync and remove
 FR_ACT_TO_TBL = 1

@@ -15,11 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.model.types import SupervisorConfig
-from runner.plan import names
-from runner.plan.errors import PlanError
-from runner.plan.facts import Facts
-from runner.plan.ni import NIPlan, UplinkRef
-from runner.plan.routing import (
+from runner.net import names
+from runner.net.routing import (
     DEFAULT,
     DEFAULT_LOCAL_RULE,
     FALLBACK_METRIC,
@@ -28,7 +25,10 @@ from runner.plan.routing import (
     RouteType,
     Rule,
 )
-from runner.plan.rules import DeviceDnat, DeviceRules
+from runner.net.rules import DeviceDnat, DeviceRules
+from runner.plan.errors import PlanError
+from runner.plan.facts import Facts
+from runner.plan.ni import NIPlan, UplinkRef
 from runner.plan.transit import TransitLink
 from runner.render import nft
 

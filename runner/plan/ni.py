@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 from runner.model.types import NetworkInstance, NIType, Resources, SupervisorConfig
-from runner.plan import names
+from runner.net import names
+from runner.net.routing import DEFAULT, Route
+from runner.net.rules import NIPortMap, NIRules, NIVpnRules
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
-from runner.plan.routing import DEFAULT, Route
-from runner.plan.rules import NIPortMap, NIRules, NIVpnRules
 from runner.plan.transit import TransitLink, link
 from runner.plan.vpn import VpnPlan, plan_vpn
 from runner.render import dnsmasq, nft, swanctl

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from runner.plan import names
+from runner.net import names
 from runner.plan.errors import PlanError, TransitPoolExhausted
 
 SLOT_SIZE = 4

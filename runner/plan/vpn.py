@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.model.types import CertAuth, IpsecBackend, NetworkInstance
-from runner.plan import names
+from runner.net import names
 from runner.plan.errors import PlanError
 from runner.render import swanctl
 

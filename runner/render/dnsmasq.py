@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address
 
 from runner.model.types import NetworkInstance
-from runner.plan import names
+from runner.net import names
 
 CONFIG_DIR = "/etc/nirunner"
 STATE_DIR = "/var/lib/nirunner"

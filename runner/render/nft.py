@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
-from runner.plan import names
-from runner.plan.errors import PlanError
-from runner.plan.rules import DeviceDnat, DeviceRules, NIPortMap, NIRules, NIVpnRules
+from runner.net import names
+from runner.net.rules import DeviceDnat, DeviceRules, NIPortMap, NIRules, NIVpnRules
+from runner.render.errors import RenderError
 
 _UNQUOTABLE = re.compile(r"[\"\\\x00-\x1f\x7f]")
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9_.:/ -]")
@@ -23,7 +23,7 @@ _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9_.:/ -]")
 def quote(name: str) -> str:
     """An interface name as an nft string literal."""
     if _UNQUOTABLE.search(name):
-        raise PlanError(f"name {name!r} cannot be quoted for nft")
+        raise RenderError(f"name {name!r} cannot be quoted for nft")
     return f'"{name}"'
 
 
@@ -150,7 +150,7 @@ def _vpn_ruleset(r: NIRules, v: NIVpnRules) -> str:
         esp = ["meta l4proto esp accept"]
     else:
         if v.tun is None:
-            raise PlanError(f"NI {r.ni}: libipsec needs its TUN device")
+            raise RenderError(f"NI {r.ni}: libipsec needs its TUN device")
         tun = quote(v.tun)
         masquerade = f"oifname {up} masquerade"
         leak = f"iifname {br} oifname {up} drop"

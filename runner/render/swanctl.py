@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runner.model.types import CertAuth, IpsecBackend, NetworkInstance, Vpn
-from runner.plan import names
-from runner.plan.errors import PlanError
+from runner.net import names
+from runner.render.errors import RenderError
 
 CONFIG_DIR = "/etc/nirunner"
 STATE_DIR = "/var/lib/nirunner"
@@ -80,7 +80,7 @@ def _scalar(value: str) -> str:
     if _BARE.fullmatch(value):
         return value
     if not _QUOTABLE.fullmatch(value):
-        raise PlanError(f"value {value!r} cannot be written to a strongSwan config")
+        raise RenderError(f"value {value!r} cannot be written to a strongSwan config")
     return f'"{value}"'
 
 
@@ -108,7 +108,7 @@ def _section(name: str, body: Mapping[str, Any], depth: int = 0) -> list[str]:
 def strongswan_conf(ni: str, backend: IpsecBackend) -> str:
     """charon's own settings; `backend` is KERNEL or LIBIPSEC (resolved, not AUTO)."""
     if backend is IpsecBackend.AUTO:
-        raise PlanError(f"NI {ni}: the IPsec backend must be resolved before rendering")
+        raise RenderError(f"NI {ni}: the IPsec backend must be resolved before rendering")
     vici = f"unix://{STATE_DIR}/{VICI_SOCKET}"
     kernel = ("kernel-libipsec",) if backend is IpsecBackend.LIBIPSEC else ()
     plugins: dict[str, Any] = {"vici": {"socket": vici}}
@@ -198,7 +198,7 @@ def secrets_conf(ni: str, owners: tuple[str, str], psk: bytes | None) -> str:
     if psk is None:
         return header(ni)
     if not psk:
-        raise PlanError(f"NI {ni}: the pre-shared key is empty")
+        raise RenderError(f"NI {ni}: the pre-shared key is empty")
     secret = {shared_id(ni): {
         "id-1": owners[0],
         "id-2": owners[1],
@@ -210,7 +210,7 @@ def secrets_conf(ni: str, owners: tuple[str, str], psk: bytes | None) -> str:
 def render(ni: NetworkInstance, backend: IpsecBackend) -> tuple[dict[str, Any], dict[str, str]]:
     """The connection (a VICI message) and the config files of a VPN NI, by name."""
     if ni.vpn is None:
-        raise PlanError(f"NI {ni.name}: a VPN NI needs spec.vpn")
+        raise RenderError(f"NI {ni.name}: a VPN NI needs spec.vpn")
     conn = connection(ni, ni.vpn)
     return conn, {CONF: strongswan_conf(ni.name, backend),
                   SWANCTL_CONF: swanctl_conf(ni.name, conn)}

@@ -14,7 +14,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers import links
 from runner.errors import NirunnerError
-from runner.plan import names
+from runner.net import names
 from runner.supervisor.store import Attachment
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")

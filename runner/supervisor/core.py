@@ -25,7 +25,8 @@ from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig
-from runner.plan import names, site
+from runner.net import names
+from runner.plan import site
 from runner.plan.facts import Facts
 from runner.plan.site import Plan
 from runner.supervisor import attach as attach_mod

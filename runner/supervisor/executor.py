@@ -20,8 +20,8 @@ from runner.containerd.errors import ContainerdError, NotFound
 from runner.drivers import files, links, nft, routes
 from runner.drivers import netns as ns
 from runner.model.types import NetworkInstance
+from runner.net import names
 from runner.pb.containerd.services.containers.v1 import containers_pb2
-from runner.plan import names
 from runner.plan.device import DevicePlan
 from runner.plan.ni import NIPlan
 from runner.render import swanctl

@@ -6,9 +6,9 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from runner.model.types import PortMap, Protocol
+from runner.net.routing import FALLBACK_METRIC, Route, RouteType, Rule
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
-from runner.plan.routing import FALLBACK_METRIC, Route, RouteType, Rule
 from tests.unit.plan.sample import ALPHA, BETA, DELTA, FACTS, GAMMA, NIS, site, with_eth0_address
 
 A = IPv4Address

@@ -15,10 +15,10 @@ from runner.model.types import (
     Resources,
     StaticHost,
 )
-from runner.plan import names
+from runner.net import names
+from runner.net.rules import NIPortMap
 from runner.plan.errors import PlanError
 from runner.plan.ni import NIPlan, plan_ni
-from runner.plan.rules import NIPortMap
 from tests.unit.plan.sample import ALPHA, BETA, CONFIG, DELTA, ECHO, FACTS, GAMMA, site
 
 A = IPv4Address

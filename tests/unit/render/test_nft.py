@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.plan.errors import PlanError
-from runner.plan.rules import NIRules
+from runner.net.rules import NIRules
 from runner.render import nft
+from runner.render.errors import RenderError
 from tests.unit.plan.sample import NIS, site
 
 PLAN = site()
@@ -64,7 +64,7 @@ def test_vpn_ni_apps_do_not_leave_in_clear() -> None:
 
 def test_names_are_quoted_and_unquotable_ones_rejected() -> None:
     assert nft.quote("eth0.100") == '"eth0.100"'
-    with pytest.raises(PlanError):
+    with pytest.raises(RenderError):
         nft.quote('eth"0')
     assert nft.comment('a"b\nc') == 'comment "a_b_c"'
 

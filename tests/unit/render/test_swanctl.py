@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from runner.model.types import IpsecBackend
-from runner.plan.errors import PlanError
 from runner.plan.site import Plan, build
 from runner.plan.vpn import resolve_backend
 from runner.render import swanctl
+from runner.render.errors import RenderError
 from tests.unit.plan.sample import CONFIG, ECHO, FACTS, FOXTROT, VPN_NIS
 from tests.unit.render.test_nft import NFT, needs_nft
 
@@ -130,16 +130,16 @@ def test_secrets_conf() -> None:
     text = swanctl.secrets_conf("echo", ("factory@edge", "hq"), b"abc")
     assert "secret = 0sYWJj\n" in text and "abc" not in text.replace("0sYWJj", "")
     assert 'id-1 = "factory@edge"' not in text and "id-1 = factory@edge" in text
-    with pytest.raises(PlanError, match="empty"):
+    with pytest.raises(RenderError, match="empty"):
         swanctl.secrets_conf("echo", ("factory@edge", "hq"), b"")
 
 
 def test_unquotable_values_are_refused() -> None:
     assert ECHO.vpn is not None
     bad = replace(ECHO, vpn=replace(ECHO.vpn, local_id='a"b'))
-    with pytest.raises(PlanError, match="cannot be written"):
+    with pytest.raises(RenderError, match="cannot be written"):
         swanctl.render(bad, IpsecBackend.LIBIPSEC)
-    with pytest.raises(PlanError, match="resolved"):
+    with pytest.raises(RenderError, match="resolved"):
         swanctl.strongswan_conf("echo", IpsecBackend.AUTO)
 
 

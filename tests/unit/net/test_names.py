@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.plan import names
-from runner.plan.errors import PlanError
+from runner.net import names
+from runner.net.errors import NetValueError
 
 LONGEST_NI = "a" * names.NI_NAME_MAX
 
@@ -16,7 +16,7 @@ def test_netns_and_container_names() -> None:
 
 @pytest.mark.parametrize("bad", ["", "Factory", "a_b", "-a", "a" * 33, "a/b"])
 def test_bad_ni_names_are_refused(bad: str) -> None:
-    with pytest.raises(PlanError):
+    with pytest.raises(NetValueError):
         names.netns(bad)
 
 
@@ -32,7 +32,7 @@ def test_transit_names_round_trip() -> None:
     assert names.transit_slot("nr7") == 7
     for other in ("nr", "nr07", "nr-x", "eth0", "nr-alpha", f"nr{names.MAX_SLOTS}"):
         assert names.transit_slot(other) is None
-    with pytest.raises(PlanError):
+    with pytest.raises(NetValueError):
         names.transit_device_if(names.MAX_SLOTS)
 
 
@@ -45,7 +45,7 @@ def test_app_if_is_stable_and_distinct() -> None:
 
 @pytest.mark.parametrize("bad", ["", "x" * 16, "a b", "a/b", "a:b", 'a"b', ".", ".."])
 def test_check_ifname_refuses(bad: str) -> None:
-    with pytest.raises(PlanError):
+    with pytest.raises(NetValueError):
         names.check_ifname(bad)
 
 

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from runner.plan import names
+from runner.net import names
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 FALLBACK_METRIC = 4278198272  # below any real default route

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from runner.plan.errors import PlanError
+from runner.net.errors import NetValueError
 
 IFNAMSIZ = 15  # usable characters of an interface name
 NI_NAME_MAX = 32  # what the manifest parser allows
@@ -41,17 +41,18 @@ _BAD_IFNAME = re.compile(r"[/:\s\"\\]")
 
 
 def check_ifname(name: str) -> str:
-    """`name` if it is a valid interface name, else PlanError."""
+    """`name` if it is a valid interface name, else NetValueError."""
     if not 1 <= len(name) <= IFNAMSIZ:
-        raise PlanError(f"interface name {name!r} must have 1-{IFNAMSIZ} characters")
+        raise NetValueError(f"interface name {name!r} must have 1-{IFNAMSIZ} characters")
     if name in (".", "..") or _BAD_IFNAME.search(name):
-        raise PlanError(f"interface name {name!r} has a character Linux or nft does not allow")
+        raise NetValueError(f"interface name {name!r} has a character Linux or nft does not allow")
     return name
 
 
 def check_ni_name(ni: str) -> str:
     if len(ni) > NI_NAME_MAX or not _NI_NAME.fullmatch(ni):
-        raise PlanError(f"NI name {ni!r} is not a DNS label of at most {NI_NAME_MAX} characters")
+        raise NetValueError(
+            f"NI name {ni!r} is not a DNS label of at most {NI_NAME_MAX} characters")
     return ni
 
 
@@ -68,7 +69,7 @@ def container_id(ni: str) -> str:
 def transit_device_if(slot: int) -> str:
     """The device-netns end of transit slot `slot`."""
     if not 0 <= slot < MAX_SLOTS:
-        raise PlanError(f"transit slot {slot} is out of range 0..{MAX_SLOTS - 1}")
+        raise NetValueError(f"transit slot {slot} is out of range 0..{MAX_SLOTS - 1}")
     return check_ifname(f"{TRANSIT_PREFIX}{slot}")
 
 
@@ -108,7 +109,7 @@ def uplink_table(index: int) -> int:
 def transit_rule_priority(slot: int) -> int:
     priority = TRANSIT_RULE_BASE + slot
     if not TRANSIT_RULE_BASE <= priority < LOCAL_RULE_PRIORITY:
-        raise PlanError(f"transit slot {slot} gives rule priority {priority} out of range")
+        raise NetValueError(f"transit slot {slot} gives rule priority {priority} out of range")
     return priority
 
 
