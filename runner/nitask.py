@@ -1,5 +1,8 @@
 """An NI's containerd task: its name, labels, spec and lifecycle policy.
 
+The value (NITask) is pure; the lifecycle functions import the containerd
+client only when called, so planning code can use the value without gRPC.
+
 Containers are named `ni-<name>` and labelled so that `ctr -n nirunner
 containers ls / info` and `tasks ls` read well without nirunner.
 """
@@ -7,16 +10,20 @@ containers ls / info` and `tasks ls` read well without nirunner.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runner.containerd import spec as oci
-from runner.containerd import tasks
-from runner.containerd.client import Client
 from runner.net import names
+
+if TYPE_CHECKING:
+    from runner.containerd.client import Client
 
 LABEL_NAME = "io.nirunner.ni.name"
 LABEL_TYPE = "io.nirunner.ni.type"
 LABEL_UPLINK = "io.nirunner.ni.uplink"
 LABEL_GENERATION = "io.nirunner.ni.generation"
+
+
 @dataclass(frozen=True)
 class NITask:
     name: str
@@ -56,16 +63,22 @@ class NITask:
 
 def create(c: Client, image: str, t: NITask) -> None:
     """Create the container (not its task)."""
+    from runner.containerd import tasks
+
     tasks.create_container(c, image, t.spec(c.namespace), t.labels())
 
 
 def start(c: Client, t: NITask) -> int:
     """Start the task of an existing container; returns its host PID."""
+    from runner.containerd import tasks
+
     return tasks.start_task(c, t.container_id, t.log_path)
 
 
 def run(c: Client, image: str, t: NITask) -> int:
     """Create the container and start its task; on failure nothing is left behind."""
+    from runner.containerd import tasks
+
     create(c, image, t)
     try:
         return start(c, t)
@@ -75,4 +88,6 @@ def run(c: Client, image: str, t: NITask) -> int:
 
 
 def remove(c: Client, ni_name: str) -> None:
+    from runner.containerd import tasks
+
     tasks.remove_container(c, names.container_id(ni_name))

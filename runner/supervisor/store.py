@@ -2,12 +2,7 @@
 
 One JSON file, written atomically (tmp, fsync, rename) with a checksum of its
 body, so a torn or corrupt file is detected and reported, never silently
-dropped. Layout of the state dir:
-
-    desired.json             this file
-    ni/<name>/config/        the NI's config (read-only /etc/nirunner in its task)
-    ni/<name>/state/         the NI's state (/var/lib/nirunner: leases, services.status)
-    ni/<name>/task.log       the task's stdout and stderr
+dropped. The layout of the state dir is runner.plan.layout's.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from runner.errors import NirunnerError
 from runner.model.dump import to_manifest
 from runner.model.manifest import load_documents
 from runner.model.types import NetworkInstance
+from runner.plan.layout import Layout
 
 FORMAT = 1
 
@@ -55,22 +51,13 @@ def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Store:
+class Store(Layout):
     def __init__(self, state_dir: str | Path) -> None:
-        self.root = Path(state_dir)
-        self.path = self.root / "desired.json"
+        super().__init__(Path(state_dir))
 
-    def ni_dir(self, name: str) -> Path:
-        return self.root / "ni" / name
-
-    def config_dir(self, name: str) -> Path:
-        return self.ni_dir(name) / "config"
-
-    def state_dir(self, name: str) -> Path:
-        return self.ni_dir(name) / "state"
-
-    def log_path(self, name: str) -> Path:
-        return self.ni_dir(name) / "task.log"
+    @property
+    def path(self) -> Path:
+        return self.desired
 
     def load(self) -> Desired:
         try:

@@ -1,0 +1,144 @@
+"""The intended items of a plan (pure): what should exist, one small value per object.
+
+Built from the plan, the app attachments and the stamps of credential files,
+never from live reads: the same inputs give the same items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from runner.containerd.spec import Limits
+from runner.model.types import Resources
+from runner.net import names
+from runner.net.rules import DeviceRules
+from runner.plan.device import DevicePlan
+from runner.plan.layout import Layout
+from runner.plan.ni import NIPlan
+from runner.plan.site import Plan
+from runner.reconcile import kinds as k
+from runner.reconcile.items import Item
+
+Items = dict[str, Item]
+Stamp = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class AppPlug:
+    """An app attachment, as the store keeps it."""
+
+    ni: str
+    netns: str  # path of the app's netns
+    ifname: str
+    host_ifname: str
+    mac: str
+
+
+def limits(r: Resources) -> Limits:
+    return Limits.from_cpus(r.memory, r.cpu, r.pids)
+
+
+def ni_items(p: NIPlan, layout: Layout, image: str, plugs: Sequence[AppPlug] = (),
+             stamps: Mapping[str, Stamp] | None = None) -> list[Item]:
+    """Every item of one NI."""
+    stamps = stamps or {}
+    ni, ns = p.name, p.netns
+    out: list[Item] = [
+        k.StateDir(ni, str(layout.ni_dir(ni))),
+        k.Netns(ni, ns),
+        k.Sysctls(ni, ns, tuple(sorted(p.sysctls.items()))),
+    ]
+    links: list[str] = []
+    if p.transit is not None:
+        t = p.transit
+        veth = k.Veth(ni, t.device_if, ns, t.ni_if, p.mtu, t.device_addr, t.ni_addr)
+        out.append(veth)
+        links.append(veth.id)
+    bridge = k.Bridge(ni, ns, p.bridge.name, p.bridge.mac, p.mtu, p.bridge.address)
+    out.append(bridge)
+    out.append(k.Routes(ni, ns, names.MAIN_TABLE, p.routes, tuple(links)))
+    out.append(k.NftTable(ni, ns, "inet", names.NI_NFT_TABLE, p.nft, _ni_facets(p)))
+    secrets: tuple[k.Secret, ...] = ()
+    if p.vpn is not None:
+        from runner.render import swanctl  # the names of the credential files
+
+        sources = ([(swanctl.SECRETS_CONF, p.vpn.psk_file, 0o600)] if p.vpn.psk_file else [])
+        sources += [(c.name, c.source, c.mode) for c in p.vpn.copies]
+        secrets = tuple(k.Secret(name, src, mode, stamps.get(src, (0, 0, 0)))
+                        for name, src, mode in sources)
+    out.append(k.ConfigFiles(ni, str(layout.config_dir(ni)), tuple(sorted(p.files.items())),
+                             secrets, p.vpn))
+    out.append(k.Task(
+        ni=ni, container_id=p.container_id, image=image, generation=p.restart_key,
+        ni_type=str(p.type), uplink=p.uplink.name if p.uplink else "", netns=ns,
+        netns_path=f"/run/netns/{ns}", config_dir=str(layout.config_dir(ni)),
+        state_dir=str(layout.state_dir(ni)), log_path=str(layout.log_path(ni)),
+        limits=limits(p.resources)))
+    if p.transit is not None and p.uplink is not None:
+        rule = k.Rule(ni, _transit_rule(p), link=links[0])
+        out.append(rule)
+    for a in plugs:
+        out.append(k.Plug(ni, ns, p.bridge.name, a.host_ifname, a.netns, a.ifname, a.mac,
+                          p.mtu))
+    return out
+
+
+def _transit_rule(p: NIPlan) -> k.RuleValue:
+    assert p.transit is not None and p.uplink is not None
+    return k.RuleValue(names.transit_rule_priority(p.transit.slot), p.uplink.table,
+                       p.transit.device_if)
+
+
+def _ni_facets(p: NIPlan) -> tuple[tuple[str, str, str], ...]:
+    return tuple(("port maps", pm.name, f"{pm.protocol} {pm.port} -> {pm.target}:"
+                  f"{pm.target_port}") for pm in p.port_maps)
+
+
+def _device_facets(r: DeviceRules) -> tuple[tuple[str, str, str], ...]:
+    out = [("port maps", f"{d.ni}/{d.name}",
+            f"{d.protocol} {d.port} on {d.uplink} -> {d.to}") for d in r.dnats]
+    out += [("transit links", ifname, f"to {up}") for ifname, up in r.transit_uplinks]
+    return tuple(out)
+
+
+def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[str]) -> list[Item]:
+    """The device netns's items; `uplinks` maps uplink names to interfaces, `present`
+    names the uplinks whose interface exists now (external items)."""
+    out: list[Item] = [k.Uplink(n, uplinks[n]) for n in present]
+    common = tuple(sorted((key, v) for key, v in d.sysctls.items()
+                          if not any(f"/conf/{i}/" in key for i in uplinks.values())))
+    out.append(k.Sysctls("", None, common))
+    for name, ifname in uplinks.items():
+        values = tuple(sorted((key, v) for key, v in d.sysctls.items()
+                              if f"/conf/{ifname}/" in key))
+        if values:
+            out.append(k.Sysctls("", None, values, uplink=name))
+    for name, table in d.uplink_tables.items():
+        routes = tuple(r for r in d.routes if r.table == table)
+        out.append(k.Routes("", None, table, routes, uplinks=(k.uplink_id(name),)))
+    for rule in d.rules:
+        if rule.iif is None:  # the local rule's new place
+            out.append(k.LocalRule(rule.priority, rule.table))
+    out.append(k.NftTable("", None, "inet", names.DEVICE_NFT_TABLE, d.nft,
+                          _device_facets(d.nft_rules)))
+    return out
+
+
+def build(plan: Plan, layout: Layout, image: str, uplinks: Mapping[str, str],
+          present: Sequence[str], plugs: Sequence[AppPlug] = (),
+          stamps: Mapping[str, Stamp] | None = None) -> Items:
+    """All intended items of a plan, by id."""
+    out: Items = {}
+    for x in device_items(plan.device, uplinks, present):
+        out[x.id] = x
+    by_ni: dict[str, list[AppPlug]] = {}
+    for a in plugs:
+        by_ni.setdefault(a.ni, []).append(a)
+    for name, p in plan.nis.items():
+        for x in ni_items(p, layout, image, by_ni.get(name, ()), stamps):
+            if x.id in out:
+                raise ValueError(f"item {x.id} planned twice")
+            out[x.id] = x
+    return out
+

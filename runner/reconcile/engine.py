@@ -1,0 +1,249 @@
+"""The engine: runs a diff's ops through per-kind configurators and keeps the op log.
+
+A configurator does the effects of one item kind:
+
+    create(item) -> item        make it; return it as it now is (observed fields filled)
+    modify(old, new) -> item    change it in place
+    delete(item)                remove it (a missing object is not an error)
+    read(item) -> item | None   the object `item` names as it is now, or None
+
+Ops run in the diff's order. Ops of a configurator marked `parallel` (tasks:
+runc mostly waits) run on a small pool; an op waits for running ops of the items
+it is ordered against. Any exception of a configurator stops its item:
+
+- atomic (an apply): nothing more starts, running ops finish, and the inverse
+  of every op that was done runs in reverse order (create <-> delete,
+  modify(old, new) <-> modify(new, old)), so the objects are as before;
+- otherwise (a pass): the ops of items ordered after the failed one are
+  skipped, the others run; the next pass tries again.
+
+The log records each op with its outcome and time; results, events and the
+API's report are made from it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.reconcile.diff import APPLY_PHASE, DELETE_PHASE, Diff, Op
+from runner.reconcile.items import Action, Item
+
+log = logging.getLogger("nirunner.engine")
+
+WORKERS = 4  # parallel ops at once (2 cores; creating a task is mostly waiting on runc)
+
+
+class Configurator(Protocol):
+    parallel: bool
+
+    def create(self, item: Any) -> Any: ...
+
+    def modify(self, old: Any, new: Any) -> Any: ...
+
+    def delete(self, item: Any) -> None: ...
+
+    def read(self, item: Any) -> Any: ...
+
+
+class ReadError(Exception):
+    pass
+
+
+@dataclass
+class Done:
+    """One op as it ran: `error` is empty when it worked; `skipped` when it did not run."""
+
+    op: Op
+    error: str = ""
+    skipped: str = ""  # why it did not run (a failed dependency, held back, ...)
+    seconds: float = 0.0
+    result: Item | None = None  # the item as it now is (creates and modifies)
+    inverse: bool = False  # an op of a rollback
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.skipped
+
+
+@dataclass
+class Run:
+    """The op log of one engine run, and the record of what now exists."""
+
+    done: list[Done] = field(default_factory=list)
+    current: dict[str, Item] = field(default_factory=dict)
+    rolled_back: bool = False
+    writes: int = 0  # configurator create/modify/delete calls, rollback included
+
+    @property
+    def failed(self) -> list[Done]:
+        return [d for d in self.done if d.error and not d.inverse]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def first_error(self) -> str:
+        d = next(iter(self.failed), None)
+        return "" if d is None else f"{d.op.line()}: {d.error}"
+
+
+Hold = Callable[[Op], str]  # "" to run the op, else why it is held back
+
+
+def describe_error(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+class Engine:
+    def __init__(self, configurators: Mapping[str, Configurator], workers: int = WORKERS,
+                 after_op: Callable[[Op], None] | None = None) -> None:
+        self.configurators = configurators
+        self.workers = workers
+        self.after_op = after_op  # a test hook (crash points)
+
+    def conf(self, item: Item) -> Configurator:
+        try:
+            return self.configurators[item.KIND]
+        except KeyError:
+            raise ReadError(f"no configurator for {item.KIND} items") from None
+
+    # -- reading -----------------------------------------------------------------------
+
+    def read(self, items: Iterable[Item]) -> dict[str, Item]:
+        """The live value of each item that exists (errors: logged, taken as absent)."""
+        out: dict[str, Item] = {}
+        for x in items:
+            if x.EXTERNAL:
+                out[x.id] = x
+                continue
+            try:
+                live = self.conf(x).read(x)
+            except Exception as e:  # a read that fails is an object we must make again
+                log.warning("read %s: %s", x.describe(), describe_error(e))
+                live = None
+            if live is not None:
+                out[x.id] = live
+        return out
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, d: Diff, current: Mapping[str, Item], atomic: bool,
+            hold: Hold | None = None) -> Run:
+        run = Run(current=dict(current))
+        related = _relations(d)
+        failed: set[str] = set()
+        inflight: dict[str, futures.Future[Done]] = {}
+        stop = False
+        with futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for op in d.ops:
+                if stop:
+                    break
+                wait_for = [inflight.pop(i) for i in related.get(op.id, ()) if i in inflight]
+                for fut in wait_for:
+                    self._settle(fut.result(), run, failed)
+                if op.phase == APPLY_PHASE and op.id in inflight:
+                    self._settle(inflight.pop(op.id).result(), run, failed)
+                why = self._blocked(op, related, failed) or (hold(op) if hold else "")
+                if why:
+                    run.done.append(Done(op, skipped=why))
+                    failed.add(op.id)
+                    continue
+                conf = self.conf(op.item)
+                if conf.parallel and not op.implied:
+                    inflight[op.id] = pool.submit(self._do, op)
+                    continue
+                done = self._do(op)
+                self._settle(done, run, failed)
+                if done.error and atomic:
+                    stop = True
+            for fut in inflight.values():
+                self._settle(fut.result(), run, failed)
+        run.writes += sum(1 for x in run.done if not x.skipped and not x.op.implied)
+        if atomic and failed and any(x.error for x in run.done):
+            self._rollback(run)
+        return run
+
+    def _blocked(self, op: Op, related: Mapping[str, set[str]], failed: set[str]) -> str:
+        if op.id in failed:  # the delete half of its re-create failed
+            return "its delete failed"
+        bad = related.get(op.id, set()) & failed
+        return f"{sorted(bad)[0]} failed" if bad else ""
+
+    def _settle(self, done: Done, run: Run, failed: set[str]) -> None:
+        run.done.append(done)
+        op = done.op
+        if done.error:
+            failed.add(op.id)
+            return
+        if op.phase == DELETE_PHASE:
+            run.current.pop(op.id, None)
+        elif done.result is not None:
+            run.current[op.id] = done.result
+        if self.after_op is not None:
+            self.after_op(op)
+
+    def _do(self, op: Op) -> Done:
+        t = time.monotonic()
+        done = Done(op)
+        try:
+            if op.implied:
+                pass
+            elif op.phase == DELETE_PHASE:
+                assert op.old is not None
+                self.conf(op.old).delete(op.old)
+            elif op.action is Action.MODIFY:
+                done.result = self.conf(op.item).modify(op.old, op.new) or op.new
+            else:
+                done.result = self.conf(op.item).create(op.new) or op.new
+        except Exception as e:  # any error: recorded on the item, never raised further
+            done.error = describe_error(e)
+            log.debug("%s failed", op.line(), exc_info=True)
+        done.seconds = time.monotonic() - t
+        return done
+
+    # -- rollback --------------------------------------------------------------------------
+
+    def _rollback(self, run: Run) -> None:
+        """Undo every op that was done, newest first (best effort, each error logged)."""
+        for d in reversed([x for x in run.done if x.ok]):
+            op = d.op
+            t = time.monotonic()
+            back = Done(op, inverse=True)
+            try:
+                if op.phase == DELETE_PHASE:
+                    assert op.old is not None
+                    run.current[op.id] = self.conf(op.old).create(op.old) or op.old
+                elif op.action is Action.MODIFY:
+                    assert op.old is not None
+                    run.current[op.id] = self.conf(op.item).modify(op.new, op.old) or op.old
+                else:
+                    assert op.new is not None
+                    self.conf(op.new).delete(op.new)
+                    run.current.pop(op.id, None)
+            except Exception as e:
+                back.error = describe_error(e)
+                log.error("rollback of %s: %s", op.line(), back.error)
+            back.seconds = time.monotonic() - t
+            run.done.append(back)
+            run.writes += 1
+        run.rolled_back = True
+
+
+def _relations(d: Diff) -> dict[str, set[str]]:
+    """For each op's item, the items of other ops it is ordered against (both ways)."""
+    ids = {op.id for op in d.ops}
+    out: dict[str, set[str]] = {i: set() for i in ids}
+    for op in d.ops:
+        for x in (op.old, op.new):
+            if x is None:
+                continue
+            for dep in (*x.deps(), *x.after()):
+                if dep in ids and dep != op.id:
+                    out[op.id].add(dep)
+                    out[dep].add(op.id)
+    return out

@@ -1,0 +1,524 @@
+"""The kinds of items nirunner reconciles (pure values; see items.py).
+
+    rank  kind       object                                   lives in / depends on
+    0     uplink     an uplink interface (external)           -
+    1     statedir   <stateDir>/ni/<name>                     -
+    2     netns      /run/netns/nr-<name>                     (after its state dir)
+    3     sysctls    sysctls of a netns (or of an uplink)     netns | uplink
+    4     veth       transit veth nr<slot> <-> uplink0        the NI's netns
+    5     bridge     br0 with its MAC, MTU and gateway        netns
+    6     routes     our routes of one table                  netns, the links they use
+    7     rule       an ip rule (iif nr<slot> lookup <table>) (after its veth)
+    7     localrule  "lookup local" moved from 0 to 32000     -
+    8     nft        one nft table                            netns
+    9     files      the NI's config dir (dnsmasq, swanctl)   (after its state dir)
+    10    task       the NI's containerd container and task   netns (after files, nft)
+    11    plug       an app's veth on br0                     bridge
+
+The NI's state dir is created first and removed last: it is the record that
+this supervisor owns the NI's objects (network namespaces are global).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
+from typing import Any
+
+from runner.containerd.spec import Limits
+from runner.net.routing import Route
+from runner.net.routing import Rule as RuleValue
+from runner.reconcile.items import Change, Item
+
+
+def _id(kind: str, key: str) -> str:
+    return f"{kind}:{key}"
+
+
+def netns_id(name: str) -> str:
+    return _id("netns", name)
+
+
+def statedir_id(ni: str) -> str:
+    return _id("statedir", ni)
+
+
+def uplink_id(name: str) -> str:
+    return _id("uplink", name)
+
+
+DEVICE_NFT_ID = "nft:device/inet nirunner"
+
+
+@dataclass(frozen=True)
+class Uplink(Item):
+    """An uplink interface of the device: not ours, it only orders what uses it."""
+
+    KIND = "uplink"
+    RANK = 0
+    EXTERNAL = True
+    name: str
+    interface: str
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def describe(self) -> str:
+        return f"uplink {self.name} ({self.interface})"
+
+
+@dataclass(frozen=True)
+class StateDir(Item):
+    """<stateDir>/ni/<ni>: config/, state/ and the task log; ours as long as it exists."""
+
+    KIND = "statedir"
+    RANK = 1
+    ni: str
+    path: str
+
+    @property
+    def key(self) -> str:
+        return self.ni
+
+    def describe(self) -> str:
+        return f"state dir {self.path}"
+
+
+@dataclass(frozen=True)
+class Netns(Item):
+    KIND = "netns"
+    RANK = 2
+    ni: str
+    name: str
+    inode: int = field(default=0, compare=False)  # observed: a re-created one has another
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def after(self) -> tuple[str, ...]:
+        return (statedir_id(self.ni),)
+
+    def describe(self) -> str:
+        return f"netns {self.name}"
+
+
+@dataclass(frozen=True)
+class Sysctls(Item):
+    """Sysctls by path under /proc/sys, in an NI netns or the device's (netns None)."""
+
+    KIND = "sysctls"
+    RANK = 3
+    ni: str
+    netns: str | None
+    values: tuple[tuple[str, str], ...]
+    uplink: str | None = None  # sysctls of an uplink interface: they exist only with it
+
+    @property
+    def key(self) -> str:
+        where = self.netns or "device"
+        return f"{where}/{self.uplink}" if self.uplink else where
+
+    def deps(self) -> tuple[str, ...]:
+        if self.uplink:
+            return (uplink_id(self.uplink),)
+        return (netns_id(self.netns),) if self.netns else ()
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns) if self.netns else None
+
+    def describe(self) -> str:
+        where = f"in {self.netns}" if self.netns else "of the device"
+        return f"sysctls {where}" + (f" for uplink {self.uplink}" if self.uplink else "")
+
+    def changes(self, old: Any) -> list[Change]:
+        before = dict(old.values)
+        return [Change("sysctls", f"{k} {before.get(k, '(unset)')} -> {v}")
+                for k, v in self.values if before.get(k) != v]
+
+
+@dataclass(frozen=True)
+class Veth(Item):
+    """A transit link: `name` in the device netns, `peer_name` in the NI's netns."""
+
+    KIND = "veth"
+    RANK = 4
+    RECREATE_ON = ("peer_netns", "peer_name")
+    ni: str
+    name: str
+    peer_netns: str
+    peer_name: str
+    mtu: int
+    address: IPv4Interface
+    peer_address: IPv4Interface
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.peer_netns),)
+
+    def describe(self) -> str:
+        return (f"veth {self.name} {self.address} <-> {self.peer_netns}/{self.peer_name} "
+                f"{self.peer_address}")
+
+    def changes(self, old: Any) -> list[Change]:
+        out = []
+        if old.mtu != self.mtu:
+            out.append(Change("MTU", f"mtu {old.mtu} -> {self.mtu}"))
+        if (old.address, old.peer_address) != (self.address, self.peer_address):
+            out.append(Change("transit link", f"addresses {old.address} <-> {old.peer_address}"
+                              f" -> {self.address} <-> {self.peer_address}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Bridge(Item):
+    """The NI's br0: a fixed MAC (else it takes its lowest port's), the gateway address."""
+
+    KIND = "bridge"
+    RANK = 5
+    ni: str
+    netns: str
+    name: str
+    mac: str
+    mtu: int
+    address: IPv4Interface
+
+    @property
+    def key(self) -> str:
+        return f"{self.netns}/{self.name}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.netns),)
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns)
+
+    def describe(self) -> str:
+        return f"bridge {self.name} in {self.netns} ({self.mac}, {self.address})"
+
+    def changes(self, old: Any) -> list[Change]:
+        out = []
+        if old.mtu != self.mtu:
+            out.append(Change("MTU", f"mtu {old.mtu} -> {self.mtu}"))
+        if old.address != self.address:
+            out.append(Change("gateway", f"address {old.address} -> {self.address}"))
+        if old.mac != self.mac:
+            out.append(Change("gateway", f"mac {old.mac} -> {self.mac}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Routes(Item):
+    """Our routes (proto nirunner) of one route table, in an NI netns or the device's."""
+
+    KIND = "routes"
+    RANK = 6
+    ni: str
+    netns: str | None
+    table: int
+    routes: tuple[Route, ...]
+    links: tuple[str, ...] = ()  # ids of the link items the routes go through
+    uplinks: tuple[str, ...] = ()  # ids of uplinks they use (ordering only)
+
+    @property
+    def key(self) -> str:
+        return f"{self.netns or 'device'}/{self.table}"
+
+    def deps(self) -> tuple[str, ...]:
+        return ((netns_id(self.netns),) if self.netns else ()) + self.links
+
+    def after(self) -> tuple[str, ...]:
+        return self.uplinks
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns) if self.netns else None
+
+    def describe(self) -> str:
+        where = f"in {self.netns}" if self.netns else "of the device"
+        table = "main" if self.table == 254 else str(self.table)
+        return f"routes of table {table} {where}"
+
+    def changes(self, old: Any) -> list[Change]:
+        before, now = set(old.routes), set(self.routes)
+        return ([Change("routes", f"- {r}") for r in sorted(before - now, key=str)]
+                + [Change("routes", f"+ {r}") for r in sorted(now - before, key=str)])
+
+
+@dataclass(frozen=True)
+class Rule(Item):
+    """An ip rule in the device netns, owned by its priority."""
+
+    KIND = "rule"
+    RANK = 7
+    RECREATE_ON = ("rule",)
+    ni: str
+    rule: RuleValue
+    link: str | None = None  # the id of the transit link it names (ordering only)
+
+    @property
+    def key(self) -> str:
+        return str(self.rule.priority)
+
+    def after(self) -> tuple[str, ...]:
+        return (self.link,) if self.link else ()
+
+    def describe(self) -> str:
+        return f"ip rule {self.rule}"
+
+
+@dataclass(frozen=True)
+class LocalRule(Item):
+    """"lookup local" moved from priority 0 to `priority`, below the transit rules, so NI
+    traffic to another uplink's address leaves through its own uplink (hairpin outside)."""
+
+    KIND = "localrule"
+    RANK = 7
+    priority: int
+    table: int
+
+    @property
+    def key(self) -> str:
+        return "local"
+
+    def describe(self) -> str:
+        return f"ip rule {self.priority}: from all lookup local (moved from 0)"
+
+
+@dataclass(frozen=True)
+class NftTable(Item):
+    """One nft table, applied as one `nft -f` transaction.
+
+    `facets` name what the table does in words ((topic, key, value), e.g. a port map),
+    so a change can say "port map plc-web 8080 -> 8090" instead of "ruleset changed".
+    """
+
+    KIND = "nft"
+    RANK = 8
+    ni: str
+    netns: str | None
+    family: str
+    name: str
+    text: str
+    facets: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.netns or 'device'}/{self.family} {self.name}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.netns),) if self.netns else ()
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns) if self.netns else None
+
+    def describe(self) -> str:
+        return f"nft table {self.family} {self.name}" + (f" in {self.netns}" if self.netns else "")
+
+    def changes(self, old: Any) -> list[Change]:
+        out = facet_changes(old.facets, self.facets)
+        return out or [Change("firewall", "ruleset changed")]
+
+
+def facet_changes(old: tuple[tuple[str, str, str], ...],
+                  new: tuple[tuple[str, str, str], ...]) -> list[Change]:
+    """Words for the facets that were added, removed or changed.
+
+    A facet's topic is plural ("port maps"); its key may name an NI ("site/web") so
+    that a change of the device's table is reported for that NI too.
+    """
+    before = {(t, k): v for t, k, v in old}
+    after = {(t, k): v for t, k, v in new}
+    out: list[Change] = []
+    for (topic, key), value in after.items():
+        ni, _, name = key.rpartition("/")
+        what = f"{topic.removesuffix('s')} {key}"
+        if (topic, key) not in before:
+            out.append(Change(topic, f"{what} added ({value})", ni))
+        elif before[(topic, key)] != value:
+            out.append(Change(topic, f"{what} {_delta(before[(topic, key)], value)}", ni))
+    for (topic, key), value in before.items():
+        if (topic, key) not in after:
+            ni = key.rpartition("/")[0]
+            out.append(Change(topic, f"{topic.removesuffix('s')} {key} removed ({value})", ni))
+    return out
+
+
+def _delta(old: str, new: str) -> str:
+    """"8080 -> 8090" when one word differs, else "a b -> c d" in full."""
+    a, b = old.split(), new.split()
+    if len(a) == len(b):
+        diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        if len(diff) == 1:
+            return f"{diff[0][0]} -> {diff[0][1]}"
+    return f"{old} -> {new}"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential the supervisor copies from a device file into the config dir.
+
+    `stamp` identifies the source's content cheaply (inode, size, mtime), so a
+    changed file is read again and an unchanged one is not.
+    """
+
+    name: str  # under the config dir
+    source: str  # the device's file (from the manifest)
+    mode: int
+    stamp: tuple[int, int, int] = (0, 0, 0)
+
+
+# which config file concerns what, for results and events
+FILE_TOPICS = {
+    "dnsmasq.conf": "DHCP/DNS settings",
+    "dhcp-hosts": "DHCP reservations",
+    "hosts": "DNS names",
+    "servers": "upstream DNS",
+    "dhcp-opts": "DHCP options",
+    "strongswan.conf": "VPN settings",
+}
+
+
+def file_topic(name: str) -> str:
+    if name in FILE_TOPICS:
+        return FILE_TOPICS[name]
+    if name.startswith("swanctl/"):
+        return "VPN credentials" if "/private/" in name or name.endswith(
+            "secrets.conf") else "VPN connection"
+    return "config files"
+
+
+@dataclass(frozen=True)
+class ConfigFiles(Item):
+    """The NI's config dir (read-only /etc/nirunner in its task) and its credentials.
+
+    A change is written and then handed to the running task: dnsmasq re-reads its
+    files on SIGHUP, charon takes its connection and secrets over VICI.
+    """
+
+    KIND = "files"
+    RANK = 9
+    ni: str
+    dir: str
+    files: tuple[tuple[str, str], ...]  # name -> text
+    secrets: tuple[Secret, ...] = ()
+    vpn: Any = field(default=None, compare=False)  # the VpnPlan, for reloads over VICI
+
+    @property
+    def key(self) -> str:
+        return self.ni
+
+    def after(self) -> tuple[str, ...]:
+        return (statedir_id(self.ni),)
+
+    def describe(self) -> str:
+        return f"config files of NI {self.ni}"
+
+    def changed_names(self, old: ConfigFiles) -> list[str]:
+        before, now = dict(old.files), dict(self.files)
+        names = [n for n in sorted(set(before) | set(now)) if before.get(n) != now.get(n)]
+        old_s = {s.name: s for s in old.secrets}
+        names += [s.name for s in self.secrets if old_s.get(s.name) != s]
+        names += [n for n in old_s if n not in {s.name for s in self.secrets}]
+        return names
+
+    def changes(self, old: Any) -> list[Change]:
+        return [Change(file_topic(n), n) for n in self.changed_names(old)]
+
+
+@dataclass(frozen=True)
+class Task(Item):
+    """The NI's containerd container and its running task.
+
+    `generation` fingerprints what the running task cannot take live (type,
+    subnet, dnsmasq.conf, ...): a new one, or a new image, means a new container.
+    Limits change live; a stopped task is started again.
+    """
+
+    KIND = "task"
+    RANK = 10
+    RECREATE_ON = ("image", "generation", "netns_path", "ni_type", "uplink", "config_dir",
+                   "state_dir")
+    ni: str
+    container_id: str
+    image: str
+    generation: str
+    ni_type: str
+    uplink: str
+    netns: str
+    netns_path: str
+    config_dir: str
+    state_dir: str
+    log_path: str
+    limits: Limits
+    running: bool = True
+    pid: int = field(default=0, compare=False)  # observed
+    status: str = field(default="", compare=False)  # observed: running, stopped, ...
+
+    @property
+    def key(self) -> str:
+        return self.container_id
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.netns),)
+
+    def after(self) -> tuple[str, ...]:
+        return (_id("files", self.ni), _id("nft", f"{self.netns}/inet ni"),
+                _id("sysctls", self.netns), DEVICE_NFT_ID)
+
+    def describe(self) -> str:
+        return f"task {self.container_id}"
+
+    def changes(self, old: Any) -> list[Change]:
+        out = []
+        if old.limits != self.limits:
+            out.append(Change("resource limits", "limits changed"))
+        if old.running != self.running:
+            was = old.status or "stopped"
+            out.append(Change("task", f"start (was {was})" if self.running else "stop"))
+        for name in ("image", "generation"):
+            if getattr(old, name) != getattr(self, name):
+                why = "new image" if name == "image" else "settings the task reads at start"
+                out.append(Change("task", why))
+        return out
+
+
+@dataclass(frozen=True)
+class Plug(Item):
+    """An app's veth: `host_if` on the NI's br0, `ifname` (with `mac`) in the app's netns."""
+
+    KIND = "plug"
+    RANK = 11
+    RECREATE_ON = ("app_netns", "ifname", "mac")
+    ni: str
+    netns: str  # the NI's
+    bridge: str
+    host_if: str
+    app_netns: str  # path
+    ifname: str
+    mac: str
+    mtu: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.ni}/{self.host_if}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (_id("bridge", f"{self.netns}/{self.bridge}"),)
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns)
+
+    def describe(self) -> str:
+        return f"plug {self.host_if} <-> {self.app_netns} {self.ifname} ({self.mac})"
+
+    def changes(self, old: Any) -> list[Change]:
+        return [Change("MTU", f"mtu {old.mtu} -> {self.mtu}")] if old.mtu != self.mtu else []
