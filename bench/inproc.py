@@ -58,37 +58,39 @@ class Timers:
 def instrument(t: Timers) -> None:
     import pyroute2
 
+    from runner import configurators
     from runner.containerd import tasks
     from runner.drivers import files, links, nft, routes
     from runner.drivers import netns as ns
-    from runner.supervisor import attach, core, executor, store
+    from runner.reconcile import engine
+    from runner.supervisor import core, store
 
-    t.wrap(subprocess, "run", "subprocess.run (all spawns)")
+    t.wrap(subprocess, "Popen", "subprocess.Popen (all spawns)")
     t.wrap(pyroute2.IPRoute, "__init__", "pyroute2 IPRoute() socket")
     t.wrap(ns, "run_in", "netns.run_in (thread+setns)")
     t.wrap(core.Supervisor, "_plan", "Supervisor._plan (facts+plan)")
     t.wrap(core.live_facts, "read", "facts.read (netlink dumps)")
     t.wrap(core.site, "build", "site.build (pure plan)")
-    t.wrap(core.Supervisor, "_remove_orphans", "Supervisor._remove_orphans")
-    t.wrap(core.Supervisor, "_replug", "Supervisor._replug")
+    t.wrap(core, "build", "items.build (pure items)")
+    t.wrap(core, "diff", "diff (pure)")
+    t.wrap(engine.Engine, "read", "Engine.read (read back)")
+    t.wrap(engine.Engine, "run", "Engine.run (ops)")
     t.wrap(store.Store, "save", "Store.save")
-    t.wrap(executor.Executor, "ensure_ni", "Executor.ensure_ni")
-    t.wrap(executor.Executor, "ensure_device", "Executor.ensure_device")
     t.wrap(ns, "ensure", "netns.ensure (ip netns add)")
-    t.wrap(ns, "set_sysctls", "netns.set_sysctls")
-    t.wrap(executor.Executor, "_links", "Executor._links (veth, bridge, addrs)")
-    t.wrap(links, "ensure_veth", "links.ensure_veth")
+    t.wrap(links, "add_veth", "links.add_veth")
     t.wrap(links, "names", "links.names (dump)")
     t.wrap(routes, "sync", "routes.sync")
-    t.wrap(routes, "sync_rules", "routes.sync_rules")
-    t.wrap(nft, "apply", "nft.apply (nft -f)")
+    t.wrap(nft, "apply_table", "nft.apply_table (nft -f)")
     t.wrap(files, "write_atomic", "files.write_atomic")
-    t.wrap(executor.Executor, "_files", "Executor._files")
-    t.wrap(executor.Executor, "_task", "Executor._task (containerd)")
-    t.wrap(executor.Executor, "remove_ni", "Executor.remove_ni")
-    t.wrap(attach, "ensure", "attach.ensure")
+    for cls in (configurators.NetnsConf, configurators.SysctlsConf, configurators.VethConf,
+                configurators.BridgeConf, configurators.RoutesConf, configurators.RuleConf,
+                configurators.LocalRuleConf, configurators.NftConf,
+                configurators.ConfigFilesConf, configurators.TaskConf,
+                configurators.PlugConf, configurators.StateDirConf):
+        for method in ("create", "modify", "delete", "read"):
+            t.wrap(cls, method, f"{cls.__name__}.{method}")
     for fn in ("get_container", "get_task", "create_container", "start_task",
-               "list_containers", "remove_container", "stop_task"):
+               "list_containers", "list_tasks", "remove_container", "stop_task"):
         t.wrap(tasks, fn, f"containerd {fn}")
 
 
@@ -137,15 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             if prof:
                 prof.enable()
-            results = sup.apply([doc])
+            report = sup.apply([doc])
             if prof:
                 prof.disable()
-            out = {"apply": time.perf_counter() - t, "nis": len(results),
-                   "actions": sorted({r.action for r in results}), "steps": timers.report()}
+            out = {"apply": time.perf_counter() - t, "nis": len(report.results),
+                   "actions": sorted({r.action for r in report.results}),
+                   "steps": timers.report()}
             if args.delete:
                 timers.reset()
                 t = time.perf_counter()
-                sup.delete([r.name for r in results])
+                sup.delete([r.name for r in report.results])
                 out["delete"] = time.perf_counter() - t
                 out["delete_steps"] = timers.report()
         if prof and args.cprofile:

@@ -52,13 +52,14 @@ class ApiClient:
     def version(self) -> pb.VersionResponse:
         return self._call("Version", pb.VersionRequest())
 
-    def apply(self, docs: list[tuple[str, str]], dry_run: bool = False) -> list[pb.Change]:
+    def apply(self, docs: list[tuple[str, str]], dry_run: bool = False,
+              verbose: bool = False) -> pb.ApplyResponse:
         req = pb.ApplyRequest(documents=[pb.Document(source=s, yaml=t) for s, t in docs],
-                              dry_run=dry_run)
-        return list(self._call("Apply", req).changes)
+                              dry_run=dry_run, verbose=verbose)
+        return self._call("Apply", req)
 
-    def delete(self, names: list[str]) -> list[str]:
-        return list(self._call("Delete", pb.DeleteRequest(names=names)).deleted)
+    def delete(self, names: list[str]) -> pb.DeleteResponse:
+        return self._call("Delete", pb.DeleteRequest(names=names))
 
     def status(self, names: list[str], detail: bool = False) -> list[dict[str, Any]]:
         resp = self._call("Status", pb.StatusRequest(names=names, detail=detail))

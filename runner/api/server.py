@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -19,7 +20,7 @@ from runner import __version__
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
-from runner.drivers.watch import watch_uplinks
+from runner.drivers.nlwatch import Watcher
 from runner.errors import NirunnerError
 from runner.model.errors import ModelError
 from runner.model.types import SupervisorConfig
@@ -30,9 +31,7 @@ from runner.supervisor.events import Event
 from runner.supervisor.store import Store
 
 log = logging.getLogger("nirunner.api")
-
-RESYNC_EVERY = 60.0  # a light pass: tasks, and what changed since the last plan
-FORCE_EVERY = 600.0  # a forced pass redoes all kernel work: heals outside tampering
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
@@ -40,6 +39,23 @@ def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
         grpc.StatusCode.FAILED_PRECONDITION
     ctx.abort(code, str(e))
     raise e  # not reached: abort() raises; this tells type checkers so
+
+
+def _boundary(method: F) -> F:
+    """The error boundary of a call: a refusal as its message, anything else logged once
+    (with its traceback) and answered as an internal error; the server goes on."""
+    @functools.wraps(method)
+    def call(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except NirunnerError as e:
+            _abort(context, e)
+        except Exception as e:
+            log.exception("API %s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"{method.__name__}: internal error: {type(e).__name__}: {e}")
+
+    return call  # type: ignore[return-value]
 
 
 class Servicer(pb_grpc.SupervisorServicer):
@@ -54,45 +70,39 @@ class Servicer(pb_grpc.SupervisorServicer):
             cv = f"unavailable: {e}"
         return pb.VersionResponse(version=__version__, containerd_version=cv)
 
+    @_boundary
     def Apply(self, request: pb.ApplyRequest, context: grpc.ServicerContext) -> pb.ApplyResponse:
         docs = [Document(d.source, d.yaml) for d in request.documents]
-        try:
-            results = self.sup.apply(docs, dry_run=request.dry_run)
-        except NirunnerError as e:
-            _abort(context, e)
-        return pb.ApplyResponse(changes=[pb.Change(ni=r.name, action=r.action, detail=r.detail)
-                                         for r in results])
+        report = self.sup.apply(docs, dry_run=request.dry_run, verbose=request.verbose)
+        return pb.ApplyResponse(
+            changes=[pb.Change(ni=r.name, action=r.action, detail=r.detail)
+                     for r in report.results],
+            ops=list(report.lines), writes=report.writes)
 
+    @_boundary
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext
                ) -> pb.DeleteResponse:
-        try:
-            return pb.DeleteResponse(deleted=self.sup.delete(list(request.names)))
-        except NirunnerError as e:
-            _abort(context, e)
+        report = self.sup.delete(list(request.names))
+        return pb.DeleteResponse(deleted=[r.name for r in report.results],
+                                 ops=list(report.lines))
 
+    @_boundary
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext
                ) -> pb.StatusResponse:
-        try:
-            sts = self.sup.status(list(request.names), request.detail)
-        except NirunnerError as e:
-            _abort(context, e)
+        sts = self.sup.status(list(request.names), request.detail)
         return pb.StatusResponse(ni_json=[json.dumps(s, sort_keys=True) for s in sts])
 
+    @_boundary
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
                ) -> pb.AttachResponse:
-        try:
-            a = self.sup.attach(request.ni, request.netns, request.ifname, request.mac,
-                                request.hostname)
-        except NirunnerError as e:
-            _abort(context, e)
+        a = self.sup.attach(request.ni, request.netns, request.ifname, request.mac,
+                            request.hostname)
         return pb.AttachResponse(host_ifname=a.host_ifname, mac=a.mac)
 
+    @_boundary
     def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext
                ) -> pb.DetachResponse:
-        try:
-            self.sup.detach(request.ni, request.netns, request.ifname)
-        except NirunnerError as e:
-            _abort(context, e)
+        self.sup.detach(request.ni, request.netns, request.ifname)
         return pb.DetachResponse()
 
     def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext
@@ -146,18 +156,17 @@ def _watch_exits(sup: Supervisor, subs: list[tasks.TaskExits]) -> None:
             raise Unavailable("event stream ended")
         except ContainerdError as e:
             if not lost:
-                sup.events.emit("containerd.lost", "", str(e), logging.WARNING)
+                sup.containerd_lost(str(e))
                 lost = True
         if sup.stopping.wait(0.5):
             return
 
 
-def _watch_uplinks(sup: Supervisor) -> None:
-    ifaces = {u.interface for u in sup.config.uplinks}
+def _watch(sup: Supervisor, watcher: Watcher) -> None:
     try:
-        watch_uplinks(ifaces, lambda why: sup.request_resync(why, "uplink.changed"))
-    except Exception as e:  # the supervisor goes on; it still resyncs periodically
-        sup.events.emit("watch.error", "", f"uplink watch stopped: {e}", logging.ERROR)
+        watcher.run()
+    except Exception as e:  # the supervisor goes on; its forced passes still heal
+        sup.events.emit("watch.error", "", f"kernel watch stopped: {e}", logging.ERROR)
 
 
 def _listen(server: grpc.Server, path: str) -> None:
@@ -180,14 +189,19 @@ def serve(config: SupervisorConfig) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     Store(config.state_dir).load()  # a torn or corrupt state file: refuse to start, now
     client = _connect(config, stopping)
-    sup = Supervisor(config, client)  # StateCorrupt propagates: refuse to start
+    watcher = Watcher(on_drift=lambda d: None, on_uplink=lambda why: None)
+    sup = Supervisor(config, client, watcher)  # StateCorrupt propagates: refuse to start
+    watcher.on_drift = sup.note_drift
+    watcher.on_uplink = lambda why: sup.request_resync(why, "uplink.changed")
     sup.stopping = stopping
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sup.stop())  # also wakes the main loop
     subs: list[tasks.TaskExits] = []
-    # watch before the first reconcile, so no exit or uplink change falls in between
+    # watch before the first reconcile, so no exit or kernel change falls in between
+    watcher.watch("", None)
+    watcher.prime()
     threading.Thread(target=_watch_exits, args=(sup, subs), daemon=True, name="exits").start()
-    threading.Thread(target=_watch_uplinks, args=(sup,), daemon=True, name="uplinks").start()
+    threading.Thread(target=_watch, args=(sup, watcher), daemon=True, name="watch").start()
     t0 = time.monotonic()
     try:
         results = sup.reconcile(force=True)
@@ -195,35 +209,24 @@ def serve(config: SupervisorConfig) -> int:
         sup.events.emit("supervisor.started", "",
                         f"{len(sup.desired.nis)} NIs, {adopted} adopted as they were, "
                         f"in {time.monotonic() - t0:.2f}s", version=__version__)
-    except NirunnerError as e:
-        log.error("initial reconcile: %s", e)
+    except Exception:  # logged; the loop's passes try again
+        log.exception("initial reconcile")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
-    last_full = last_forced = time.monotonic()
     while not stopping.is_set():
-        due = sup.next_due()
-        timeout = RESYNC_EVERY - (time.monotonic() - last_full)
-        if due is not None:
-            timeout = min(timeout, max(0.0, due - time.monotonic()))
-        sup.wake.wait(max(0.0, timeout))
+        sup.wake.wait(sup.next_wake())
         sup.wake.clear()
         if stopping.is_set():
             break
-        sup.restart_due()
-        if sup.resync.is_set() or time.monotonic() - last_full >= RESYNC_EVERY:
-            sup.resync.clear()
-            last_full = time.monotonic()
-            force = last_full - last_forced >= FORCE_EVERY
-            if force:
-                last_forced = last_full
-            try:
-                sup.reconcile(force=force)
-            except NirunnerError:
-                pass  # each error is an event already; the next pass tries again
+        try:
+            sup.work()
+        except Exception:  # logged once; the next pass tries again
+            log.exception("reconcile")
     log.info("stopping; NI tasks keep running")
+    watcher.stop()
     for sub in subs:
         sub.cancel()
     server.stop(grace=2).wait()

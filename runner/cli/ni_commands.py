@@ -43,9 +43,18 @@ def _api(args: argparse.Namespace) -> ApiClient:
 def cmd_apply(args: argparse.Namespace) -> int:
     docs = read_documents(args.file)
     with _api(args) as api:
-        changes = api.apply(docs, dry_run=args.dry_run)
-    for ch in changes:
-        print(f"{ch.ni}: {ch.action}{' (' + ch.detail + ')' if ch.detail else ''}")
+        resp = api.apply(docs, dry_run=args.dry_run, verbose=args.verbose)
+    changed = [op for op in resp.ops if not op.startswith("=")]
+    for line in resp.ops:
+        print(line)
+    if not changed:
+        print("no changes")
+    if resp.ops:
+        print()
+    for ch in resp.changes:
+        action = {"created": "create", "updated": "update", "recreated": "recreate",
+                  "deleted": "delete"}.get(ch.action, ch.action) if args.dry_run else ch.action
+        print(f"{ch.ni}: {action}{' (' + ch.detail + ')' if ch.detail else ''}")
     return 0
 
 
@@ -69,8 +78,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _api(args) as api:
-        for name in api.delete(args.names):
-            print(f"{name}: deleted")
+        resp = api.delete(args.names)
+    for line in resp.ops:
+        print(line)
+    if resp.ops:
+        print()
+    for name in resp.deleted:
+        print(f"{name}: deleted")
     return 0
 
 
@@ -272,6 +286,8 @@ def add_commands(sub: Any) -> None:
     p = api_cmd("apply", "apply manifests (all or nothing)")
     p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
     p.add_argument("--dry-run", action="store_true", help="show what would change")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also list what stays as it is (= lines)")
     p.set_defaults(func=cmd_apply)
 
     p = api_cmd("delete", "delete network instances")

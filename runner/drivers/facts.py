@@ -23,7 +23,8 @@ def read(config: SupervisorConfig, resolv_conf: str = "/etc/resolv.conf") -> Fac
         for up in config.uplinks:
             idx = index(ip, up.interface)
             if idx is None:
-                uplinks[up.name] = UplinkFacts(up.name, up.interface, (), None, 1500, False)
+                uplinks[up.name] = UplinkFacts(up.name, up.interface, (), None, 1500, False,
+                                               exists=False)
                 continue
             link = ip.get_links(idx)[0]
             mine = tuple(sorted(

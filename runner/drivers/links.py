@@ -1,6 +1,8 @@
 """Links in a netns through netlink (pyroute2): veth pairs, bridges, addresses, MTU.
 
-Every function is idempotent: it reads first and changes only what differs.
+Every change is idempotent (read first, change only what differs), and every
+netlink error is raised once as a LinkError naming the operation, the object and
+the netns: "add address 10.1.0.1/24 to br0 in nr-site: File exists".
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Interface
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -20,10 +23,23 @@ from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 
 T = TypeVar("T")
+IFF_UP = 1
 
 
 class LinkError(NirunnerError):
     pass
+
+
+def _fail(what: str, e: NetlinkError) -> LinkError:
+    return LinkError(f"{what}{ns.where()}: {os.strerror(e.code) if e.code else e}")
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """fn(*args, **kw), a netlink error raised as LinkError("<what> in <netns>: <reason>")."""
+    try:
+        return fn(*args, **kw)
+    except NetlinkError as e:
+        raise _fail(what, e) from None
 
 
 @contextlib.contextmanager
@@ -56,7 +72,55 @@ def index(ip: IPRoute, ifname: str) -> int | None:
     except NetlinkError as e:
         if e.code == errno.ENODEV:
             return None
-        raise
+        raise _fail(f"look up link {ifname}", e) from None
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    index: int
+    name: str
+    kind: str  # veth, bridge, tun, ...
+    mac: str
+    mtu: int
+    up: bool
+    master: int | None  # the bridge's index
+    peer: int | None  # a veth's peer index (in the peer's netns)
+    addresses: tuple[IPv4Interface, ...]
+
+
+def get(ip: IPRoute, ifname: str) -> LinkInfo | None:
+    """The link and its IPv4 addresses, or None if there is none of that name."""
+    idx = index(ip, ifname)
+    if idx is None:
+        return None
+    link = call(f"read link {ifname}", ip.get_links, idx)[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+    addrs = call(f"read addresses of {ifname}", ip.get_addr, index=idx, family=2)
+    return LinkInfo(
+        index=idx, name=ifname, kind=str(kind or ""),
+        mac=str(link.get_attr("IFLA_ADDRESS") or ""),
+        mtu=int(link.get_attr("IFLA_MTU") or 0),
+        up=bool(link["flags"] & IFF_UP),
+        master=link.get_attr("IFLA_MASTER"),
+        peer=link.get_attr("IFLA_LINK"),
+        addresses=tuple(sorted(IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                               for a in addrs)),
+    )
+
+
+def add_veth(ip: IPRoute, name: str, peer: str, peer_netns_path: str, mtu: int,
+             peer_mac: str | None = None) -> None:
+    """A veth pair: `name` here, `peer` created directly inside the other netns."""
+    fd = os.open(peer_netns_path, os.O_RDONLY)
+    try:
+        spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": fd, "mtu": mtu}
+        if peer_mac:
+            spec["address"] = peer_mac
+        call(f"create veth {name} <-> {peer_netns_path} {peer}", ip.link, "add", ifname=name,
+             kind="veth", mtu=mtu, peer=spec)
+    finally:
+        os.close(fd)
 
 
 def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:
@@ -64,67 +128,65 @@ def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool
     with ipr() as ip:
         if index(ip, device_if) is not None:
             return False
-        fd = os.open(ns.path(peer_netns), os.O_RDONLY)
-        try:
-            ip.link("add", ifname=device_if, kind="veth", mtu=mtu,
-                    peer={"ifname": peer_if, "net_ns_fd": fd, "mtu": mtu})
-        except NetlinkError as e:
-            raise LinkError(f"create veth {device_if} <-> {peer_netns}/{peer_if}: {e}") from e
-        finally:
-            os.close(fd)
+        add_veth(ip, device_if, peer_if, ns.path(peer_netns), mtu)
     return True
 
 
 def ensure_bridge(ip: IPRoute, name: str, mac: str, mtu: int) -> int:
     """A bridge with a fixed MAC (else it takes its lowest port's MAC and changes)."""
-    idx = index(ip, name)
-    if idx is None:
-        try:
-            ip.link("add", ifname=name, kind="bridge", address=mac, mtu=mtu)
-        except NetlinkError as e:
-            raise LinkError(f"create bridge {name}: {e}") from e
+    link = get(ip, name)
+    if link is None:
+        call(f"create bridge {name}", ip.link, "add", ifname=name, kind="bridge", address=mac,
+             mtu=mtu)
         idx = index(ip, name)
         assert idx is not None
-    return idx
+        return idx
+    if link.mac != mac:
+        call(f"set mac {mac} of {name}", ip.link, "set", index=link.index, address=mac)
+    return link.index
 
 
 def ensure_up(ip: IPRoute, ifname: str, mtu: int | None = None,
-              addresses: tuple[IPv4Interface, ...] = (), master: str | None = None) -> None:
-    """MTU, addresses (exactly these IPv4 ones), bridge master and state up."""
-    idx = index(ip, ifname)
-    if idx is None:
-        raise LinkError(f"link {ifname} does not exist")
-    link = ip.get_links(idx)[0]
+              addresses: tuple[IPv4Interface, ...] | None = None,
+              master: str | None = None) -> None:
+    """MTU, addresses (exactly these IPv4 ones, if given), bridge master and state up."""
+    link = get(ip, ifname)
+    if link is None:
+        raise LinkError(f"set up link {ifname}{ns.where()}: it does not exist")
     changes: dict[str, object] = {}
-    if mtu is not None and link.get("mtu") != mtu:
+    if mtu is not None and link.mtu != mtu:
         changes["mtu"] = mtu
     if master is not None:
         midx = index(ip, master)
         if midx is None:
-            raise LinkError(f"bridge {master} does not exist")
-        if link.get("master") != midx:
+            raise LinkError(f"plug {ifname} into {master}{ns.where()}: no such bridge")
+        if link.master != midx:
             changes["master"] = midx
     if changes:
-        ip.link("set", index=idx, **changes)
-    have = {
-        IPv4Interface(f"{a.get('address')}/{a['prefixlen']}")
-        for a in ip.get_addr(index=idx, family=2)
-    }
-    for addr in sorted(set(addresses) - have):
-        ip.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-    for addr in sorted(have - set(addresses)) if addresses else ():
-        ip.addr("del", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-    if link.get("state") != "up" or not link["flags"] & 1:
-        ip.link("set", index=idx, state="up")
+        what = ", ".join(f"{k} {v if k != 'master' else master}" for k, v in changes.items())
+        call(f"set {what} of {ifname}", ip.link, "set", index=link.index, **changes)
+    if addresses is not None:
+        for addr in sorted(set(addresses) - set(link.addresses)):
+            call(f"add address {addr} to {ifname}", ip.addr, "add", index=link.index,
+                 address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        for addr in sorted(set(link.addresses) - set(addresses)):
+            call(f"remove address {addr} from {ifname}", ip.addr, "del", index=link.index,
+                 address=str(addr.ip), prefixlen=addr.network.prefixlen)
+    if not link.up:
+        call(f"set {ifname} up", ip.link, "set", index=link.index, state="up")
 
 
 def delete(ifname: str, netns: str | None = None) -> bool:
+    """Remove a link (a veth takes its peer with it); False if there was none."""
     def body(ip: IPRoute) -> bool:
         idx = index(ip, ifname)
         if idx is None:
             return False
-        with contextlib.suppress(NetlinkError):
+        try:
             ip.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise _fail(f"delete link {ifname}", e) from None
         return True
 
     return in_netns(netns, body)

@@ -17,6 +17,7 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_here = threading.local()  # the netns a run_in thread entered, for error messages
 
 
 class NetnsError(NirunnerError):
@@ -73,24 +74,38 @@ def remove(name: str) -> None:
         _ip_netns("del", name)
 
 
+def where() -> str:
+    """" in <netns>" inside a run_in thread, else "": errors say where they happened."""
+    name = getattr(_here, "name", "")
+    return f" in {name}" if name else ""
+
+
+class NoSuchNetns(NetnsError):
+    pass
+
+
 def run_in(name_or_path: str, fn: Callable[[], T]) -> T:
     """Run fn in a short-lived thread that has entered the netns.
 
     setns(2) changes only the calling thread, so the supervisor's own threads
-    stay in the device netns.
+    stay in the device netns. NoSuchNetns if it does not exist.
     """
     target = name_or_path if name_or_path.startswith("/") else path(name_or_path)
     box: dict[str, object] = {}
 
     def body() -> None:
         try:
-            fd = os.open(target, os.O_RDONLY)
+            try:
+                fd = os.open(target, os.O_RDONLY)
+            except FileNotFoundError:
+                raise NoSuchNetns(f"netns {name_or_path} does not exist") from None
             try:
                 if _libc.setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
+                    raise NetnsError(f"enter netns {name_or_path}: {os.strerror(err)}")
             finally:
                 os.close(fd)
+            _here.name = name_or_path.removeprefix(str(NETNS_DIR) + "/")
             box["value"] = fn()
         except BaseException as e:  # handed to the caller's thread
             box["error"] = e
@@ -122,10 +137,24 @@ def set_sysctls(values: dict[str, str], netns: str | None = None,
                     p.write_text(value)
             except FileNotFoundError:
                 if not missing_ok:
-                    raise NetnsError(f"sysctl {key}: no such setting") from None
+                    raise NetnsError(f"set sysctl {key}{where()}: no such setting") from None
                 missing.append(key)
             except OSError as e:
-                raise NetnsError(f"sysctl {key}={value}: {e}") from e
+                raise NetnsError(f"set sysctl {key}={value}{where()}: {e.strerror}") from e
         return missing
 
     return apply() if netns is None else run_in(netns, apply)
+
+
+def read_sysctls(keys: list[str], netns: str | None = None) -> dict[str, str]:
+    """The current values of the keys that exist."""
+    def read() -> dict[str, str]:
+        out = {}
+        for key in keys:
+            try:
+                out[key] = (Path("/proc/sys") / key).read_text().strip()
+            except OSError:
+                pass
+        return out
+
+    return read() if netns is None else run_in(netns, read)

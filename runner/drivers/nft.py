@@ -2,35 +2,87 @@
 
 A child process inherits the network namespace of the thread that forks it, so
 running nft from a thread that entered the netns needs no `ip netns exec`.
+
+Each table nirunner applies carries a comment "nirunner:<hash of its text>", so
+reading it back (one netlink request, no nft process) tells whether it is the
+table we applied. The PIDs of our own nft processes are remembered for a while:
+nftables events name the process behind each change, and the watcher ignores ours.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import subprocess
+import threading
 
 from runner.drivers import netns as ns
+from runner.drivers import nfnl
 from runner.errors import NirunnerError
+
+TAG_PREFIX = "nirunner:"
+
+_own_lock = threading.Lock()
+_own: collections.deque[int] = collections.deque(maxlen=256)
 
 
 class NftError(NirunnerError):
     pass
 
 
-def _nft(args: list[str], stdin: str | None, netns: str | None, what: str) -> str:
-    def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True,
-                              timeout=30)
+def own_pid(pid: int) -> bool:
+    """Whether `pid` was one of our recent nft processes."""
+    with _own_lock:
+        return pid in _own
 
-    res = ns.run_in(netns, run) if netns else run()
-    if res.returncode != 0:
-        where = f" in netns {netns}" if netns else ""
-        raise NftError(f"{what}{where}: {res.stderr.strip()}")
-    return res.stdout
+
+def _nft(args: list[str], stdin: str | None, netns: str | None, what: str) -> str:
+    def run() -> tuple[int, str, str]:
+        p = subprocess.Popen(["nft", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        with _own_lock:
+            _own.append(p.pid)
+        try:
+            out, err = p.communicate(stdin, timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return p.returncode, out, err
+
+    code, out, err = ns.run_in(netns, run) if netns else run()
+    if code != 0:
+        where = f" in {netns}" if netns else ""
+        raise NftError(f"{what}{where}: {err.strip() or f'nft exited with {code}'}")
+    return out
+
+
+def tag(text: str) -> str:
+    """The comment that identifies a rendered table's text."""
+    return TAG_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def apply(ruleset: str, netns: str | None = None, what: str = "apply nft ruleset") -> None:
     """Apply a whole ruleset as one transaction: all of it or nothing."""
     _nft(["-f", "-"], ruleset, netns, what)
+
+
+def apply_table(text: str, family: str, table: str, netns: str | None = None) -> None:
+    """Apply a rendered table (see runner.render.nft) with its tag as the table's comment."""
+    head = f"table {family} {table} {{\n"
+    at = text.rfind(head)
+    if at < 0:
+        raise NftError(f"apply nft table {family} {table}: the text defines no such table")
+    at += len(head)
+    tagged = text[:at] + f'\tcomment "{tag(text)}"\n' + text[at:]
+    _nft(["-f", "-"], tagged, netns, f"apply nft table {family} {table}")
+
+
+def read_tag(family: str, table: str, netns: str | None = None) -> str | None:
+    """The table's comment ("" without one); None if there is no such table."""
+    def get() -> str | None:
+        return nfnl.table_comment(family, table)
+
+    return ns.run_in(netns, get) if netns else get()
 
 
 def delete_table(family: str, table: str, netns: str | None = None) -> None:

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from runner.drivers.links import in_netns, index, ipr
-from runner.errors import NirunnerError
-from runner.net.routing import Route, Rule
+from runner.drivers.links import LinkError, call, in_netns, index, ipr
+from runner.drivers.netns import where
+from runner.net.routing import Route, RouteType, Rule
 
 RTPROT_NIRUNNER = 188  # "proto 188" in `ip route`: ours to sync and remove
 FR_ACT_TO_TBL = 1
 _TYPES = {"unicast": 1, "unreachable": 7, "throw": 9}
 
 
-class RouteError(NirunnerError):
-    pass
+RouteError = LinkError  # one error type for everything netlink
+_NAMES = {v: RouteType(k) for k, v in _TYPES.items()}
 
 
 def _key(dst: IPv4Network, metric: int | None) -> tuple[IPv4Network, int]:
@@ -54,7 +54,7 @@ def _args(ip: IPRoute, r: Route) -> dict[str, Any]:
     if r.dev is not None:
         idx = index(ip, r.dev)
         if idx is None:
-            raise RouteError(f"route {r}: no link {r.dev}")
+            raise RouteError(f"add route {r}{where()}: no link {r.dev}")
         args["oif"] = idx
     if r.gateway is not None:
         args["gateway"] = str(r.gateway)
@@ -73,10 +73,7 @@ def sync(routes: Iterable[Route], tables: Iterable[int], netns: str | None = Non
             have = _ours(ip, table)
             want = by_table.get(table, [])
             for r in want:
-                try:
-                    ip.route("replace", **_args(ip, r))
-                except NetlinkError as e:
-                    raise RouteError(f"route {r}: {e}") from e
+                call(f"add route {r}", ip.route, "replace", **_args(ip, r))
             for key in set(have) - {_key(r.dst, r.metric) for r in want}:
                 try:
                     ip.route("del", table=table, proto=RTPROT_NIRUNNER, dst=str(key[0]),
@@ -110,13 +107,52 @@ def sync_rules(want: Iterable[Rule], owned: range, absent: Iterable[Rule] = ()) 
     with ipr() as ip:
         have = _rules(ip)
         for r in sorted(want - have, key=lambda r: r.priority):
-            try:
-                ip.rule("add", **_rule_args(r))
-            except NetlinkError as e:
-                raise RouteError(f"ip rule {r}: {e}") from e
+            call(f"add ip rule {r}", ip.rule, "add", **_rule_args(r))
         stale = {r for r in have if r.priority in owned} - want
         for r in stale | (set(absent) & have):
             try:
                 ip.rule("del", **_rule_args(r))
             except NetlinkError:
                 pass
+
+
+def read_table(table: int, netns: str | None = None) -> tuple[Route, ...]:
+    """Our routes (proto nirunner) of one table, as Route values."""
+    def body(ip: IPRoute) -> tuple[Route, ...]:
+        names: dict[int, str] = {}
+        out = []
+        for (dst, metric), r in _ours(ip, table).items():
+            oif = r.get_attr("RTA_OIF")
+            if oif is not None and oif not in names:
+                link = ip.get_links(oif)
+                names[oif] = str(link[0].get_attr("IFLA_IFNAME")) if link else "?"
+            gw = r.get_attr("RTA_GATEWAY")
+            out.append(Route(table, dst, _NAMES.get(r["type"], RouteType.UNICAST),
+                             gateway=IPv4Address(gw) if gw else None,
+                             dev=names.get(oif) if oif is not None else None,
+                             metric=metric or None))
+        return tuple(sorted(out, key=str))
+
+    return in_netns(netns, body)
+
+
+def rules() -> set[Rule]:
+    """The device netns's rules that look up a table (all priorities)."""
+    with ipr() as ip:
+        return _rules(ip)
+
+
+def add_rule(r: Rule) -> None:
+    with ipr() as ip:
+        if r not in _rules(ip):
+            call(f"add ip rule {r}", ip.rule, "add", **_rule_args(r))
+
+
+def delete_rule(r: Rule) -> None:
+    with ipr() as ip:
+        if r in _rules(ip):
+            try:
+                ip.rule("del", **_rule_args(r))
+            except NetlinkError as e:
+                if e.code != 2:  # ENOENT: gone already
+                    raise LinkError(f"delete ip rule {r}: {e}") from None

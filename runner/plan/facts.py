@@ -21,6 +21,7 @@ class UplinkFacts:
     gateway: IPv4Address | None = None  # the default route's gateway on that interface
     mtu: int = 1500
     up: bool = True  # administratively up with carrier
+    exists: bool = True  # the interface is there at all
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,12 @@ def limits(r: Resources) -> Limits:
 
 
 def ni_items(p: NIPlan, layout: Layout, image: str, plugs: Sequence[AppPlug] = (),
-             stamps: Mapping[str, Stamp] | None = None) -> list[Item]:
-    """Every item of one NI."""
+             stamps: Mapping[str, Stamp] | None = None,
+             app_netns: Mapping[str, int] | None = None) -> list[Item]:
+    """Every item of one NI; `app_netns` maps the apps' netns paths that exist to their
+    inodes (facts: a plug waits for its app's netns and follows its re-creation)."""
     stamps = stamps or {}
+    app_netns = app_netns or {}
     ni, ns = p.name, p.netns
     out: list[Item] = [
         k.StateDir(ni, str(layout.ni_dir(ni))),
@@ -79,8 +82,11 @@ def ni_items(p: NIPlan, layout: Layout, image: str, plugs: Sequence[AppPlug] = (
         rule = k.Rule(ni, _transit_rule(p), link=links[0])
         out.append(rule)
     for a in plugs:
+        inode = app_netns.get(a.netns)
+        if inode is not None:
+            out.append(k.AppNetns(a.netns, inode))
         out.append(k.Plug(ni, ns, p.bridge.name, a.host_ifname, a.netns, a.ifname, a.mac,
-                          p.mtu))
+                          p.mtu, inode or 0))
     return out
 
 
@@ -127,7 +133,8 @@ def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[st
 
 def build(plan: Plan, layout: Layout, image: str, uplinks: Mapping[str, str],
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
-          stamps: Mapping[str, Stamp] | None = None) -> Items:
+          stamps: Mapping[str, Stamp] | None = None,
+          app_netns: Mapping[str, int] | None = None) -> Items:
     """All intended items of a plan, by id."""
     out: Items = {}
     for x in device_items(plan.device, uplinks, present):
@@ -136,8 +143,8 @@ def build(plan: Plan, layout: Layout, image: str, uplinks: Mapping[str, str],
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        for x in ni_items(p, layout, image, by_ni.get(name, ()), stamps):
-            if x.id in out:
+        for x in ni_items(p, layout, image, by_ni.get(name, ()), stamps, app_netns):
+            if x.id in out and not x.EXTERNAL:
                 raise ValueError(f"item {x.id} planned twice")
             out[x.id] = x
     return out

@@ -9,7 +9,7 @@ The same function serves apply, dry run, the periodic pass and healing:
   netns) is re-created with it, because it went with the old one;
 - an intended item that depends on something absent (an uplink interface that
   is not there) waits: it is `pending`, and current items that lived on that
-  absent external item are taken as gone with it;
+  absent external item (and are still intended) are taken as gone with it;
 - deletes run first, in reverse dependency order, then creates and modifies in
   dependency order. A re-create is a delete in the first phase and a create in
   the second. A delete whose netns goes in the same diff is `implied`: it
@@ -115,8 +115,8 @@ def diff(current: Mapping[str, Item], intended: Mapping[str, Item],
     want = {i: x for i, x in intended.items() if mine(x)}
     have = {i: x for i, x in current.items() if mine(x)}
     gone_externals = {i for i, x in current.items() if x.EXTERNAL and i not in intended}
-    for i, x in list(have.items()):  # they went with an external item that went
-        if any(d in gone_externals for d in x.deps()):
+    for i, x in list(have.items()):  # still wanted, but they went with what they lived on
+        if i in want and any(d in gone_externals for d in x.deps()):
             del have[i]
 
     ordered = sorted(want.values(), key=Item.sort_key)

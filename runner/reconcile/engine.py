@@ -71,6 +71,15 @@ class Done:
 
 
 @dataclass
+class Observed:
+    """What a read found: the objects that exist, and the ids it could not read."""
+
+    found: dict[str, Item] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # id -> why (unknown, not absent)
+    broken: dict[str, str] = field(default_factory=dict)  # kind -> why none could be read
+
+
+@dataclass
 class Run:
     """The op log of one engine run, and the record of what now exists."""
 
@@ -114,21 +123,54 @@ class Engine:
 
     # -- reading -----------------------------------------------------------------------
 
-    def read(self, items: Iterable[Item]) -> dict[str, Item]:
-        """The live value of each item that exists (errors: logged, taken as absent)."""
-        out: dict[str, Item] = {}
-        for x in items:
-            if x.EXTERNAL:
-                out[x.id] = x
-                continue
-            try:
-                live = self.conf(x).read(x)
-            except Exception as e:  # a read that fails is an object we must make again
-                log.warning("read %s: %s", x.describe(), describe_error(e))
-                live = None
-            if live is not None:
-                out[x.id] = live
-        return out
+    def read(self, items: Iterable[Item], sweep: bool = False) -> Observed:
+        """The live value of each item; with `sweep`, also the objects of ours that the
+        configurators find and that are not among `items` (orphans, strays)."""
+        items = list(items)
+        confs = {x.KIND: self.configurators.get(x.KIND) for x in items if not x.EXTERNAL}
+        if sweep:
+            confs.update(self.configurators)
+        seen = Observed()
+        for kind, conf in confs.items():
+            prepare = getattr(conf, "prepare", None)
+            if prepare is not None:
+                try:
+                    prepare()
+                except Exception as e:  # e.g. containerd away: its items are unknown
+                    seen.broken[kind] = describe_error(e)
+        try:
+            for x in items:
+                if x.EXTERNAL:
+                    seen.found[x.id] = x
+                elif x.KIND in seen.broken:
+                    seen.failed[x.id] = seen.broken[x.KIND]
+                else:
+                    try:
+                        live = self.conf(x).read(x)
+                    except Exception as e:  # unknown, not absent: keep what we knew
+                        seen.failed[x.id] = describe_error(e)
+                        log.warning("read %s: %s", x.describe(), seen.failed[x.id])
+                        continue
+                    if live is not None:
+                        seen.found[x.id] = live
+            if sweep:
+                for kind, conf in self.configurators.items():
+                    finder = getattr(conf, "sweep", None)
+                    if finder is None or kind in seen.broken:
+                        continue
+                    try:
+                        for x in finder():
+                            if x.id not in seen.found and x.id not in seen.failed:
+                                seen.found[x.id] = x
+                    except Exception as e:
+                        seen.broken[kind] = describe_error(e)
+                        log.warning("look for %s objects: %s", kind, seen.broken[kind])
+        finally:
+            for conf in confs.values():
+                done = getattr(conf, "done_reading", None)
+                if done is not None:
+                    done()
+        return seen
 
     # -- running ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
     rank  kind       object                                   lives in / depends on
     0     uplink     an uplink interface (external)           -
+    0     appns      an app's netns (external)                -
     1     statedir   <stateDir>/ni/<name>                     -
     2     netns      /run/netns/nr-<name>                     (after its state dir)
     3     sysctls    sysctls of a netns (or of an uplink)     netns | uplink
@@ -13,7 +14,7 @@
     8     nft        one nft table                            netns
     9     files      the NI's config dir (dnsmasq, swanctl)   (after its state dir)
     10    task       the NI's containerd container and task   netns (after files, nft)
-    11    plug       an app's veth on br0                     bridge
+    11    plug       an app's veth on br0                     bridge, the app's netns
 
 The NI's state dir is created first and removed last: it is the record that
 this supervisor owns the NI's objects (network namespaces are global).
@@ -66,6 +67,28 @@ class Uplink(Item):
 
     def describe(self) -> str:
         return f"uplink {self.name} ({self.interface})"
+
+
+def appns_id(path: str) -> str:
+    return _id("appns", path)
+
+
+@dataclass(frozen=True)
+class AppNetns(Item):
+    """An app's network namespace (a path): not ours; a plug into it waits for it."""
+
+    KIND = "appns"
+    RANK = 0
+    EXTERNAL = True
+    path: str
+    inode: int
+
+    @property
+    def key(self) -> str:
+        return self.path
+
+    def describe(self) -> str:
+        return f"app netns {self.path}"
 
 
 @dataclass(frozen=True)
@@ -496,7 +519,7 @@ class Plug(Item):
 
     KIND = "plug"
     RANK = 11
-    RECREATE_ON = ("app_netns", "ifname", "mac")
+    RECREATE_ON = ("app_netns", "app_inode", "ifname", "mac")
     ni: str
     netns: str  # the NI's
     bridge: str
@@ -505,13 +528,14 @@ class Plug(Item):
     ifname: str
     mac: str
     mtu: int
+    app_inode: int = 0  # the app netns's identity: a new one needs a new plug
 
     @property
     def key(self) -> str:
         return f"{self.ni}/{self.host_if}"
 
     def deps(self) -> tuple[str, ...]:
-        return (_id("bridge", f"{self.netns}/{self.bridge}"),)
+        return (_id("bridge", f"{self.netns}/{self.bridge}"), appns_id(self.app_netns))
 
     @property
     def inside(self) -> str | None:

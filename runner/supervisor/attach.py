@@ -1,5 +1,6 @@
-"""Plug an app's network namespace into an NI: a veth from the app netns to br0.
+"""An app attachment: which app netns plugs into which NI, with what MAC (validation only).
 
+The plug itself is an item (runner.reconcile.kinds.Plug) made by its configurator.
 The app end gets a stable MAC (derived from the NI, netns and ifname unless
 given), so a re-plugged app gets its old DHCP lease back.
 """
@@ -10,14 +11,13 @@ import hashlib
 import os
 import re
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from runner.drivers import links
 from runner.errors import NirunnerError
 from runner.net import names
+from runner.net.errors import NetValueError
 from runner.supervisor.store import Attachment
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class AttachError(NirunnerError):
@@ -29,49 +29,21 @@ def _mac_for(key: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, h[0], h[1], h[2], h[3], h[4]))
 
 
-def plug(ni: str, netns: str, ifname: str, mac: str, hostname: str, mtu: int) -> Attachment:
+def attachment(ni: str, netns: str, ifname: str, mac: str, hostname: str) -> Attachment:
+    """The attachment of `netns` to NI `ni`, validated; AttachError says what is wrong."""
+    if not netns.startswith("/") or "\0" in netns:
+        raise AttachError(f"attach to NI {ni}: {netns!r} is not an absolute path")
     if not os.path.exists(netns):
         raise AttachError(f"attach to NI {ni}: no network namespace at {netns}")
-    names.check_ifname(ifname)
+    try:
+        names.check_ifname(ifname)
+    except NetValueError as e:
+        raise AttachError(f"attach to NI {ni}: {e}") from None
     key = f"{ni}/{os.path.realpath(netns)}/{ifname}"
     mac = (mac or _mac_for(key)).lower()
     if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
         raise AttachError(f"attach to NI {ni}: {mac!r} is not a unicast MAC address")
-    if hostname and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", hostname):
+    if hostname and not _HOSTNAME.fullmatch(hostname):
         raise AttachError(f"attach to NI {ni}: {hostname!r} is not a valid hostname")
-    a = Attachment(ni=ni, netns=netns, ifname=ifname, host_ifname=names.app_if(key),
-                   mac=mac, hostname=hostname)
-    ensure(a, mtu)
-    return a
-
-
-def ensure(a: Attachment, mtu: int) -> None:
-    """Create the veth if missing; plug it into br0; both ends up. Idempotent."""
-    ni_ns = names.netns(a.ni)
-    if not os.path.exists(a.netns) or not os.path.exists(f"/run/netns/{ni_ns}"):
-        return
-
-    def ni_side(ip: links.IPRoute) -> None:
-        if links.index(ip, a.host_ifname) is None:
-            fd = os.open(a.netns, os.O_RDONLY)
-            try:
-                ip.link("add", ifname=a.host_ifname, kind="veth", mtu=mtu,
-                        peer={"ifname": a.ifname, "net_ns_fd": fd, "address": a.mac,
-                              "mtu": mtu})
-            except NetlinkError as e:
-                raise AttachError(
-                    f"attach {a.netns} {a.ifname} to NI {a.ni}: {e}") from e
-            finally:
-                os.close(fd)
-        links.ensure_up(ip, a.host_ifname, mtu, master=names.BRIDGE_IF)
-
-    def app_side(ip: links.IPRoute) -> None:
-        links.ensure_up(ip, "lo")
-        links.ensure_up(ip, a.ifname)
-
-    links.in_netns(ni_ns, ni_side)
-    links.in_netns(a.netns, app_side)
-
-
-def unplug(a: Attachment) -> None:
-    links.delete(a.host_ifname, names.netns(a.ni))
+    return Attachment(ni=ni, netns=netns, ifname=ifname, host_ifname=names.app_if(key),
+                      mac=mac, hostname=hostname)

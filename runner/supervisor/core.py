@@ -1,9 +1,21 @@
-"""The supervisor's logic: apply, delete, reconcile, status, attach; task restarts.
+"""The supervisor's logic: apply, delete, attach, passes, healing, task restarts, status.
 
-All changes go through one lock, so concurrent API calls are serialized and
-never interleave half-way. A rejected apply (bad manifest, plan error) changes
-nothing; an apply that fails while reconciling restores the previous desired
-state and reconciles back to it.
+Desired state (manifests, transit slots, attachments) gives a plan, the plan
+gives the intended items; `current` is the record of what exists: what the last
+ops produced, or what a read found. Every change is `diff(current, intended)`
+run by the engine, and the op log is the only source of results and events:
+
+- apply / delete / attach / detach: the desired state is saved first, then
+  the diff of the NIs concerned runs all or nothing: on any error the ops done
+  are undone and the previous desired state is restored;
+- a light pass (every minute, after a task exit, when containerd is back): task
+  states from one containerd list call, then the whole diff, errors per item;
+- a heal (events from the kernel about our objects): the owners concerned are
+  read back and their diff runs, within a fraction of a second;
+- a forced pass (at start and every 10 minutes): everything is read back,
+  orphans included, and the diff runs. At start this adopts running tasks.
+
+All of it runs under one lock, so API calls are serialized.
 """
 
 from __future__ import annotations
@@ -12,16 +24,19 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from runner import nitask
+from runner.configurators import configurators
+from runner.configurators.files import stamp
+from runner.configurators.nft import tampered
+from runner.configurators.task import TaskConf
 from runner.containerd import tasks
 from runner.containerd.client import Client
-from runner.containerd.errors import ContainerdError, NotFound
+from runner.containerd.errors import ContainerdError
 from runner.drivers import facts as live_facts
-from runner.drivers import links
 from runner.drivers import netns as ns
+from runner.drivers.nlwatch import Drift, Ours, Watcher
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig
@@ -29,31 +44,31 @@ from runner.net import names
 from runner.plan import site
 from runner.plan.facts import Facts
 from runner.plan.site import Plan
+from runner.reconcile import kinds as k
+from runner.reconcile.build import AppPlug, Items, build
+from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
+from runner.reconcile.engine import Engine, Run
+from runner.reconcile.items import Action, Item
+from runner.reconcile.report import DELETED, UNCHANGED, NIResult, results
 from runner.supervisor import attach as attach_mod
-from runner.supervisor import executor as executor_mod
-from runner.supervisor import status as status_mod
+from runner.supervisor import views
 from runner.supervisor.events import EventLog
-from runner.supervisor.executor import Executor, NIResult, Prepared
+from runner.supervisor.health import Health
+from runner.supervisor.status import ni_status
 from runner.supervisor.store import Attachment, Desired, Store
+from runner.supervisor.testhooks import crash_point
 
 log = logging.getLogger("nirunner.supervisor")
 
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
-FAILED_AFTER = 5  # exits in a row without staying up STABLE seconds
-STABLE = 30.0
-TASK_WORKERS = 4  # NI tasks created/started at once (2 cores; runc waits a lot)
+RESYNC_EVERY = 60.0  # a light pass: task states, and the diff
+FORCE_EVERY = 600.0  # a forced pass reads everything back: the safety net of healing
+SETTLE = 0.1  # seconds of quiet after kernel events before healing
+_CRASH_POINTS = {"netns": "netns", "veth": "links", "bridge": "links", "task": "task",
+                 "rule": "rules"}
 
 
-@dataclass
-class Health:
-    restarts: int = 0
-    last_exit: int | None = None
-    failures_in_row: int = 0
-    last_start: float = 0.0
-    next_try: float = 0.0
-    failed_reason: str = ""
-    last_error: str = ""
+class ApplyError(NirunnerError):
+    """An apply that failed while running; everything it did was undone."""
 
 
 @dataclass(frozen=True)
@@ -62,346 +77,484 @@ class Document:
     text: str
 
 
-@dataclass
-class Supervisor:
-    config: SupervisorConfig
-    client: Client
-    store: Store = field(init=False)
-    desired: Desired = field(init=False)
-    health: dict[str, Health] = field(default_factory=dict)
+@dataclass(frozen=True)
+class Report:
+    """What an apply, delete, attach or detach did (or, dry run, would do)."""
 
-    def __post_init__(self) -> None:
-        self.store = Store(self.config.state_dir)
-        self.desired = self.store.load()  # StateCorrupt: refuse to start, keep the file
-        self.executor = Executor(self.client, self.store, self.config.image)
+    lines: tuple[str, ...]  # one per op, as a dry run shows them
+    results: tuple[NIResult, ...]
+    writes: int = 0  # configurator calls that changed something
+    dry_run: bool = False
+
+
+@dataclass
+class _Drifts:
+    owners: dict[str, list[str]] = field(default_factory=dict)  # owner -> what happened
+    tainted: set[str] = field(default_factory=set)  # item ids known to differ
+    since: float = 0.0  # the last event's time
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, client: Client,
+                 watcher: Watcher | None = None) -> None:
+        self.config = config
+        self.client = client
+        self.store = Store(config.state_dir)
+        self.desired: Desired = self.store.load()  # StateCorrupt: refuse to start
+        self.confs = configurators(client, self.store)
+        self.tasks: TaskConf = self.confs["task"]
+        self.engine = Engine(self.confs, after_op=self._after_op)
         self.events = EventLog()
+        self.watcher = watcher
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.resync = threading.Event()  # a full reconcile is wanted (uplink change...)
-
-        self._facts: Facts | None = None  # the uplinks as last read; None: read again
-        self._cached: tuple[tuple[int, int], Plan] | None = None  # (versions) -> plan
+        self.health: dict[str, Health] = {}
+        self.current: Items = {}  # what exists, as far as we know
+        self.errors: dict[str, tuple[str, str]] = {}  # item id -> (owner, its last error)
+        self.containerd_ok = True
+        self._facts: Facts | None = None
+        self._plan_cache: tuple[tuple[int, int], Plan] | None = None
         self._version = 0  # bumped by every change of the desired state
-        self._uplinks_changed = threading.Event()  # set by the uplink watch thread
-        self._plugged: dict[tuple[str, str], tuple[int | None, int | None, int]] = {}
+        self._uplinks_changed = threading.Event()
+        self._resync = threading.Event()
+        self._drifts = _Drifts()
+        self._drifts_lock = threading.Lock()
+        self._last_light = self._last_forced = time.monotonic()
 
-    def request_resync(self, reason: str, kind: str = "resync") -> None:
-        if kind == "uplink.changed":
-            self._uplinks_changed.set()  # the next pass reads them again
-        self.events.emit(kind, "", reason)
-        self.resync.set()
-        self.wake.set()
+    # -- inputs ----------------------------------------------------------------------------
 
-    def _save(self, desired: Desired | None = None) -> None:
-        self._version += 1
-        self.store.save(self.desired if desired is None else desired)
-
-    # -- planning ---------------------------------------------------------------
-
-    def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
+    def _facts_now(self) -> Facts:
         if self._facts is None:
             self._facts = live_facts.read(self.config, self.config.resolv_conf)
-        return site.build(self.config, self._facts, list(nis.values()), slots)
+        return self._facts
 
-    def _current_plan(self) -> Plan:
+    def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
+        return site.build(self.config, self._facts_now(), list(nis.values()), slots)
+
+    def plan(self) -> Plan:
         """The plan of the desired state, rebuilt only when it or the uplinks changed."""
-        key = (self._version, id(self._facts))
-        if self._cached is None or self._cached[0] != key or self._facts is None:
-            plan = self._plan(self.desired.nis, self.desired.slots)
-            self._cached = ((self._version, id(self._facts)), plan)
-        return self._cached[1]
+        facts = self._facts_now()
+        key = (self._version, id(facts))
+        if self._plan_cache is None or self._plan_cache[0] != key:
+            self._plan_cache = (key, self._plan(self.desired.nis, self.desired.slots))
+        return self._plan_cache[1]
 
-    # -- API operations -----------------------------------------------------------
+    def _intended(self, plan: Plan, attachments: Sequence[Attachment]) -> Items:
+        """The items of a plan; facts: uplinks present, credential stamps, app netns."""
+        facts = self._facts_now()
+        sources = [s for p in plan.nis.values() if p.vpn is not None
+                   for s in ([p.vpn.psk_file] if p.vpn.psk_file else [])
+                   + [c.source for c in p.vpn.copies]]
+        app_netns = {a.netns: inode for a in attachments
+                     if (inode := ns.inode_of_path(a.netns)) is not None}
+        plugs = [AppPlug(a.ni, a.netns, a.ifname, a.host_ifname, a.mac)
+                 for a in attachments if a.ni in plan.nis]
+        return build(plan, self.store, self.config.image,
+                     {u.name: u.interface for u in self.config.uplinks},
+                     [n for n, f in facts.uplinks.items() if f.exists], plugs,
+                     {s: stamp(s) for s in sources}, app_netns)
 
-    def apply(self, docs: Sequence[Document], dry_run: bool = False) -> list[NIResult]:
+    def intended(self) -> Items:
+        return self._intended(self.plan(), self.desired.attachments)
+
+    def _save(self, desired: Desired) -> None:
+        try:
+            self.store.save(desired)
+        except OSError as e:
+            raise NirunnerError(f"save the desired state to {self.store.path}: "
+                                f"{e.strerror or e}") from None
+        self.desired = desired
+        self._version += 1
+
+    # -- running ops -----------------------------------------------------------------------
+
+    def _run(self, d: Diff, intended: Items, atomic: bool, hold: bool = True) -> Run:
+        owners = {op.item.owner for op in d.ops}
+        if self.watcher is not None and owners:
+            self.watcher.mute(owners)
+        try:
+            run = self.engine.run(d, self.current, atomic, self._hold if hold else None)
+        finally:
+            if self.watcher is not None and owners:
+                self.watcher.unmute(owners)
+        externals = {i: x for i, x in intended.items() if x.EXTERNAL}
+        self.current = {i: x for i, x in run.current.items() if not x.EXTERNAL} | externals
+        now = time.monotonic()
+        for done in run.done:
+            op = done.op
+            if done.error and not done.inverse:
+                self.errors[op.id] = (op.item.owner, done.error)
+                self.events.emit("reconcile.error", op.item.owner,
+                                 f"{op.line()}: {done.error}", logging.ERROR)
+            elif done.ok:
+                self.errors.pop(op.id, None)
+            if op.item.KIND == "task" and op.phase != DELETE_PHASE and not done.skipped \
+                    and not done.inverse and op.item.owner in self.desired.nis:
+                h = self.health.setdefault(op.item.owner, Health())
+                if done.error:
+                    h.last_error = done.error
+                    h.failed_start(now)
+                else:
+                    h.started(now)
+                    h.last_error = ""
+        self._follow(intended)
+        return run
+
+    def _hold(self, op: Op) -> str:
+        if op.item.KIND != "task" or op.phase == DELETE_PHASE:
+            return ""
+        return self.held(op.item.owner)
+
+    def held(self, name: str) -> str:
+        """Why NI `name`'s task must not be started now: backoff, failed, containerd away."""
+        if not self.containerd_ok:
+            return "containerd unreachable"
+        h = self.health.get(name)
+        return h.held(time.monotonic()) if h else ""
+
+    def _after_op(self, op: Op) -> None:
+        point = _CRASH_POINTS.get(op.item.KIND)
+        if point:
+            crash_point(point, op.item.owner)
+
+    def _follow(self, intended: Items) -> None:
+        """Tell the watcher which namespaces and objects are ours now."""
+        if self.watcher is None:
+            return
+        self.watcher.ours = Ours(
+            transit={x.name: x.ni for x in intended.values() if isinstance(x, k.Veth)},
+            rules={**{x.rule.priority: x.ni for x in intended.values()
+                      if isinstance(x, k.Rule)},
+                   names.LOCAL_RULE_PRIORITY: ""},
+            tables={names.uplink_table(i) for i in range(len(self.config.uplinks))},
+            uplinks={u.interface for u in self.config.uplinks},
+        )
+        wanted = {x.ni: x.name for x in self.current.values() if isinstance(x, k.Netns)
+                  and x.ni in self.desired.nis}
+        for owner in self.watcher.watched() - {"", *wanted}:
+            self.watcher.unwatch(owner)
+        for owner, netns in wanted.items():
+            try:
+                self.watcher.watch(owner, netns)
+            except OSError as e:  # its netns went meanwhile: the next pass sees it
+                log.debug("watch %s: %s", netns, e)
+
+    def _emit(self, results_: Sequence[NIResult], kind: str = "") -> None:
+        for r in results_:
+            if r.action != UNCHANGED:
+                self.events.emit(kind or f"ni.{r.action}", r.name, r.detail or r.action)
+
+    # -- API operations --------------------------------------------------------------------------
+
+    def apply(self, docs: Sequence[Document], dry_run: bool = False,
+              verbose: bool = False) -> Report:
         located: list[Located] = []
-        for d in docs:
-            located.extend(parse_documents(d.text, d.source))
+        for doc in docs:
+            located.extend(parse_documents(doc.text, doc.source))
+        chosen = [x.ni.name for x in located]
         with self.lock:
-            kept = [Located(ni) for n, ni in self.desired.nis.items()
-                    if n not in {x.ni.name for x in located}]
+            kept = [Located(ni) for n, ni in self.desired.nis.items() if n not in chosen]
             validate_set([*located, *kept], self.config)
             new_nis = {**self.desired.nis, **{x.ni.name: x.ni for x in located}}
             plan = self._plan(new_nis, self.desired.slots)  # PlanError: nothing changed
+            intended = self._intended(plan, self.desired.attachments)
+            d = diff(self.current, intended, scope={*chosen, ""})
+            fresh = {n for n in chosen if n not in self.desired.nis}
+            report = Report(tuple(d.lines(verbose)), tuple(results(d.ops, chosen, fresh)),
+                            dry_run=dry_run)
             if dry_run:
-                return [self._preview(plan, x.ni.name) for x in located]
-            previous = Desired(dict(self.desired.nis), dict(self.desired.slots),
-                               list(self.desired.attachments))
-            self.desired.nis, self.desired.slots = new_nis, plan.slots
-            self._save()
-            for x in located:  # a new apply clears an earlier "failed"
-                self.health.pop(x.ni.name, None)
-            try:
-                results = self._reconcile(plan, only={x.ni.name for x in located})
-            except NirunnerError as e:
-                self.events.emit("apply.rolledback", "", f"apply failed, rolling back: {e}",
+                return report
+            previous = self.desired
+            self._save(Desired(new_nis, dict(plan.slots), list(previous.attachments)))
+            for n in chosen:  # a new apply clears an earlier "failed"
+                self.health.pop(n, None)
+            run = self._run(d, intended, atomic=True, hold=False)
+            if not run.ok:
+                self._restore(previous)
+                why = run.first_error()
+                self.events.emit("apply.rolledback", "", f"apply failed, undone: {why}",
                                  logging.ERROR)
-                self.desired = previous
-                self._save(previous)
-                for x in located:
-                    if x.ni.name not in previous.nis:
-                        self._remove(x.ni.name, plan.slots.get(x.ni.name))
-                self._reconcile(self._plan(previous.nis, previous.slots))
-                raise
-            return [r for r in results if r.name in {x.ni.name for x in located}]
+                raise ApplyError(f"apply failed and was undone, nothing changed: {why}")
+            self._emit(report.results)
+            return replace(report, writes=run.writes)
 
-    def _preview(self, plan: Plan, name: str) -> NIResult:
-        p = plan.nis[name]
+    def _restore(self, previous: Desired) -> None:
         try:
-            c = tasks.get_container(self.client, p.container_id)
-        except NotFound:
-            return NIResult(name, "create", f"netns {p.netns}, task {p.container_id}")
-        if c.labels.get(nitask.LABEL_GENERATION) != p.restart_key:
-            return NIResult(name, "recreate", "a change needs a new task")
-        return NIResult(name, "update", "applied live, without restarting the task")
+            self._save(previous)
+        except NirunnerError as e:  # the kernel is as before; the file says otherwise
+            self.desired = previous
+            self._version += 1
+            self.events.emit("state.error", "", f"{e}; kept in memory, saved on the next "
+                                                "change", logging.ERROR)
 
-    def delete(self, names_: Sequence[str]) -> list[str]:
+    def delete(self, names_: Sequence[str]) -> Report:
         with self.lock:
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
-            slots = {n: self.desired.slots.get(n) for n in names_}
-            for n in names_:
-                del self.desired.nis[n]
-                self.desired.slots.pop(n, None)
+            gone = set(names_)
+            nis = {n: ni for n, ni in self.desired.nis.items() if n not in gone}
+            slots = {n: s for n, s in self.desired.slots.items() if n not in gone}
+            atts = [a for a in self.desired.attachments if a.ni not in gone]
+            self._save(Desired(nis, slots, atts))
+            for n in gone:
                 self.health.pop(n, None)
-            self.desired.attachments = [a for a in self.desired.attachments
-                                        if a.ni not in names_]
-            self._save()
-            errors = []
-            for n in names_:
-                try:
-                    self._remove(n, slots[n])
-                except NirunnerError as e:
-                    errors.append(str(e))
-            self._reconcile(self._current_plan(), only=set())
-            if errors:
-                raise NirunnerError("; ".join(errors))
-            return list(names_)
+            intended = self.intended()
+            d = diff(self.current, intended, scope={*gone, ""})
+            run = self._run(d, intended, atomic=False, hold=False)
+            done = results(d.ops, names_, deleted=gone)
+            self._emit(done)
+            if not run.ok:  # the next pass deletes what is left
+                raise NirunnerError("; ".join(f"{x.op.line()}: {x.error}" for x in run.failed))
+            return Report(tuple(d.lines()), tuple(done), run.writes)
 
-    def _remove(self, name: str, slot: int | None, why: str = "deleted") -> None:
-        self.executor.remove_ni(name, slot)
-        self.events.emit("ni.removed", name, why)
+    def attach(self, ni: str, netns: str, ifname: str, mac: str, hostname: str) -> Attachment:
+        with self.lock:
+            if ni not in self.desired.nis:
+                raise NirunnerError(f"no such NI: {ni}")
+            a = attach_mod.attachment(ni, netns, ifname or "eth0", mac, hostname)
+            others = [x for x in self.desired.attachments if (x.netns, x.ifname)
+                      != (a.netns, a.ifname)]
+            self._change_attachments([*others, a], {ni} | {x.ni for x in self.desired.attachments
+                                                           if (x.netns, x.ifname)
+                                                           == (a.netns, a.ifname)})
+            return a
 
-    # -- reconcile ---------------------------------------------------------------
+    def detach(self, ni: str, netns: str, ifname: str) -> None:
+        with self.lock:
+            key = (ni, netns, ifname or "eth0")
+            keep = [a for a in self.desired.attachments if (a.ni, a.netns, a.ifname) != key]
+            if len(keep) == len(self.desired.attachments):
+                raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
+            self._change_attachments(keep, {ni})
+
+    def _change_attachments(self, attachments: list[Attachment], scope: set[str]) -> None:
+        plan = self.plan()
+        intended = self._intended(plan, attachments)
+        d = diff(self.current, intended, scope=scope)
+        previous = self.desired
+        self._save(Desired(previous.nis, previous.slots, attachments))
+        run = self._run(d, intended, atomic=True, hold=False)
+        if not run.ok:
+            self._restore(previous)
+            raise ApplyError(run.first_error())
+
+    # -- passes ----------------------------------------------------------------------------
 
     def reconcile(self, force: bool = False) -> list[NIResult]:
-        """Converge everything. A forced pass re-reads the uplinks and redoes all
-        kernel work; otherwise what matches its last applied plan is skipped."""
+        """A light pass (task states, then the diff) or a forced one (everything read back,
+        orphans included). Errors are recorded per item and as events, never raised."""
         with self.lock:
-            if self._uplinks_changed.is_set():
+            if self._uplinks_changed.is_set() or force:
                 self._uplinks_changed.clear()
-                self._facts = None  # the plan follows the new addresses
-                self.executor.forget(device_only=True)  # a downed link lost its routes
-            if force:
                 self._facts = None
-                self._plugged.clear()
-                self.executor.forget()
-            plan = self._current_plan()
+            plan = self.plan()
             if plan.slots != self.desired.slots:
-                self.desired.slots = plan.slots
-                self._save()
-            if force:  # at start and every few minutes: a scan of containerd and links
-                self._remove_orphans(plan)
-            return self._reconcile(plan)
+                self._save(Desired(self.desired.nis, dict(plan.slots),
+                                   self.desired.attachments))
+            intended = self.intended()
+            if force:
+                self._read_back(list(intended.values()), sweep=True)
+            else:
+                self._observe_tasks()
+            d = diff(self.current, intended)
+            self._run(d, intended, atomic=False)
+            if force:
+                self._last_forced = time.monotonic()
+            self._last_light = time.monotonic()
+            done = results(d.ops, sorted(self.desired.nis))
+            self._report_pass(d, done, "ni.healed" if force else "")
+            self._kick_vpns(plan)
+            return done
 
-    def _reconcile(self, plan: Plan, only: set[str] | None = None) -> list[NIResult]:
-        """The device first, then the NIs, then the apps' plugs.
+    def _report_pass(self, d: Diff, done: Sequence[NIResult], kind: str) -> None:
+        for op in d.shown():
+            if op.item.owner not in self.desired.nis and op.action is Action.DELETE \
+                    and not op.implied:
+                self.events.emit("orphan.removed", "", op.line())
+        for r in done:
+            ops = [op for op in d.shown() if op.item.owner == r.name]
+            starts = [op for op in ops if op.item.KIND == "task"]
+            if starts and r.action != DELETED:
+                h = self.health.get(r.name)
+                self.events.emit("task.restarted" if h and h.restarts else "task.started",
+                                 r.name, "; ".join(op.line() for op in starts),
+                                 restarts=h.restarts if h else 0)
+            rest = [op for op in ops if op.item.KIND != "task"]
+            if rest:
+                self.events.emit(kind or f"ni.{r.action}", r.name,
+                                 "; ".join(op.line() for op in rest))
 
-        The device's rules and nft table name transit links that may not exist
-        yet (nothing in them needs the link), and having them in place before an
-        NI's task starts means its first packets (charon's IKE) are NATed already.
-        """
-        results: list[NIResult] = []
-        errors: list[str] = []
+    def _read_back(self, items: Sequence[Item], sweep: bool = False) -> None:
+        """Replace the record of `items` by what a read finds; with `sweep` the whole
+        record (orphans included). What could not be read stays as it was."""
+        seen = self.engine.read(items, sweep=sweep)
+        if "task" in seen.broken:
+            self.containerd_lost(seen.broken["task"])
+        else:
+            self.containerd_ok = True
+        read_ids = {x.id for x in items}
+        base = {} if sweep else {i: x for i, x in self.current.items() if i not in read_ids}
+        unknown = {i: self.current[i] for i in seen.failed if i in self.current}
+        self.current = base | unknown | seen.found
+
+    def _observe_tasks(self) -> None:
+        """Task states from one list call (exits may have been missed)."""
         try:
-            missing = self.executor.ensure_device(plan.device, plan.nis.keys())
-            if missing:
-                log.debug("sysctls not set (no such interface yet): %s", missing)
-        except NirunnerError as e:
-            errors.append(f"device: {e}")
-            self.events.emit("reconcile.error", "", f"device: {e}", logging.ERROR)
-        chosen = [n for n in plan.nis if (only is None or n in only or self._needs_work(n))
-                  and not (only is None and self.health.get(n, Health()).failed_reason)]
-        views = executor_mod.task_views(self.client) if chosen else {}
-        prepared: dict[str, Prepared] = {}
-        for name in chosen:  # networks one after another: cheap, and netlink likes it so
-            try:
-                prepared[name] = self.executor.prepare_ni(plan.nis[name])
-            except NirunnerError as e:
-                self._failed(name, e, errors)
+            infos = self.tasks.observe()
+        except ContainerdError as e:
+            self.containerd_lost(str(e))
+            return
+        self.containerd_ok = True
+        for i, x in list(self.current.items()):
+            if isinstance(x, k.Task):
+                info = infos.get(x.container_id)
+                status = info.status if info else "missing"
+                if (status == "running") != x.running or (info and info.pid != x.pid):
+                    self.current[i] = replace(x, running=status == "running",
+                                              pid=info.pid if info else 0, status=status)
 
-        def finish(name: str) -> NIResult:
-            p = plan.nis[name]
-            return self.executor.finish_ni(p, self.desired.nis[name], prepared[name],
-                                           views.get(p.container_id))
+    def containerd_lost(self, why: str) -> None:
+        if self.containerd_ok:
+            self.events.emit("containerd.lost", "", why, logging.WARNING)
+        self.containerd_ok = False
 
-        # tasks side by side: creating and starting one is mostly waiting on runc
-        with futures.ThreadPoolExecutor(max_workers=TASK_WORKERS) as pool:
-            done = {name: pool.submit(finish, name) for name in prepared}
-        for name, fut in done.items():
-            h = self.health.setdefault(name, Health())
-            try:
-                r = fut.result()
-            except NirunnerError as e:
-                self._failed(name, e, errors)
-                continue
-            if r.action in ("created", "recreated", "started"):
-                h.last_start = time.monotonic()
-            h.last_error = ""
-            results.append(r)
-            if r.action != "unchanged":
-                self.events.emit(f"ni.{r.action}", name, r.detail or r.action,
-                                 restarts=h.restarts)
-        try:
-            self._replug(plan)
-        except NirunnerError as e:
-            errors.append(f"apps: {e}")
-            self.events.emit("reconcile.error", "", f"apps: {e}", logging.ERROR)
-        if errors:
-            raise NirunnerError("; ".join(errors))
-        return results
+    def _kick_vpns(self, plan: Plan) -> None:
+        from runner.supervisor import vpn
 
-    def _failed(self, name: str, e: Exception, errors: list[str]) -> None:
-        self.health.setdefault(name, Health()).last_error = str(e)
-        errors.append(f"NI {name}: {e}")
-        self.events.emit("reconcile.error", name, str(e), logging.ERROR)
+        for name, p in plan.nis.items():
+            task = self.current.get(f"task:{p.container_id}")
+            if p.vpn is not None and isinstance(task, k.Task) and task.running:
+                vpn.kick(name, p.vpn, self.store.state_dir(name))  # charon gave up: retry
 
-    def _needs_work(self, name: str) -> bool:
-        h = self.health.get(name)
-        return h is not None and h.next_try > 0 and time.monotonic() >= h.next_try
+    # -- healing ---------------------------------------------------------------------------
 
-    def _remove_orphans(self, plan: Plan) -> None:
-        """Objects of NIs that no manifest owns anymore.
+    def note_drift(self, drift: Drift) -> None:
+        """From the watcher's thread: something of ours changed behind our back."""
+        with self._drifts_lock:
+            self._drifts.owners.setdefault(drift.owner, []).append(drift.what)
+            if drift.item:
+                self._drifts.tainted.add(drift.item)
+            self._drifts.since = time.monotonic()
+        self.wake.set()
 
-        An NI's state dir is made before anything else of it and removed last, so
-        it is the record of what this supervisor made: network namespaces are
-        global, and an `nr-*` netns without a state dir here may belong to
-        another supervisor (a lab, a test) and is left alone.
-        """
-        ni_dirs = self.store.root / "ni"
-        if ni_dirs.is_dir():
-            for d in sorted(ni_dirs.iterdir()):
-                if d.name not in plan.nis:
-                    self._remove(d.name, None, "orphan removed")
-        wanted_cids = {p.container_id for p in plan.nis.values()}
-        for c in tasks.list_containers(self.client):
-            owned = c.id.startswith(names.CONTAINER_PREFIX) or nitask.LABEL_NAME in c.labels
-            if owned and c.id not in wanted_cids:
-                tasks.remove_container(self.client, c.id)
-                self.events.emit("orphan.removed", "", f"container {c.id}")
-        wanted_ifs = {p.transit.device_if for p in plan.nis.values() if p.transit}
-        for ifname in links.names():
-            if names.transit_slot(ifname) is not None and ifname not in wanted_ifs:
-                links.delete(ifname)
-                self.events.emit("orphan.removed", "", f"link {ifname}")
+    def heal(self) -> None:
+        """Read back the owners that drifted and put right what differs."""
+        with self._drifts_lock:
+            drifts, self._drifts = self._drifts, _Drifts()
+        if not drifts.owners:
+            return
+        with self.lock:
+            owners = {o for o in drifts.owners if o == "" or o in self.desired.nis}
+            intended = self.intended()
+            mine = [x for x in intended.values() if x.owner in owners and not x.EXTERNAL]
+            self._read_back(mine)
+            for i in drifts.tainted:
+                x = self.current.get(i)
+                if isinstance(x, k.NftTable):
+                    self.current[i] = tampered(x)
+            d = diff(self.current, intended, scope=owners)
+            if not d:
+                return
+            run = self._run(d, intended, atomic=False)
+            for owner in sorted(owners):
+                ops = [op for op in d.shown() if op.item.owner == owner]
+                if not ops:
+                    continue
+                why = "; ".join(dict.fromkeys(drifts.owners[owner]))
+                fixed = [done.op.line() for done in run.done if done.ok and done.op in ops]
+                self.events.emit("ni.healed" if owner else "device.healed", owner,
+                                 f"{why}: restored {'; '.join(fixed) or 'nothing yet'}")
 
-    # -- task exits: restart with backoff ----------------------------------------------
+    # -- the main loop's schedule ----------------------------------------------------------
+
+    def request_resync(self, reason: str, kind: str = "resync") -> None:
+        if kind == "uplink.changed":
+            self._uplinks_changed.set()
+        self.events.emit(kind, "", reason)
+        self._resync.set()
+        self.wake.set()
+
+    def next_wake(self) -> float:
+        """Seconds until something is due."""
+        now = time.monotonic()
+        due = [self._last_light + RESYNC_EVERY]
+        due += [h.next_try for h in self.health.values() if h.next_try > 0]
+        if self._drifts.owners:
+            due.append(self._drifts.since + SETTLE)
+        return max(0.0, min(due) - now)
+
+    def work(self) -> None:
+        """Whatever is due: a heal, restarts, a light or a forced pass."""
+        now = time.monotonic()
+        if self._drifts.owners and now >= self._drifts.since + SETTLE:
+            self.heal()
+        restarts = any(0 < h.next_try <= now for h in self.health.values())
+        if self._resync.is_set() or restarts or now >= self._last_light + RESYNC_EVERY:
+            self._resync.clear()
+            self.reconcile(force=now >= self._last_forced + FORCE_EVERY)
+
+    # -- task exits ------------------------------------------------------------------------
 
     def on_task_exit(self, ev: tasks.TaskExit) -> None:
         if ev.exec_id or not ev.container_id.startswith(names.CONTAINER_PREFIX):
             return
         name = ev.container_id.removeprefix(names.CONTAINER_PREFIX)
         with self.lock:
-            if name not in self.desired.nis:
-                return
+            task = self.current.get(f"task:{ev.container_id}")
+            if name not in self.desired.nis or not isinstance(task, k.Task) \
+                    or task.pid != ev.pid:
+                return  # not the task we know: one we stopped ourselves
+            self.current[task.id] = replace(task, running=False, status="stopped")
             h = self.health.setdefault(name, Health())
-            h.last_exit = ev.exit_status
-            up_for = time.monotonic() - h.last_start
-            h.failures_in_row = 1 if up_for > STABLE else h.failures_in_row + 1
-            if h.failures_in_row >= FAILED_AFTER:
-                h.failed_reason = (f"task exited {h.failures_in_row} times in a row "
-                                   f"(last status {ev.exit_status}); not restarted")
+            delay = h.exited(ev.exit_status, time.monotonic())
+            if delay is None:
                 self.events.emit("ni.failed", name, h.failed_reason, logging.ERROR)
                 return
-            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (h.failures_in_row - 1))
-            h.next_try = time.monotonic() + delay
-            h.restarts += 1
             self.events.emit("task.exited", name, f"restart {h.restarts} in {delay:.1f}s",
                              logging.WARNING, status=ev.exit_status, pid=ev.pid)
         self.wake.set()
 
-    def restart_due(self) -> None:
-        """Restart the tasks whose backoff has passed."""
-        with self.lock:
-            due = [n for n in self.desired.nis if self._needs_work(n)]
-            if not due:
-                return
-            plan = self._current_plan()
-            for n in due:
-                self.health[n].next_try = 0.0
-            try:
-                self._reconcile(plan, only=set(due))
-            except NirunnerError:
-                for n in due:  # try again later (the error is in the events already)
-                    h = self.health[n]
-                    h.next_try = time.monotonic() + min(BACKOFF_MAX, 2.0 * h.failures_in_row)
+    # -- status ----------------------------------------------------------------------------
 
-    def next_due(self) -> float | None:
-        times = [h.next_try for h in self.health.values() if h.next_try > 0]
-        return min(times) if times else None
-
-    # -- attach / detach ------------------------------------------------------------
-
-    def attach(self, ni: str, netns: str, ifname: str, mac: str, hostname: str) -> Attachment:
-        with self.lock:
-            if ni not in self.desired.nis:
-                raise NirunnerError(f"no such NI: {ni}")
-            plan = self._current_plan()
-            a = attach_mod.plug(ni, netns, ifname or "eth0", mac, hostname, plan.nis[ni].mtu)
-            self.desired.attachments = [
-                x for x in self.desired.attachments
-                if (x.netns, x.ifname) != (a.netns, a.ifname)] + [a]
-            self._save()
-            return a
-
-    def detach(self, ni: str, netns: str, ifname: str) -> None:
-        with self.lock:
-            keep: list[Attachment] = []
-            gone: list[Attachment] = []
-            for a in self.desired.attachments:
-                (gone if (a.ni, a.netns, a.ifname) == (ni, netns, ifname or "eth0")
-                 else keep).append(a)
-            if not gone:
-                raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
-            for a in gone:
-                attach_mod.unplug(a)
-                self._plugged.pop((a.netns, a.ifname), None)
-            self.desired.attachments = keep
-            self._save()
-
-    def _replug(self, plan: Plan) -> None:
-        """Apps stay plugged into a rebuilt NI (their veth died with the old netns).
-
-        A plug is looked at again only when the NI's or the app's netns is another
-        one than when it was last made (or on a forced pass)."""
-        for a in self.desired.attachments:
-            p = plan.nis.get(a.ni)
-            if p is None:
-                continue
-            key = (a.netns, a.ifname)
-            seen = (ns.inode(p.netns), ns.inode_of_path(a.netns), p.mtu)
-            if self._plugged.get(key) == seen:
-                continue
-            attach_mod.ensure(a, p.mtu)
-            self._plugged[key] = seen
-
-    # -- status ---------------------------------------------------------------------
-
-    def status(self, names_: Sequence[str] = (), detail: bool = False) -> list[dict]:
+    def status(self, names_: Sequence[str] = (), detail: bool = False) -> list[dict[str, Any]]:
         with self.lock:
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
-            plan = self._current_plan()
-            chosen = names_ or sorted(self.desired.nis)
             try:
-                listed = {t.container_id: t for t in tasks.list_tasks(self.client)}
-            except ContainerdError:
-                listed = {}  # containerd away: the NIs show their tasks as missing
-            return [status_mod.ni_status(self, plan, n, detail, listed) for n in chosen]
+                infos: dict[str, tasks.TaskInfo] | None = self.tasks.observe()
+                self.containerd_ok = True
+            except ContainerdError as e:
+                self.containerd_lost(str(e))
+                infos = None
+            plan = self.plan()
+            chosen = list(names_) or sorted(self.desired.nis)
+            gathered = [views.gather(self, plan, n, infos, detail) for n in chosen]
+        return [ni_status(v, detail) for v in gathered]
+
+    def item_states(self, name: str) -> list[dict[str, str]]:
+        """Every intended item of an NI: applied, pending (why) or failed (its error)."""
+        out = []
+        intended = self.intended()
+        d = diff(self.current, intended, scope={name})
+        waiting = {x.id: why for x, why in d.pending}
+        todo = {op.id: op.line() for op in d.shown()}
+        for x in sorted(intended.values(), key=Item.sort_key):
+            if x.owner != name or x.EXTERNAL:
+                continue
+            state = ("failed" if x.id in self.errors else "pending" if x.id in waiting
+                     or x.id in todo else "applied")
+            entry = {"id": x.id, "object": x.describe(), "state": state}
+            if x.id in self.errors:
+                entry["error"] = self.errors[x.id][1]
+            if x.id in waiting:
+                entry["waiting"] = waiting[x.id]
+            out.append(entry)
+        return out
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+

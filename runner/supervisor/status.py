@@ -1,20 +1,20 @@
-"""What `nirunner status` and `inspect` show of an NI, as one JSON-able dict."""
+"""What `nirunner status` and `inspect` show of an NI: a view, formatted as one JSON-able dict.
+
+The supervisor gathers an `NIView` (desired, applied items, task, health, leases,
+usage); `ni_status` only formats it. Nothing here talks to the kernel or containerd.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runner.containerd import metrics, tasks
-from runner.containerd.errors import ContainerdError
-from runner.drivers import nft
-from runner.plan.site import Plan
-from runner.supervisor import vpn
+from runner.model.types import NetworkInstance
+from runner.plan.ni import NIPlan
 
-if TYPE_CHECKING:
-    from runner.supervisor.core import Supervisor
+UNREACHABLE = "containerd unreachable"
 
 
 def leases(path: Path) -> list[dict[str, Any]]:
@@ -23,9 +23,9 @@ def leases(path: Path) -> list[dict[str, Any]]:
     with contextlib.suppress(OSError):
         for line in path.read_text().splitlines():
             w = line.split()
-            if len(w) >= 4:
-                out.append({"ip": w[2], "mac": w[1], "hostname": "" if w[3] == "*" else w[3],
-                            "expires": int(w[0])})
+            if len(w) >= 4 and w[0].isdigit():
+                out.append({"ip": w[2], "mac": w[1].lower(),
+                            "hostname": "" if w[3] == "*" else w[3], "expires": int(w[0])})
     return sorted(out, key=lambda x: tuple(int(p) for p in x["ip"].split(".")))
 
 
@@ -40,75 +40,109 @@ def services(path: Path) -> dict[str, str]:
     return out
 
 
-def ni_status(sup: Supervisor, plan: Plan, name: str, detail: bool,
-              listed: dict[str, tasks.TaskInfo]) -> dict[str, Any]:
-    """`listed`: the namespace's tasks by container id, from one call for all NIs."""
-    ni, p = sup.desired.nis[name], plan.nis[name]
-    h = sup.health.get(name)
+@dataclass(frozen=True)
+class Attached:
+    netns: str
+    ifname: str
+    mac: str
+    host_ifname: str
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    container: str
+    status: str  # running | stopped | created | missing | unknown
+    pid: int  # last known when containerd is unreachable
+    restarts: int = 0
+    last_exit: int | None = None
+
+
+@dataclass(frozen=True)
+class NIView:
+    """Everything status shows of one NI, gathered at one time."""
+
+    ni: NetworkInstance
+    plan: NIPlan
+    task: TaskView
+    failed_reason: str = ""
+    last_error: str = ""
+    held: str = ""  # why its task is not started now (backoff, containerd away)
+    leases: tuple[dict[str, Any], ...] = ()
+    attached: tuple[Attached, ...] = ()
+    services: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    vpn: dict[str, Any] | None = None
+    vpn_down: str = ""  # why the tunnel is down, if it is
+    items: tuple[dict[str, str], ...] = ()  # detail: every item, its state and last error
+    device_rules: tuple[str, ...] = ()
+    nft: str | None = None  # detail: the NI's nft table as nft lists it
+    now: float = 0.0
+
+
+def apps(v: NIView) -> list[dict[str, Any]]:
+    """The NI's apps: attached ones and holders of unexpired leases, each once (by MAC)."""
+    out: dict[str, dict[str, Any]] = {}
+    for lease in v.leases:
+        if lease["expires"] == 0 or lease["expires"] > v.now:
+            out[lease["mac"]] = {**lease, "attached": False}
+    for a in v.attached:
+        entry = out.setdefault(a.mac, {"ip": "", "mac": a.mac, "hostname": a.hostname,
+                                       "expires": None})
+        entry["attached"] = True
+    return sorted(out.values(), key=lambda x: (not x["ip"], tuple(
+        int(p) for p in x["ip"].split(".")) if x["ip"] else (), x["mac"]))
+
+
+def ni_status(v: NIView, detail: bool = False) -> dict[str, Any]:
+    ni, p = v.ni, v.plan
     st: dict[str, Any] = {
-        "name": name, "type": str(ni.type), "uplink": ni.uplink or "",
+        "name": ni.name, "type": str(ni.type), "uplink": ni.uplink or "",
         "subnet": str(ni.subnet), "gateway": str(ni.gateway), "mtu": p.mtu,
     }
     if p.transit:
         st["transit"] = {"device": str(p.transit.device_addr), "ni": str(p.transit.ni_addr),
                          "link": p.transit.device_if}
-    task: dict[str, Any] = {"container": p.container_id, "pid": 0, "status": "missing",
-                            "restarts": h.restarts if h else 0,
-                            "lastExit": h.last_exit if h else None}
-    info = listed.get(p.container_id)
-    if info is not None:
-        task.update(pid=info.pid, status=info.status)
-    st["task"] = task
-    limits = ni.resources
-    usage: dict[str, Any] = {"memoryLimit": limits.memory, "cpuLimit": limits.cpu,
-                             "pidsLimit": limits.pids}
-    if task["status"] == "running":
-        with contextlib.suppress(ContainerdError, ValueError):
-            u = metrics.decode(tasks.task_metrics(sup.client, p.container_id))
-            usage.update(memory=u.memory_bytes, cpuSeconds=round(u.cpu_ns / 1e9, 3),
-                         pids=u.pids)
-    st["usage"] = usage
-    state_dir = sup.store.state_dir(name)
-    svc = services(state_dir / "services.status")
-    st["services"] = svc
-    now = time.time()
-    st["apps"] = [lease for lease in leases(state_dir / "dnsmasq.leases")
-                  if lease["expires"] == 0 or lease["expires"] > now]
+    st["task"] = {"container": v.task.container, "pid": v.task.pid, "status": v.task.status,
+                  "restarts": v.task.restarts, "lastExit": v.task.last_exit}
+    r = ni.resources
+    st["usage"] = {"memoryLimit": r.memory, "cpuLimit": r.cpu, "pidsLimit": r.pids, **v.usage}
+    st["services"] = dict(v.services)
+    st["apps"] = apps(v)
     st["attached"] = [{"netns": a.netns, "ifname": a.ifname, "mac": a.mac,
-                       "hostIfname": a.host_ifname}
-                      for a in sup.desired.attachments if a.ni == name]
+                       "hostIfname": a.host_ifname} for a in v.attached]
     st["portMaps"] = [
         {"name": pm.name, "protocol": str(pm.protocol), "uplinkPort": pm.uplink_port,
          "target": pm.target, "targetIp": str(ni.target_ip(pm)), "targetPort": pm.target_port}
         for pm in ni.port_maps]
-    st["state"], st["reason"] = _state(task["status"], svc, h)
-    if p.vpn is not None and ni.vpn is not None:
-        st["vpn"] = vpn.status(p.vpn, str(ni.vpn.remote), state_dir)
-        if st["state"] == "running" and not st["vpn"]["up"]:
-            st["state"], st["reason"] = "degraded", vpn.down_reason(st["vpn"])
+    st["state"], st["reason"] = state(v)
+    if v.vpn is not None:
+        st["vpn"] = v.vpn
     if detail:
-        st["routes"] = [str(r) for r in p.routes]
-        st["deviceRules"] = [str(r) for r in plan.device.rules
-                             if p.transit and r.iif == p.transit.device_if]
-        try:
-            st["nft"] = nft.list_table("inet", "ni", p.netns)
-        except Exception as e:  # the netns may be gone mid-rebuild
-            st["nft"] = f"unavailable: {e}"
+        st["routes"] = [str(x) for x in p.routes]
+        st["deviceRules"] = list(v.device_rules)
+        st["items"] = list(v.items)
+        if v.nft is not None:
+            st["nft"] = v.nft
     return st
 
 
-def _state(task: str, svc: dict[str, str], h: Any) -> tuple[str, str]:
-    if h is not None and h.failed_reason:
-        return "failed", h.failed_reason
-    if task != "running":
-        if h is not None and h.last_error:
-            return "pending", h.last_error
-        return "pending", f"task {task}"
-    bad = {k: v for k, v in svc.items() if v in ("backoff", "failed")}
-    if svc.get("dnsmasq") != "running" and "dnsmasq" not in bad:
+def state(v: NIView) -> tuple[str, str]:
+    """(state, reason): failed, unknown, pending, degraded or running."""
+    if v.failed_reason:
+        return "failed", v.failed_reason
+    if v.task.status == "unknown":
+        return "unknown", UNREACHABLE
+    if v.task.status != "running":
+        why = v.last_error or v.held or f"task {v.task.status}"
+        return "pending", why
+    bad = {k: s for k, s in v.services.items() if s in ("backoff", "failed")}
+    if v.services.get("dnsmasq") != "running" and "dnsmasq" not in bad:
         return "pending", "services starting"
     if bad:
-        return "degraded", ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
-    if h is not None and h.last_error:
-        return "degraded", h.last_error
+        return "degraded", ", ".join(f"{k} {s}" for k, s in sorted(bad.items()))
+    if v.last_error:
+        return "degraded", v.last_error
+    if v.vpn is not None and not v.vpn.get("up"):
+        return "degraded", v.vpn_down
     return "running", ""

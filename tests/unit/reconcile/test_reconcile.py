@@ -30,7 +30,8 @@ PLUG = AppPlug("alpha", "/run/netns/app1", "eth0", "ap12345678", "02:00:00:00:00
 def items(nis: tuple = NIS, present: tuple[str, ...] = ("eth0", "eth1"),
           plugs: tuple[AppPlug, ...] = (PLUG,), image: str = "nirunner/ni:1",
           previous: dict[str, int] | None = None) -> Items:
-    return build(site(nis, FACTS, previous), LAYOUT, image, UPLINKS, present, plugs)
+    return build(site(nis, FACTS, previous), LAYOUT, image, UPLINKS, present, plugs,
+                 app_netns={PLUG.netns: 77})
 
 
 def ids(d: Diff) -> list[str]:
@@ -259,6 +260,17 @@ def test_plugs_follow_their_bridge() -> None:
     mac = dict(now)
     mac["bridge:nr-alpha/br0"] = replace(now["bridge:nr-alpha/br0"], mtu=9000)
     assert ids(diff(mac, now, scope={"alpha"})) == ["modify bridge:nr-alpha/br0"]
+
+
+def test_a_plug_waits_for_its_app_and_follows_a_new_netns() -> None:
+    site_ = site(NIS, FACTS)
+    gone = build(site_, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (PLUG,), app_netns={})
+    d = diff(items(), gone, scope={"alpha"})
+    assert d.ops == () and [x.id for x, _ in d.pending] == ["plug:alpha/ap12345678"]
+    again = build(site_, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (PLUG,),
+                  app_netns={PLUG.netns: 78})
+    assert ids(diff(items(), again, scope={"alpha"})) == [
+        "recreate/del plug:alpha/ap12345678", "recreate plug:alpha/ap12345678"]
 
 
 def test_image_change_recreates_every_task() -> None:

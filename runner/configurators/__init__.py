@@ -1,0 +1,40 @@
+"""One configurator per item kind: the effects of creating, modifying, deleting and
+reading items, over the drivers (runner.drivers) and the containerd client.
+
+Every create is idempotent (it makes what is missing and fixes what differs), so
+re-running it after a crash, or as the inverse of a delete, is safe. Deleting a
+missing object is not an error. Reading returns the object as an item of the
+same id, or None when it does not exist (or cannot be what the item says).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.configurators.files import ConfigFilesConf, StateDirConf
+from runner.configurators.links import BridgeConf, PlugConf, VethConf
+from runner.configurators.netns import NetnsConf, SysctlsConf
+from runner.configurators.nft import NftConf
+from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
+from runner.configurators.task import TaskConf
+from runner.containerd.client import Client
+from runner.plan.layout import Layout
+
+
+def configurators(client: Client, layout: Layout) -> dict[str, Any]:
+    """By item kind."""
+    tasks = TaskConf(client)
+    return {
+        "statedir": StateDirConf(layout),
+        "netns": NetnsConf(layout),
+        "sysctls": SysctlsConf(),
+        "veth": VethConf(),
+        "bridge": BridgeConf(),
+        "routes": RoutesConf(),
+        "rule": RuleConf(),
+        "localrule": LocalRuleConf(),
+        "nft": NftConf(),
+        "files": ConfigFilesConf(tasks),
+        "task": tasks,
+        "plug": PlugConf(),
+    }

@@ -1,0 +1,151 @@
+"""Links: transit veths, NI bridges, app plugs (veths from an app's netns to br0)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from ipaddress import IPv4Interface
+
+from runner.drivers import links
+from runner.drivers import netns as ns
+from runner.drivers.links import IPRoute, LinkError, LinkInfo
+from runner.net import names
+from runner.reconcile.kinds import Bridge, Plug, Veth
+
+NO_ADDRESS = IPv4Interface("0.0.0.0/32")  # read back when a link has not exactly one
+
+
+def _one(addresses: tuple[IPv4Interface, ...]) -> IPv4Interface:
+    return addresses[0] if len(addresses) == 1 else NO_ADDRESS
+
+
+def _get(netns: str | None, ifname: str) -> LinkInfo | None:
+    try:
+        return links.in_netns(netns, lambda ip: links.get(ip, ifname))
+    except ns.NoSuchNetns:
+        return None
+
+
+def _pair(netns: str | None, ifname: str, peer_netns: str, peer: str
+          ) -> tuple[LinkInfo, LinkInfo] | None:
+    """Both ends of a veth pair, if `ifname` here and `peer` there are each other's."""
+    here = _get(netns, ifname)
+    there = _get(peer_netns, peer) if here is not None else None
+    if here is None or there is None or here.kind != "veth" or here.peer != there.index \
+            or there.peer != here.index:
+        return None
+    return here, there
+
+
+class VethConf:
+    parallel = False
+
+    def create(self, item: Veth) -> Veth:
+        if _pair(None, item.name, item.peer_netns, item.peer_name) is None:
+            if links.delete(item.name):  # a stale end (its peer went with an old netns)
+                links.wait_gone(item.name)
+            with links.ipr() as ip:
+                links.add_veth(ip, item.name, item.peer_name, ns.path(item.peer_netns),
+                               item.mtu)
+        return self.modify(item, item)
+
+    def modify(self, old: Veth, new: Veth) -> Veth:
+        with links.ipr() as ip:
+            links.ensure_up(ip, new.name, new.mtu, (new.address,))
+        links.in_netns(new.peer_netns,
+                       lambda ip: links.ensure_up(ip, new.peer_name, new.mtu, (new.peer_address,)))
+        return new
+
+    def delete(self, item: Veth) -> None:
+        links.delete(item.name)  # its peer goes with it
+
+    def read(self, item: Veth) -> Veth | None:
+        pair = _pair(None, item.name, item.peer_netns, item.peer_name)
+        if pair is None:
+            return None
+        here, there = pair
+        return replace(item, mtu=here.mtu if here.mtu == there.mtu else 0,
+                       address=_one(here.addresses), peer_address=_one(there.addresses))
+
+    def sweep(self) -> list[Veth]:
+        """Transit links in the device netns (nr<slot>), whoever's NI they were."""
+        return [Veth("", n, "", names.NI_TRANSIT_IF, 0, NO_ADDRESS, NO_ADDRESS)
+                for n in links.names() if names.transit_slot(n) is not None]
+
+
+class BridgeConf:
+    parallel = False
+
+    def create(self, item: Bridge) -> Bridge:
+        def body(ip: IPRoute) -> None:
+            links.ensure_bridge(ip, item.name, item.mac, item.mtu)
+            links.ensure_up(ip, item.name, item.mtu, (item.address,))
+
+        links.in_netns(item.netns, body)
+        return item
+
+    def modify(self, old: Bridge, new: Bridge) -> Bridge:
+        return self.create(new)
+
+    def delete(self, item: Bridge) -> None:
+        try:
+            links.delete(item.name, item.netns)
+        except ns.NoSuchNetns:
+            pass
+
+    def read(self, item: Bridge) -> Bridge | None:
+        link = _get(item.netns, item.name)
+        if link is None or link.kind != "bridge":
+            return None
+        return replace(item, mac=link.mac, mtu=link.mtu if link.up else 0,
+                       address=_one(link.addresses))
+
+
+class PlugConf:
+    """An app's veth: made from the NI's side with its peer created in the app's netns,
+    with a stable MAC, so a re-plugged app gets its old lease back."""
+
+    parallel = False
+
+    def create(self, item: Plug) -> Plug:
+        if not os.path.exists(item.app_netns):
+            raise LinkError(f"plug {item.app_netns} into NI {item.ni}: "
+                            "the app's netns does not exist")
+        if _pair(item.netns, item.host_if, item.app_netns, item.ifname) is None:
+            def fresh(ip: IPRoute) -> None:
+                if links.index(ip, item.host_if) is not None:  # a stale end
+                    links.call(f"delete stale link {item.host_if}", ip.link, "del",
+                               ifname=item.host_if)
+                links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
+                               peer_mac=item.mac)
+
+            links.in_netns(item.netns, fresh)
+        return self.modify(item, item)
+
+    def modify(self, old: Plug, new: Plug) -> Plug:
+        links.in_netns(new.netns, lambda ip: links.ensure_up(ip, new.host_if, new.mtu,
+                                                              master=new.bridge))
+
+        def app_side(ip: IPRoute) -> None:
+            links.ensure_up(ip, "lo")
+            links.ensure_up(ip, new.ifname, new.mtu)
+
+        links.in_netns(new.app_netns, app_side)
+        return new
+
+    def delete(self, item: Plug) -> None:
+        try:
+            links.delete(item.host_if, item.netns)  # the app's end goes with it
+        except ns.NoSuchNetns:
+            pass
+
+    def read(self, item: Plug) -> Plug | None:
+        if not os.path.exists(item.app_netns):
+            return None
+        pair = _pair(item.netns, item.host_if, item.app_netns, item.ifname)
+        if pair is None or pair[1].mac.lower() != item.mac:
+            return None
+        here, there = pair
+        bridge = _get(item.netns, item.bridge)
+        plugged = bridge is not None and here.master == bridge.index and here.up and there.up
+        return replace(item, mtu=here.mtu if plugged else 0)

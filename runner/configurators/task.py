@@ -1,0 +1,124 @@
+"""NI tasks: the containerd container (spec, labels, rootfs snapshot) and its task."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner import nitask
+from runner.containerd import tasks
+from runner.containerd.client import Client
+from runner.containerd.errors import AlreadyExists, NotFound
+from runner.net import names
+from runner.reconcile.kinds import Task
+from runner.render import swanctl
+from runner.supervisor import vpn
+
+if TYPE_CHECKING:
+    from runner.pb.containerd.services.containers.v1 import containers_pb2
+    from runner.reconcile.kinds import ConfigFiles
+
+log = logging.getLogger("nirunner.task")
+
+
+def _nitask(item: Task) -> nitask.NITask:
+    return nitask.NITask(
+        name=item.ni, ni_type=item.ni_type, uplink=item.uplink, generation=item.generation,
+        netns_path=item.netns_path, config_dir=item.config_dir, state_dir=item.state_dir,
+        log_path=item.log_path, limits=item.limits)
+
+
+class TaskConf:
+    parallel = True  # creating and starting a task is mostly waiting on runc
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._containers: dict[str, containers_pb2.Container] | None = None
+        self._tasks: dict[str, tasks.TaskInfo] = {}
+
+    # -- effects -------------------------------------------------------------------------
+
+    def create(self, item: Task) -> Task:
+        t = _nitask(item)
+        try:
+            pid = nitask.run(self.client, item.image, t)
+        except AlreadyExists:  # left by a crash between create and start: make it anew
+            nitask.remove(self.client, item.ni)
+            pid = nitask.run(self.client, item.image, t)
+        return replace(item, pid=pid, status="running")
+
+    def modify(self, old: Task, new: Task) -> Task:
+        c = self.client
+        if old.limits != new.limits:
+            tasks.update_limits(c, new.container_id, new.limits)
+        if new.running and not old.running:
+            if old.status not in ("", "missing"):
+                with contextlib.suppress(NotFound):
+                    tasks.delete_task(c, new.container_id)
+            pid = nitask.start(c, _nitask(new))
+            return replace(new, pid=pid, status="running")
+        return replace(new, pid=old.pid, status=old.status)
+
+    def delete(self, item: Task) -> None:
+        tasks.remove_container(self.client, item.container_id)
+
+    def reload(self, files: ConfigFiles, changed: list[str]) -> None:
+        """The running task takes changed config files: SIGHUP (dnsmasq), VICI (charon)."""
+        cid = names.container_id(files.ni)
+        with contextlib.suppress(NotFound):
+            tasks.kill_task(self.client, cid, tasks.SIGHUP, all_processes=False)
+        if files.vpn is not None and any(n.startswith(f"{swanctl.SWANCTL_DIR}/")
+                                         for n in changed):
+            state = Path(files.dir).parent / "state"
+            done = vpn.reload(files.ni, files.vpn, Path(files.dir), state, changed)
+            log.info("NI %s: VPN reloaded: %s", files.ni, done)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """One list of containers and one of tasks for a batch of reads."""
+        self._containers = {x.id: x for x in tasks.list_containers(self.client)}
+        self._tasks = {t.container_id: t for t in tasks.list_tasks(self.client)}
+
+    def observe(self) -> dict[str, tasks.TaskInfo]:
+        """The namespace's tasks by container id (one call)."""
+        self._tasks = {t.container_id: t for t in tasks.list_tasks(self.client)}
+        return self._tasks
+
+    def read(self, item: Task) -> Task | None:
+        if self._containers is None:
+            self.prepare()
+        assert self._containers is not None
+        c = self._containers.get(item.container_id)
+        if c is None:
+            return None
+        labels = c.labels
+        info = self._tasks.get(item.container_id)
+        status = info.status if info else "missing"
+        return replace(
+            item, image=c.image, generation=labels.get(nitask.LABEL_GENERATION, ""),
+            ni_type=labels.get(nitask.LABEL_TYPE, ""),
+            uplink=labels.get(nitask.LABEL_UPLINK, ""), limits=tasks.limits_of(c),
+            running=status == "running", pid=info.pid if info else 0, status=status)
+
+    def sweep(self) -> list[Task]:
+        """Containers that are ours by name or label (an NI's, whichever)."""
+        if self._containers is None:
+            self.prepare()
+        assert self._containers is not None
+        out = []
+        for c in self._containers.values():
+            ni = c.labels.get(nitask.LABEL_NAME) or (
+                c.id.removeprefix(names.CONTAINER_PREFIX)
+                if c.id.startswith(names.CONTAINER_PREFIX) else "")
+            if ni:
+                out.append(Task(ni="", container_id=c.id, image=c.image, generation="",
+                                ni_type="", uplink="", netns="", netns_path="", config_dir="",
+                                state_dir="", log_path="", limits=tasks.limits_of(c)))
+        return out
+
+    def done_reading(self) -> None:
+        self._containers = None

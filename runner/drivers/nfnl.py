@@ -1,0 +1,125 @@
+"""nftables over netlink, the little nirunner needs without spawning nft.
+
+- `table_comment`: one NFT_MSG_GETTABLE request, the table's comment back;
+- `parse`: nftables event messages (from a socket bound to NFNLGRP_NFTABLES) as
+  (message type, table name, PID of the process behind a batch) tuples.
+
+Called in the calling thread's netns (see runner.drivers.netns.run_in).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7
+NFNL_SUBSYS_NFTABLES = 10
+NLM_F_REQUEST = 1
+NLMSG_ERROR = 2
+
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
+NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 3, 5
+NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
+NFT_MSG_NEWSET, NFT_MSG_DELSET = 9, 11
+NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFT_MSG_NEWGEN = 15
+NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
+NFTA_GEN_PROC_PID = 2
+NFTNL_UDATA_TABLE_COMMENT = 0
+
+FAMILIES = {"ip": 2, "inet": 1, "ip6": 10, "arp": 3, "bridge": 7, "netdev": 5}
+
+_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_GEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian, unused)
+_ATTR = struct.Struct("=HH")
+
+
+class NfnlError(OSError):
+    pass
+
+
+def _attrs(data: bytes, start: int, end: int) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    at = start
+    while at + 4 <= end:
+        length, kind = _ATTR.unpack_from(data, at)
+        if length < 4:
+            break
+        out[kind & 0x7FFF] = data[at + 4: at + length]
+        at += (length + 3) & ~3
+    return out
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    raw = _ATTR.pack(4 + len(value), kind) + value
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def _comment(userdata: bytes) -> str:
+    at = 0
+    while at + 2 <= len(userdata):
+        kind, length = userdata[at], userdata[at + 1]
+        if kind == NFTNL_UDATA_TABLE_COMMENT:
+            return userdata[at + 2: at + 2 + length].rstrip(b"\0").decode(errors="replace")
+        at += 2 + length
+    return ""
+
+
+def table_comment(family: str, table: str) -> str | None:
+    """The comment of table `family table` here ("" if none), None if there is no such table."""
+    msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
+    body = _GEN.pack(FAMILIES[family], 0, 0) + _attr(NFTA_TABLE_NAME, table.encode() + b"\0")
+    request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
+        s.settimeout(5)
+        s.bind((0, 0))
+        s.send(request)
+        data = s.recv(65536)
+    length, kind, _, _, _ = _HDR.unpack_from(data, 0)
+    if kind == NLMSG_ERROR:
+        (code,) = struct.unpack_from("=i", data, _HDR.size)
+        if -code == errno.ENOENT:
+            return None
+        raise NfnlError(-code, f"get nft table {family} {table}: {os.strerror(-code)}")
+    attrs = _attrs(data, _HDR.size + _GEN.size, length)
+    return _comment(attrs.get(NFTA_TABLE_USERDATA, b""))
+
+
+@dataclass(frozen=True)
+class NftEvent:
+    msg: int  # NFT_MSG_*
+    family: int
+    table: str  # "" for NEWGEN
+    pid: int  # NEWGEN only: the process that made the batch
+
+
+def parse(data: bytes) -> Iterator[NftEvent]:
+    """The nftables messages in one datagram read from an event socket."""
+    at = 0
+    while at + _HDR.size <= len(data):
+        length, kind, _, _, _ = _HDR.unpack_from(data, at)
+        if length < _HDR.size:
+            return
+        if kind >> 8 == NFNL_SUBSYS_NFTABLES:
+            family = data[at + _HDR.size]
+            attrs = _attrs(data, at + _HDR.size + _GEN.size, at + length)
+            msg = kind & 0xFF
+            if msg == NFT_MSG_NEWGEN:
+                pid = struct.unpack(">I", attrs.get(NFTA_GEN_PROC_PID, b"\0\0\0\0")[:4])[0]
+                yield NftEvent(msg, family, "", pid)
+            else:
+                name = attrs.get(1, b"").rstrip(b"\0").decode(errors="replace")
+                yield NftEvent(msg, family, name, 0)
+        at += (length + 3) & ~3
+
+
+def event_socket() -> socket.socket:
+    """A socket for the calling thread's netns that receives its nftables changes."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    s.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+    return s
