@@ -220,6 +220,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"\n{title}\n" + "\n".join(s[key]))
     if s.get("vpn"):
         print("\n" + _vpn_details(s["vpn"]))
+    items = s.get("items") or []
+    if items:
+        print("\nITEMS\n" + table([["STATE", "OBJECT", "NOTE"]] + [
+            [x["state"], x["object"], x.get("error") or
+             (f"waiting for {x['waiting']}" if x.get("waiting") else "")] for x in items]))
     if s.get("nft"):
         print("\nNFT (NI netns)\n" + s["nft"].rstrip())
     return 0

@@ -63,7 +63,7 @@ class Client:
                 # (gRPC's default backoff grows to two minutes)
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.max_reconnect_backoff_ms", 250),  # a local socket: retries are cheap
             ],
         )
         try:

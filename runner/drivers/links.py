@@ -21,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers import netns as ns
 from runner.errors import NirunnerError
+from runner.testhooks import netlink_fault
 
 T = TypeVar("T")
 IFF_UP = 1
@@ -37,6 +38,9 @@ def _fail(what: str, e: NetlinkError) -> LinkError:
 def call(what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """fn(*args, **kw), a netlink error raised as LinkError("<what> in <netns>: <reason>")."""
     try:
+        fault = netlink_fault(what)
+        if fault:
+            raise NetlinkError(fault)
         return fn(*args, **kw)
     except NetlinkError as e:
         raise _fail(what, e) from None

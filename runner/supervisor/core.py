@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,7 +56,7 @@ from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
 from runner.supervisor.store import Attachment, Desired, Store
-from runner.supervisor.testhooks import crash_point
+from runner.testhooks import crash_point
 
 log = logging.getLogger("nirunner.supervisor")
 
@@ -96,13 +96,17 @@ class _Drifts:
 
 class Supervisor:
     def __init__(self, config: SupervisorConfig, client: Client,
-                 watcher: Watcher | None = None) -> None:
+                 watcher: Watcher | None = None, confs: Mapping[str, Any] | None = None,
+                 read_facts: Callable[[], Facts] | None = None) -> None:
+        """`confs` and `read_facts` replace the configurators and the live facts in tests."""
         self.config = config
         self.client = client
         self.store = Store(config.state_dir)
         self.desired: Desired = self.store.load()  # StateCorrupt: refuse to start
-        self.confs = configurators(client, self.store)
+        self.confs = confs if confs is not None else configurators(client, self.store)
         self.tasks: TaskConf = self.confs["task"]
+        self._read_facts = read_facts or (
+            lambda: live_facts.read(self.config, self.config.resolv_conf))
         self.engine = Engine(self.confs, after_op=self._after_op)
         self.events = EventLog()
         self.watcher = watcher
@@ -126,7 +130,7 @@ class Supervisor:
 
     def _facts_now(self) -> Facts:
         if self._facts is None:
-            self._facts = live_facts.read(self.config, self.config.resolv_conf)
+            self._facts = self._read_facts()
         return self._facts
 
     def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
@@ -358,23 +362,25 @@ class Supervisor:
                 self._read_back(list(intended.values()), sweep=True)
             else:
                 self._observe_tasks()
-            d = diff(self.current, intended)
-            self._run(d, intended, atomic=False)
+            run = self._run(diff(self.current, intended), intended, atomic=False)
             if force:
                 self._last_forced = time.monotonic()
             self._last_light = time.monotonic()
-            done = results(d.ops, sorted(self.desired.nis))
-            self._report_pass(d, done, "ni.healed" if force else "")
+            ran = [x.op for x in run.done if x.ok and not x.inverse]
+            done = results(ran, sorted(self.desired.nis))
+            self._report_pass(ran, done, "ni.healed" if force else "")
             self._kick_vpns(plan)
             return done
 
-    def _report_pass(self, d: Diff, done: Sequence[NIResult], kind: str) -> None:
-        for op in d.shown():
+    def _report_pass(self, ran: Sequence[Op], done: Sequence[NIResult], kind: str) -> None:
+        """Events of a pass, from the ops that ran."""
+        shown = Diff(tuple(ran)).shown()
+        for op in shown:
             if op.item.owner not in self.desired.nis and op.action is Action.DELETE \
                     and not op.implied:
                 self.events.emit("orphan.removed", "", op.line())
         for r in done:
-            ops = [op for op in d.shown() if op.item.owner == r.name]
+            ops = [op for op in shown if op.item.owner == r.name]
             starts = [op for op in ops if op.item.KIND == "task"]
             if starts and r.action != DELETED:
                 h = self.health.get(r.name)
