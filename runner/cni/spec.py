@@ -148,17 +148,20 @@ def parse_env(env: Mapping[str, str]) -> Invocation:
     if missing:
         raise CniError(Code.INVALID_ENVIRONMENT,
                        f"required env variables [{','.join(missing)}] missing for {command}")
-    container_id = env.get("CNI_CONTAINERID", "")
+    # only the variables the command uses are checked: libcni sends VERSION with
+    # CNI_NETNS=dummy and CNI_IFNAME=dummy, for one
+    uses = {"ADD", "CHECK", "DEL"}
+    container_id = env.get("CNI_CONTAINERID", "") if command in uses else ""
     if container_id and not _CNI_NAME.fullmatch(container_id):
         raise CniError(Code.INVALID_ENVIRONMENT, "CNI_CONTAINERID has invalid characters",
                        container_id)
-    ifname = env.get("CNI_IFNAME", "")
+    ifname = env.get("CNI_IFNAME", "") if command in uses else ""
     if ifname:
         try:
             names.check_ifname(ifname)
         except NetValueError as e:
             raise CniError(Code.INVALID_ENVIRONMENT, f"CNI_IFNAME: {e}") from None
-    netns = env.get("CNI_NETNS", "")
+    netns = env.get("CNI_NETNS", "") if command in uses else ""
     if netns and not netns.startswith("/"):
         raise CniError(Code.INVALID_ENVIRONMENT, f"CNI_NETNS {netns!r} is not an absolute path")
     return Invocation(command=command, container_id=container_id, netns=netns, ifname=ifname,
@@ -229,7 +232,7 @@ def parse_config(stdin: bytes, command: str) -> NetConf:
     return NetConf(
         cni_version=version, name=name, ni=ni, socket=socket, app=app, mac=mac,
         port_mappings=_port_mappings(rc.get("portMappings")),
-        aliases=tuple(a for a in rc.get("aliases") or () if isinstance(a, str)),
+        aliases=_aliases(rc.get("aliases"), name),
         prev_result=prev,
         valid_attachments=_valid_attachments(doc) if command == "GC" else None,
     )
@@ -291,6 +294,14 @@ def _port_mappings(raw: Any) -> tuple[PortMapping, ...]:
     return tuple(out)
 
 
+def _aliases(raw: Any, network: str) -> tuple[str, ...]:
+    """The `aliases` capability: a list (the conventions doc) or, as podman 4.3 sends
+    it, an object of lists by network name."""
+    if isinstance(raw, dict):
+        raw = raw.get(network)
+    return tuple(a for a in raw if isinstance(a, str)) if isinstance(raw, list) else ()
+
+
 def _valid_attachments(doc: Mapping[str, Any]) -> tuple[AttachmentKey, ...]:
     # without the list a GC would remove every attachment: refuse instead
     raw = doc.get(VALID_ATTACHMENTS)
@@ -308,8 +319,9 @@ def _valid_attachments(doc: Mapping[str, Any]) -> tuple[AttachmentKey, ...]:
 
 def hostname(conf: NetConf, inv: Invocation) -> str:
     """The name the container announces in DHCP (so the NI's DNS resolves it), if any:
-    the declared app, else the runtime's alias or pod name when it is a DNS label."""
-    for candidate in (conf.app, *conf.aliases, inv.arg("K8S_POD_NAME")):
+    the declared app, else the pod (podman: container) name, else an alias, the
+    first that is a DNS label."""
+    for candidate in (conf.app, inv.arg("K8S_POD_NAME"), *conf.aliases):
         if candidate and _HOSTNAME.fullmatch(candidate.lower()):
             return candidate.lower()
     return ""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.cni import plugin
 from runner.lab.podman import LabPodman, lab_podman
 from runner.lab.topology import sh, wait_for
 from tests.integration.conftest import RUN_ID
@@ -83,3 +84,34 @@ def test_container_on_a_cni_bridge_in_a_lab_netns(podman: LabPodman) -> None:
                 if f.startswith(NETWORK)]
     assert (sorted(os.listdir("/etc/cni/net.d")) if os.path.isdir("/etc/cni/net.d")
             else []) == etc_cni
+
+
+@pytest.fixture
+def podman_with_plugin() -> Iterator[LabPodman]:
+    netns = f"{PREFIX}-pp"
+    base = Path("/run") / PREFIX
+    sh("ip", "netns", "add", netns)
+    try:
+        sh("ip", "link", "set", "lo", "up", netns=netns)
+        plugin.install(str(base / "cni-bin"))
+        with lab_podman(base / "podman2", netns, (str(base / "cni-bin"), "/usr/lib/cni")) as pm:
+            yield pm
+    finally:
+        sh("ip", "netns", "del", netns, check=False)
+        sh("rm", "-rf", str(base), check=False)
+
+
+def test_podman_runs_the_nirunner_plugin(podman_with_plugin: LabPodman) -> None:
+    """podman's libcni finds `type: nirunner`, accepts its VERSION answer and shows its
+    CNI error (here: no supervisor) instead of starting a container without network."""
+    pm = podman_with_plugin
+    pm.import_busybox()
+    absent = str(pm.base / "no-supervisor.sock")
+    pm.add_network({"cniVersion": "1.0.0", "name": "factory",
+                    "plugins": [{"type": "nirunner", "ni": "factory", "socket": absent,
+                                 "capabilities": {"portMappings": True, "aliases": True}}]})
+    res = pm.run("run", "-d", "--name", f"{PREFIX}-c1", "-p", "8080:80", "--network",
+                 "factory", pm.image, "busybox", "sleep", "60", check=False)
+    assert res.returncode != 0
+    assert "nirunner" in res.stderr and f"no API socket {absent}" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -53,6 +53,10 @@ def test_version_lists_the_supported_versions_and_echoes_the_request(sup: FakeSu
                                "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
     doc, rc = call(sup, {"CNI_COMMAND": "VERSION"}, b"")
     assert rc == 0 and doc is not None and doc["cniVersion"] == "1.1.0"
+    # as libcni (podman 4.3) sends it
+    libcni = {"CNI_COMMAND": "VERSION", "CNI_NETNS": "dummy", "CNI_IFNAME": "dummy",
+              "CNI_PATH": "dummy", "CNI_CONTAINERID": "", "CNI_ARGS": ""}
+    assert call(sup, libcni, {"cniVersion": "1.0.0"})[1] == 0
     assert sup.calls == []  # VERSION never talks to the supervisor
 
 
@@ -93,17 +97,21 @@ def test_add_passes_mac_port_mappings_and_hostname(sup: FakeSupervisor) -> None:
     assert att.port_mappings == (PortMapping(8080, 80, "tcp"), PortMapping(5353, 53, "udp"))
 
 
-def test_add_hostname_comes_from_app_then_aliases_then_pod_name() -> None:
+def test_add_hostname_comes_from_app_then_pod_name_then_aliases() -> None:
     from runner.cni import spec
 
-    inv = spec.parse_env(env("ADD", CNI_ARGS="K8S_POD_NAME=Pod-1"))
-    base = spec.parse_config(json.dumps(conf()).encode(), "ADD")
-    assert spec.hostname(base, inv) == "pod-1"
-    with_alias = spec.parse_config(json.dumps(conf(runtimeConfig={"aliases": ["bad_name", "db"]}))
-                                   .encode(), "ADD")
-    assert spec.hostname(with_alias, inv) == "db"
-    with_app = spec.parse_config(json.dumps(conf(app="plc")).encode(), "ADD")
-    assert spec.hostname(with_app, inv) == "plc"
+    def netconf(**extra: Any) -> spec.NetConf:
+        return spec.parse_config(json.dumps(conf(**extra)).encode(), "ADD")
+
+    inv = spec.parse_env(env("ADD", CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=Web-1"))
+    assert spec.hostname(netconf(), inv) == "web-1"
+    assert spec.hostname(netconf(app="plc"), inv) == "plc"
+    bare = spec.parse_env(env("ADD", CNI_ARGS="K8S_POD_NAME=under_score"))
+    assert spec.hostname(netconf(runtimeConfig={"aliases": ["bad_name", "db"]}), bare) == "db"
+    # podman 4.3 sends aliases as an object of lists by network name
+    podman = netconf(runtimeConfig={"aliases": {"factory": ["f4f9c4514606"], "other": ["x"]}})
+    assert podman.aliases == ("f4f9c4514606",)
+    assert spec.hostname(netconf(), spec.parse_env(env("ADD"))) == ""
 
 
 def test_add_keeps_a_previous_plugins_result(sup: FakeSupervisor) -> None:
