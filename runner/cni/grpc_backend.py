@@ -37,6 +37,7 @@ _BY_STATUS = {
     "ALREADY_EXISTS": ErrorKind.EXISTS,
     "RESOURCE_EXHAUSTED": ErrorKind.NO_LEASE,
     "UNIMPLEMENTED": ErrorKind.UNSUPPORTED,
+    "ABORTED": ErrorKind.CONFLICT,
 }
 
 

@@ -134,6 +134,7 @@ def test_error_kind_from_metadata_or_status() -> None:
     assert error_kind("NOT_FOUND", [(ERROR_KIND_KEY, "bogus")]) is ErrorKind.NOT_FOUND
     assert error_kind("UNAVAILABLE") is ErrorKind.UNAVAILABLE
     assert error_kind("UNIMPLEMENTED") is ErrorKind.UNSUPPORTED
+    assert error_kind("ABORTED") is ErrorKind.CONFLICT
     assert error_kind("INTERNAL") is ErrorKind.FAILED
 
 
