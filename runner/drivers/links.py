@@ -21,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers import netns as ns
 from runner.errors import NirunnerError
+from runner.net.names import check_ifname
 from runner.testhooks import netlink_fault
 
 T = TypeVar("T")
@@ -208,3 +209,104 @@ def wait_gone(ifname: str, timeout: float = 5.0) -> None:
 
 def names(netns: str | None = None) -> list[str]:
     return in_netns(netns, lambda ip: sorted(str(link.get("ifname")) for link in ip.get_links()))
+
+
+# -- taking an interface of another netns (a VM's tap) and giving it back -----------------
+
+@dataclass(frozen=True)
+class Borrowed:
+    """What an interface was before it was taken, so it can be given back intact."""
+
+    name: str
+    mac: str
+    mtu: int
+    up: bool
+    netns: str | None  # where it came from (name or path); None: the caller's netns
+
+
+def _state(ip: IPRoute, ifname: str) -> tuple[int, str, int, bool]:
+    idx = index(ip, ifname)
+    if idx is None:
+        raise LinkError(f"link {ifname} does not exist")
+    link = ip.get_links(idx)[0]
+    return idx, str(link.get("address")), int(link.get("mtu")), bool(link["flags"] & 1)
+
+
+def _netns_fd(netns: str | None) -> int:
+    """An fd of `netns`, or of the calling thread's own netns (the device netns)."""
+    return os.open(ns.path(netns) if netns and not netns.startswith("/") else
+                   netns or "/proc/thread-self/ns/net", os.O_RDONLY)
+
+
+def move_to_netns(ifname: str, to_netns: str, new_name: str, master: str,
+                  from_netns: str | None = None, mtu: int | None = None) -> Borrowed:
+    """Take `ifname` from `from_netns` into `to_netns` as `new_name`, on bridge `master`, up.
+
+    The device keeps its MAC and, unless `mtu` is given, its MTU; a process that
+    holds it (a VM's tap fd) keeps it across the move. The Borrowed returned is
+    the only record of the original state: keep it to give the interface back.
+    """
+    check_ifname(ifname)
+    check_ifname(new_name)
+    fd = _netns_fd(to_netns)
+    try:
+        def take(ip: IPRoute) -> Borrowed:
+            idx, mac, old_mtu, up = _state(ip, ifname)
+            try:
+                ip.link("set", index=idx, state="down")
+                ip.link("set", index=idx, net_ns_fd=fd, ifname=new_name)
+            except NetlinkError as e:
+                raise LinkError(f"move {ifname} into {to_netns} as {new_name}: {e}") from e
+            return Borrowed(ifname, mac, old_mtu, up, from_netns)
+
+        got = in_netns(from_netns, take)
+    finally:
+        os.close(fd)
+
+    def plug(ip: IPRoute) -> None:
+        ensure_up(ip, new_name, mtu, master=master)
+
+    in_netns(to_netns, plug)
+    return got
+
+
+def give_back(b: Borrowed, cur_name: str, cur_netns: str) -> bool:
+    """Return a taken interface to its netns, with its name, MAC, MTU and up state.
+
+    False if it no longer exists where it was taken to (its owner removed it).
+    """
+    fd = _netns_fd(b.netns)
+    try:
+        def release(ip: IPRoute) -> bool:
+            idx = index(ip, cur_name)
+            if idx is None:
+                return False
+            try:
+                ip.link("set", index=idx, state="down")
+                ip.link("set", index=idx, master=0)
+                ip.link("set", index=idx, net_ns_fd=fd, ifname=b.name)
+            except NetlinkError as e:
+                raise LinkError(f"give {cur_name} back to {b.netns or 'the device'} "
+                                f"as {b.name}: {e}") from e
+            return True
+
+        moved = in_netns(cur_netns, release)
+    finally:
+        os.close(fd)
+    if not moved:
+        return False
+
+    def restore(ip: IPRoute) -> None:
+        idx, mac, mtu, _ = _state(ip, b.name)
+        changes: dict[str, object] = {}
+        if mac != b.mac:
+            changes["address"] = b.mac
+        if mtu != b.mtu:
+            changes["mtu"] = b.mtu
+        if changes:
+            ip.link("set", index=idx, **changes)
+        if b.up:
+            ip.link("set", index=idx, state="up")
+
+    in_netns(b.netns, restore)
+    return True

@@ -74,6 +74,15 @@ def dhcp_hosts(ni: NetworkInstance) -> str:
     return _text(ni.name, [f"{r.mac},{r.ip},{r.name}" for r in ni.dhcp.reservations])
 
 
+def pinned_host(mac: str, ip: IPv4Address, hostname: str = "") -> str:
+    """A dhcp-hosts line that pins an attachment's lease: its address, forever.
+
+    After a reload, the attachment's next REQUEST is answered with an infinite
+    lease, so nothing has to renew while it stays attached.
+    """
+    return ",".join([mac, str(ip), *([hostname] if hostname else []), "infinite"])
+
+
 def hosts(ni: NetworkInstance) -> str:
     """Reservations and static entries, so their names resolve even before a lease."""
     lines = [f"{r.ip} {r.name}" for r in ni.dhcp.reservations]

@@ -1,0 +1,177 @@
+"""DHCP on the wire: take, configure and give back an attachment's lease.
+
+How an attachment gets its address (CNI ADD, `attach --netns`): the supervisor
+runs the exchange itself from inside the container's netns, on a packet socket
+bound to the container's interface (the interface has no address yet, so the
+client speaks in whole Ethernet frames; no DHCP client program is needed in
+the container or on the device). It then puts the address, the default route
+and the MTU on the interface by netlink, and pins the lease: a reservation
+`mac,ip,name,infinite` in the NI's dhcp-hosts file, dnsmasq reloaded, and one
+more REQUEST, whose ACK turns the lease infinite. The container keeps a static
+address, nothing has to renew, and dnsmasq's lease file (and so DNS and
+`status`) holds it for as long as it is attached. On detach the reservation
+goes and the lease is released from the NI's side (`release_from_ni`), which
+works also when the container's netns is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from runner.dhcp import client, packet
+from runner.dhcp.client import Exchange, Lease
+from runner.dhcp.packet import DhcpError
+from runner.drivers import links
+from runner.drivers import netns as ns
+
+ETH_P_IP = 0x0800
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+class PacketSocket:
+    """Raw IPv4 frames on one interface of a netns (AF_PACKET, CAP_NET_RAW).
+
+    The socket is made by a thread inside the netns and stays bound to it, so
+    the caller's thread never leaves its own netns.
+    """
+
+    def __init__(self, ifname: str, netns: str | None = None) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+            try:
+                s.bind((ifname, ETH_P_IP))
+            except OSError:
+                s.close()
+                raise
+            return s
+
+        try:
+            self.sock = ns.run_in(netns, make) if netns else make()
+        except OSError as e:
+            raise DhcpError(f"packet socket on {netns or 'this netns'}/{ifname}: {e}") from e
+        self.name = f"{netns or ''}/{ifname}"
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def recv(self, timeout: float) -> bytes | None:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        return self.sock.recv(65535) if ready else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> PacketSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FdTransport:
+    """Frames through a file descriptor: a tap's /dev/net/tun fd (IFF_TAP | IFF_NO_PI)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, frame: bytes) -> None:
+        os.write(self.fd, frame)
+
+    def recv(self, timeout: float) -> bytes | None:
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        return os.read(self.fd, 65535) if ready else None
+
+
+def run(ex: Exchange, send: Callable[[bytes], None], recv: Callable[[float], bytes | None],
+        timeout: float, where: str = "") -> Lease:
+    """Drive an exchange over a frame transport until it is bound; DhcpError if not."""
+    end = time.monotonic() + timeout
+    for frame in ex.start(time.monotonic()):
+        send(frame)
+    while not ex.done:
+        now = time.monotonic()
+        if now >= end:
+            raise DhcpError(f"DHCP on {where or ex.mac}: no lease within {timeout:g}s "
+                            f"(state {ex.state})")
+        raw = recv(min(ex.deadline, end) - now)
+        out = ex.on_frame(raw, time.monotonic()) if raw else ex.on_timer(time.monotonic())
+        for frame in out:
+            send(frame)
+    if ex.lease is None:
+        raise DhcpError(f"DHCP on {where or ex.mac}: {ex.error}")
+    return ex.lease
+
+
+def acquire(netns: str, ifname: str, mac: str, hostname: str = "", timeout: float = 10.0,
+            reboot: IPv4Address | None = None) -> Lease:
+    """A lease for `mac` from the DHCP server on `ifname`'s segment (the NI's dnsmasq).
+
+    With `reboot`, ask for that address again (after a reservation changed
+    its lease time) instead of a new DISCOVER.
+    """
+    ex = Exchange(mac=mac, xid=int.from_bytes(os.urandom(4), "big"), hostname=hostname,
+                  reboot=reboot)
+    with PacketSocket(ifname, netns) as s:
+        return run(ex, s.send, s.recv, timeout, f"{netns}/{ifname}")
+
+
+def configure(netns: str, ifname: str, lease: Lease) -> None:
+    """The lease as static configuration: address, default route, MTU. Idempotent."""
+    def body(ip: links.IPRoute) -> None:
+        links.ensure_up(ip, ifname, lease.mtu, addresses=(lease.address,))
+        idx = links.index(ip, ifname)
+        gw = lease.gateway
+        if gw is not None and idx is not None:
+            ip.route("replace", dst="0.0.0.0/0", gateway=str(gw), oif=idx)
+
+    links.in_netns(netns, body)
+
+
+def release_from_client(netns: str, ifname: str, mac: str, lease: Lease) -> None:
+    """DHCPRELEASE from the container's own interface (needs its netns)."""
+    frame = client.release_frame(lease, mac, int.from_bytes(os.urandom(4), "big"))
+    with PacketSocket(ifname, netns) as s:
+        s.send(frame)
+
+
+def release_from_ni(ni_netns: str, bridge: str, lease: Lease, mac: str) -> None:
+    """DHCPRELEASE from inside the NI's netns, as dnsmasq's own dhcp_release does it.
+
+    A UDP datagram to the server's address on the bridge, with the socket bound
+    to the bridge: it loops back locally, and the kernel reports the bridge as
+    its incoming interface, so dnsmasq takes it as a release from that segment.
+    Works when the container and its netns are gone.
+    """
+    payload = packet.encode(client.release(lease, mac, int.from_bytes(os.urandom(4), "big")))
+
+    def body() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, bridge.encode())
+            s.sendto(payload, (str(lease.server), packet.SERVER_PORT))
+
+    try:
+        ns.run_in(ni_netns, body)
+    except OSError as e:
+        raise DhcpError(f"release {lease.address.ip} in {ni_netns}: {e}") from e
+
+
+def deconfigure(netns: str, ifname: str) -> None:
+    """Remove the lease's address from the interface (the netns may be gone)."""
+    if not os.path.exists(netns if netns.startswith("/") else ns.path(netns)):
+        return
+
+    def body(ip: links.IPRoute) -> None:
+        idx = links.index(ip, ifname)
+        if idx is not None:
+            with contextlib.suppress(NetlinkError):
+                ip.flush_addr(index=idx, family=socket.AF_INET)
+
+    links.in_netns(netns, body)
