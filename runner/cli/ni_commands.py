@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from runner.api.client import DEFAULT_SOCKET, ApiClient
+from runner.api.client import ApiClient
 from runner.errors import NirunnerError
 
 
@@ -255,7 +255,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     def api_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--socket", default=os.environ.get("NIRUNNER_SOCKET", DEFAULT_SOCKET),
+        # also a top-level option (its default, from env, lives there): given here, it wins
+        p.add_argument("--socket", default=argparse.SUPPRESS,
                        help="the supervisor's API socket (env NIRUNNER_SOCKET)")
         return p
 
