@@ -27,6 +27,7 @@ from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 from runner.supervisor.core import Document, Supervisor
 from runner.supervisor.events import Event
+from runner.supervisor.notify import Notifier, Watchdog
 from runner.supervisor.store import Store
 
 log = logging.getLogger("nirunner.api")
@@ -179,6 +180,9 @@ def serve(config: SupervisorConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     Store(config.state_dir).load()  # a torn or corrupt state file: refuse to start, now
+    notifier = Notifier.from_env()  # systemd (Type=notify): READY, STATUS, WATCHDOG
+    watchdog = Watchdog(notifier)
+    watchdog.start()
     client = _connect(config, stopping)
     sup = Supervisor(config, client)  # StateCorrupt propagates: refuse to start
     sup.stopping = stopping
@@ -189,6 +193,9 @@ def serve(config: SupervisorConfig) -> int:
     threading.Thread(target=_watch_exits, args=(sup, subs), daemon=True, name="exits").start()
     threading.Thread(target=_watch_uplinks, args=(sup,), daemon=True, name="uplinks").start()
     t0 = time.monotonic()
+    status = f"{len(sup.desired.nis)} NIs"
+    notifier.status(f"first reconcile: {status}")
+    watchdog.busy()
     try:
         results = sup.reconcile(force=True)
         adopted = sum(r.action == "unchanged" for r in results)
@@ -197,21 +204,25 @@ def serve(config: SupervisorConfig) -> int:
                         f"in {time.monotonic() - t0:.2f}s", version=__version__)
     except NirunnerError as e:
         log.error("initial reconcile: %s", e)
+        status += f"; first reconcile failed: {e}"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
+    notifier.ready(f"serving on {config.api_socket}; {status}")  # every NI adopted or started
     last_full = last_forced = time.monotonic()
     while not stopping.is_set():
         due = sup.next_due()
         timeout = RESYNC_EVERY - (time.monotonic() - last_full)
         if due is not None:
             timeout = min(timeout, max(0.0, due - time.monotonic()))
+        watchdog.idle()
         sup.wake.wait(max(0.0, timeout))
         sup.wake.clear()
         if stopping.is_set():
             break
+        watchdog.busy()
         sup.restart_due()
         if sup.resync.is_set() or time.monotonic() - last_full >= RESYNC_EVERY:
             sup.resync.clear()
@@ -224,6 +235,8 @@ def serve(config: SupervisorConfig) -> int:
             except NirunnerError:
                 pass  # each error is an event already; the next pass tries again
     log.info("stopping; NI tasks keep running")
+    notifier.stopping("stopping; NI tasks keep running")
+    watchdog.stop()
     for sub in subs:
         sub.cancel()
     server.stop(grace=2).wait()

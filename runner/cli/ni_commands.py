@@ -241,14 +241,12 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    import logging
-
     from runner.api.server import serve
     from runner.model.config import load_config
+    from runner.supervisor import logformat
 
     config = load_config(args.config)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.setup(args.log_format, args.verbose)
     return serve(config)
 
 
@@ -263,6 +261,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("supervise", help="run the supervisor daemon")
     p.add_argument("--config", required=True, help="the supervisor's config file (YAML)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-format", choices=["auto", "text", "journal", "json"], default="auto",
+                   help="auto: journal under systemd (no timestamps, <N> priority "
+                   "prefixes), else text; json: JSON lines")
     p.set_defaults(func=cmd_supervise)
 
     p = sub.add_parser("validate", help="check manifests without applying them")
