@@ -180,7 +180,9 @@ class Lab:
         )
 
     def start_supervisor(self, timeout: float = 30, env: dict[str, str] | None = None,
-                         wait: bool = True) -> None:
+                         wait: bool = True, wrap: tuple[str, ...] = ()) -> None:
+        """Start it in the device netns; `wrap`: a command that runs it (e.g. setpriv
+        with fewer capabilities), entered after the netns."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)  # a stale one would look like a ready supervisor
         log = open(self.base / "supervisor.log", "ab")  # noqa: SIM115 - child owns it
@@ -188,8 +190,8 @@ class Lab:
         # namespace of its own, and the NI netns it creates would not be visible
         # (as bind mounts under /run/netns) to containerd and runc
         self.supervisor = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.device}", sys.executable, "-m", "runner.cli.main",
-             "supervise", "--config", str(self.config_path)],
+            ["nsenter", f"--net=/run/netns/{self.device}", *wrap, sys.executable, "-m",
+             "runner.cli.main", "supervise", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env={**os.environ, **(env or {})})
         log.close()
