@@ -34,6 +34,11 @@ def check(label: str, ok: bool, detail: str = "") -> bool:
 
 def run(keep: bool) -> int:
     lab = Lab("nrdemo", image_archive=str(build_image().archive))
+    if lab.base.exists():  # never tear down a lab this run did not build
+        print(f"demo: a lab {lab.prefix} exists already ({lab.base}): kept with --keep, or "
+              f"another demo is running; remove it with: python -m runner.lab.demo --clean",
+              file=sys.stderr)
+        return 1
     results: list[bool] = []
     try:
         say("building the lab: device (eth0 198.51.100.2, eth1 203.0.113.2), wan router, "
