@@ -390,7 +390,7 @@ def test_orphans_are_removed(site: Site) -> None:
     cfg = lab.state_dir / "ni" / stray
     (cfg / "config").mkdir(parents=True)
     (cfg / "state").mkdir()
-    with Client(lab.containerd.address) as c:
+    with Client(lab.containerd.address, lab.namespace) as c:
         nitask.create(c, lab.image, nitask.NITask(
             name=stray, ni_type="local", uplink="", generation="x",
             netns_path=ns.path(f"nr-{orphan}"), config_dir=str(cfg / "config"),
