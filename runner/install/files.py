@@ -5,7 +5,8 @@
     <root><share>/bash-completion/completions/nirunner     bash completion
     <root><share>/zsh/site-functions/_nirunner             zsh completion
 
-<share> is <prefix>/share (default prefix /usr/local: both shells look there).
+<share> is <prefix>/share (default prefix /usr/local: both shells look there);
+with prefix /usr, zsh's file goes to Debian's zsh/vendor-completions instead.
 The unit starts `<prefix>/bin/nirunner` when a prefix is given, else the very
 nirunner that runs `install` (e.g. one in a virtualenv).
 """
@@ -52,11 +53,12 @@ def plan(root: str, prefix: str | None, bash: str, zsh: str) -> list[File]:
     """The files, from the unit and config templates and the two completion scripts."""
     r = Path(root)
     share = Path((prefix or "/usr/local").lstrip("/")) / "share"
+    zsh_dir = "vendor-completions" if prefix in ("/usr", "/usr/") else "site-functions"
     return [
         File(r / UNIT, unit(executable(prefix))),
         File(r / CONFIG.lstrip("/"), _data("supervisor.yaml"), keep=True),
         File(r / share / "bash-completion/completions/nirunner", bash),
-        File(r / share / "zsh/site-functions/_nirunner", zsh),
+        File(r / share / "zsh" / zsh_dir / "_nirunner", zsh),
     ]
 
 

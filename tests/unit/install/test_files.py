@@ -105,7 +105,7 @@ def test_prefix_points_the_unit_and_the_completions(tmp_path: Path) -> None:
     paths = sorted(str(f.path.relative_to(tmp_path)) for f, _ in done)
     assert paths == ["etc/nirunner/supervisor.yaml", "etc/systemd/system/nirunner.service",
                      "usr/share/bash-completion/completions/nirunner",
-                     "usr/share/zsh/site-functions/_nirunner"]
+                     "usr/share/zsh/vendor-completions/_nirunner"]  # Debian's place
     text = (tmp_path / "etc/systemd/system/nirunner.service").read_text()
     assert "ExecStart=/usr/bin/nirunner supervise" in text
 
