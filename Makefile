@@ -12,12 +12,14 @@ PY := $(VENV)/bin/python
 # serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter; VPN
 # peers: charon, swanctl, pki for test CAs, tcpdump for captures on the uplink;
 # benchmarks: iperf3, and the reference CNI plugins to compare with; podman runs
-# containers through CNI in the lab: runner/lab/podman.py).
+# containers through CNI in the lab: runner/lab/podman.py; the service:
+# systemd-analyze to verify the unit, setpriv to run the supervisor with the unit's
+# capabilities, zsh to check its completion script).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump \
-	iperf3 containernetworking-plugins podman
+	iperf3 containernetworking-plugins podman systemd zsh
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
 	bench-profile lint clean

@@ -8,7 +8,8 @@ runner.lab.vpnpeer's peers take 198.18.<i>.0/24):
                          +--- cdev   eth0 198.19.1.2     (CNI plugins + ctr)
 
 Everything carries the lab prefix (netns, /run/<prefix>, the containerd
-namespace `nrbench` of the private containerd) and goes at teardown.
+namespaces `nrbench` of nirunner's NI tasks and `nrbench-ref` of the floor's and
+CNI's tasks in the private containerd) and goes at teardown.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from runner.lab import pidfiles
 from runner.lab.containerd import PrivateContainerd
 from runner.lab.topology import INET_IP, Lab, LabError, sh, wait_for
 
-BENCH_NS = "nrbench"  # containerd namespace of the floor's and CNI's tasks
+BENCH_NS = "nrbench-ref"  # containerd namespace of the floor's and CNI's tasks
 EXTRA_DEVICES = {  # name suffix -> (device address, gateway on the wan router, wan ifname)
     "fdev": ("198.19.0.2/24", "198.19.0.1/24", "w2"),
     "cdev": ("198.19.1.2/24", "198.19.1.1/24", "w3"),
@@ -36,7 +38,7 @@ class BenchLab:
     def __init__(self, prefix: str, image_archive: str = "") -> None:
         self.lab = Lab(prefix, image_archive=image_archive)
         self.lab.containerd = PrivateContainerd(self.lab.base / "containerd",
-                                                ("nirunner", BENCH_NS))
+                                                (self.lab.namespace, BENCH_NS))
         self.prefix = prefix
         self.fdev = f"{prefix}-fdev"
         self.cdev = f"{prefix}-cdev"
@@ -111,6 +113,7 @@ class BenchLab:
         lab.supervisor = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=log, start_new_session=True)
         log.close()
+        pidfiles.record(lab.pids, "supervisor", lab.supervisor.pid)
         sup = lab.supervisor
         wait_for(lambda: os.path.exists(lab.socket) or sup.poll() is not None,
                  timeout, "the supervisor's API socket", step=0.005)
@@ -128,10 +131,11 @@ class BenchLab:
         self.stop_py_spy()
         self._profiles += 1
         out = str(self.profile_dir / f"py-spy-{self._profiles}.txt")
-        self._py_spy = subprocess.Popen(py_spy_cmd(pid, out),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=open(self.base / "py-spy.log", "ab"),
-                                        start_new_session=True)
+        self._py_spy = self.lab.track(
+            subprocess.Popen(py_spy_cmd(pid, out), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL,
+                             stderr=open(self.base / "py-spy.log", "ab"),
+                             start_new_session=True), f"py-spy-{self._profiles}")
         time.sleep(0.5)
 
     def stop_py_spy(self) -> None:
@@ -143,6 +147,7 @@ class BenchLab:
             except subprocess.TimeoutExpired:
                 os.kill(self._py_spy.pid, signal.SIGKILL)
                 self._py_spy.wait(5)
+            self.lab.untrack(self._py_spy)
             self._py_spy = None
 
     def supervisor_pid(self) -> int:
@@ -179,7 +184,8 @@ def leftovers(prefix: str) -> list[str]:
     for d in Path("/sys/fs/cgroup").iterdir():
         if (d / BENCH_NS).is_dir():
             out.append(f"cgroup {d / BENCH_NS}")
-        out += [f"cgroup {c}" for c in (d / "nirunner").glob("ni-bench-*")]
+        if (d / prefix).is_dir():  # the NI tasks' namespace: the lab prefix
+            out.append(f"cgroup {d / prefix}")
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             with contextlib.suppress(OSError):

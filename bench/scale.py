@@ -83,7 +83,7 @@ def shims(address: str) -> dict[str, int]:
     return out
 
 
-def cgroup_memory(cid: str, namespace: str = "nirunner") -> tuple[int, int]:
+def cgroup_memory(cid: str, namespace: str) -> tuple[int, int]:
     d = Path("/sys/fs/cgroup/memory") / namespace / cid
     if d.is_dir():  # cgroup v1
         usage = int((d / "memory.usage_in_bytes").read_text())
@@ -131,7 +131,7 @@ def run(blab: BenchLab, n: int, restarts: int, noops: int, idle_window: float,
         sh = shims(blab.address)
         for nm in names:
             cid = f"ni-{nm}"
-            usage, rss = cgroup_memory(cid)
+            usage, rss = cgroup_memory(cid, blab.lab.namespace)
             sc.ni_cgroup.append(usage)
             sc.ni_cgroup_rss.append(rss)
             if cid in sh:

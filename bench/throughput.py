@@ -95,7 +95,7 @@ def _iperf_server(blab: BenchLab, netns: str, bind: str | None = None) -> subpro
     return p
 
 
-def cpu_throttled(cid: str, namespace: str = "nirunner") -> float:
+def cpu_throttled(cid: str, namespace: str) -> float:
     """Seconds the task's cgroup was throttled by its CPU quota so far."""
     for d, key, scale in ((f"/sys/fs/cgroup/cpu/{namespace}/{cid}", "throttled_time", 1e9),
                           (f"/sys/fs/cgroup/{namespace}/{cid}", "throttled_usec", 1e6)):
@@ -109,16 +109,16 @@ def cpu_throttled(cid: str, namespace: str = "nirunner") -> float:
 
 
 def _vpn_iperf(tp: Throughput, key: str, app: str, site: str, seconds: float,
-               reps: int) -> None:
+               reps: int, namespace: str) -> None:
     """iperf3 through the tunnel, each run once the tunnel answers; a failed run (the
     tunnel went down under load) is counted, not fatal."""
     throttled, spent = 0.0, 0.0
     for _ in range(reps):
         try:
             probe.in_netns(app, lambda: probe.tcp_works(site, 7100, time.monotonic() + 30))
-            th, t = cpu_throttled("ni-bench-vpn"), time.monotonic()
+            th, t = cpu_throttled("ni-bench-vpn", namespace), time.monotonic()
             tp.paths.setdefault(key, []).append(iperf(app, site, 5201, seconds))
-            throttled += cpu_throttled("ni-bench-vpn") - th
+            throttled += cpu_throttled("ni-bench-vpn", namespace) - th
             spent += time.monotonic() - t
         except (RuntimeError, TimeoutError) as e:
             tp.vpn_failed.setdefault(key, []).append(str(e))
@@ -173,10 +173,11 @@ def vpn(blab: BenchLab, tp: Throughput, seconds: float, reps: int) -> None:
 
                 tp.vpn_up.append(probe.in_netns(app, up) - t0)
                 if k == 0:
-                    _vpn_iperf(tp, "vpn nirunner", app, site, seconds, reps)
+                    _vpn_iperf(tp, "vpn nirunner", app, site, seconds, reps, blab.lab.namespace)
                     # libipsec does ESP in charon, inside the task: its CPU limit bounds it
                     api.apply([("vpn.yaml", vpn_manifest(str(secret), cpu=2))])
-                    _vpn_iperf(tp, "vpn nirunner cpu2", app, site, seconds, reps)
+                    _vpn_iperf(tp, "vpn nirunner cpu2", app, site, seconds, reps,
+                               blab.lab.namespace)
                     api.apply([("vpn.yaml", f.read_text())])
                 api.delete(["bench-vpn"])
                 applied = False

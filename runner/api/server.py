@@ -28,6 +28,7 @@ from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 from runner.supervisor.core import Document, Supervisor
 from runner.supervisor.events import Event
+from runner.supervisor.notify import Notifier, Watchdog
 from runner.supervisor.store import Store
 
 log = logging.getLogger("nirunner.api")
@@ -188,6 +189,9 @@ def serve(config: SupervisorConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     Store(config.state_dir).load()  # a torn or corrupt state file: refuse to start, now
+    notifier = Notifier.from_env()  # systemd (Type=notify): READY, STATUS, WATCHDOG
+    watchdog = Watchdog(notifier)
+    watchdog.start()
     client = _connect(config, stopping)
     watcher = Watcher(on_drift=lambda d: None, on_uplink=lambda why: None)
     sup = Supervisor(config, client, watcher)  # StateCorrupt propagates: refuse to start
@@ -203,29 +207,38 @@ def serve(config: SupervisorConfig) -> int:
     threading.Thread(target=_watch_exits, args=(sup, subs), daemon=True, name="exits").start()
     threading.Thread(target=_watch, args=(sup, watcher), daemon=True, name="watch").start()
     t0 = time.monotonic()
+    status = f"{len(sup.desired.nis)} NIs"
+    notifier.status(f"first reconcile: {status}")
+    watchdog.busy()
     try:
         results = sup.reconcile(force=True)
         adopted = sum(r.action == "unchanged" for r in results)
         sup.events.emit("supervisor.started", "",
                         f"{len(sup.desired.nis)} NIs, {adopted} adopted as they were, "
                         f"in {time.monotonic() - t0:.2f}s", version=__version__)
-    except Exception:  # logged; the loop's passes try again
+    except Exception as e:  # logged; the loop's passes try again
         log.exception("initial reconcile")
+        status += f"; first reconcile failed: {e}"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
+    notifier.ready(f"serving on {config.api_socket}; {status}")  # every NI adopted or started
     while not stopping.is_set():
+        watchdog.idle()
         sup.wake.wait(sup.next_wake())
         sup.wake.clear()
         if stopping.is_set():
             break
+        watchdog.busy()
         try:
             sup.work()
         except Exception:  # logged once; the next pass tries again
             log.exception("reconcile")
     log.info("stopping; NI tasks keep running")
+    notifier.stopping("stopping; NI tasks keep running")
+    watchdog.stop()
     watcher.stop()
     for sub in subs:
         sub.cancel()

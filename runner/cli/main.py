@@ -11,6 +11,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from collections.abc import Callable
 
 from runner import __version__
+from runner.api.client import DEFAULT_SOCKET
+from runner.cli import ops_commands
 from runner.cli.ni_commands import UserError, add_commands
 from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
 from runner.errors import NirunnerError
@@ -68,30 +70,48 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def containerd_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """--containerd and --namespace, accepted before the subcommand and after it; given
+    after it they win, absent there they leave the top-level value (or env) alone."""
+    p.add_argument("--containerd", help="containerd socket (env NIRUNNER_CONTAINERD)",
+                   default=os.environ.get("NIRUNNER_CONTAINERD", DEFAULT_ADDRESS) if top
+                   else argparse.SUPPRESS)
+    p.add_argument("--namespace", help="containerd namespace (env NIRUNNER_NAMESPACE)",
+                   default=os.environ.get("NIRUNNER_NAMESPACE", DEFAULT_NAMESPACE) if top
+                   else argparse.SUPPRESS)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nirunner", description=__doc__)
-    ap.add_argument("--containerd", default=os.environ.get("NIRUNNER_CONTAINERD", DEFAULT_ADDRESS),
-                    help="containerd socket (env NIRUNNER_CONTAINERD)")
-    ap.add_argument("--namespace", default=os.environ.get("NIRUNNER_NAMESPACE", DEFAULT_NAMESPACE),
-                    help="containerd namespace (env NIRUNNER_NAMESPACE)")
+    containerd_options(ap, top=True)
+    ap.add_argument("--socket", default=os.environ.get("NIRUNNER_SOCKET", DEFAULT_SOCKET),
+                    help="the supervisor's API socket (env NIRUNNER_SOCKET)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("version", help="show nirunner's and containerd's versions") \
-        .set_defaults(func=cmd_version)
+    p = sub.add_parser("version", help="show nirunner's and containerd's versions")
+    containerd_options(p)
+    p.set_defaults(func=cmd_version)
 
     image = sub.add_parser("image", help="build, import and list the NI image")
     isub = image.add_subparsers(dest="image_command", required=True)
     b = isub.add_parser("build", help="build the NI image archive (cached) with mmdebstrap")
+    containerd_options(b)
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--import", dest="do_import", action="store_true",
                    help="import it into containerd afterwards")
     b.set_defaults(func=cmd_image_build)
     i = isub.add_parser("import", help="import an OCI image archive into containerd")
+    containerd_options(i)
     i.add_argument("file")
     i.add_argument("--name", help="image name (default: the name stored in the archive)")
     i.set_defaults(func=cmd_image_import)
-    isub.add_parser("ls", help="list images in the namespace").set_defaults(func=cmd_image_ls)
+    ls = isub.add_parser("ls", help="list images in the namespace")
+    containerd_options(ls)
+    ls.set_defaults(func=cmd_image_ls)
     add_commands(sub)
+    ops_commands.add_commands(sub)
+    # list only the commands with a help text (not the completion scripts' helper)
+    sub.metavar = "{" + ",".join(a.dest for a in sub._choices_actions) + "}"
     return ap
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from runner.api.client import DEFAULT_SOCKET, ApiClient
+from runner.api.client import ApiClient
 from runner.errors import NirunnerError
 
 
@@ -260,27 +260,29 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    import logging
-
     from runner.api.server import serve
     from runner.model.config import load_config
+    from runner.supervisor import logformat
 
     config = load_config(args.config)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.setup(args.log_format, args.verbose)
     return serve(config)
 
 
 def add_commands(sub: Any) -> None:
     def api_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--socket", default=os.environ.get("NIRUNNER_SOCKET", DEFAULT_SOCKET),
+        # also a top-level option (its default, from env, lives there): given here, it wins
+        p.add_argument("--socket", default=argparse.SUPPRESS,
                        help="the supervisor's API socket (env NIRUNNER_SOCKET)")
         return p
 
     p = sub.add_parser("supervise", help="run the supervisor daemon")
     p.add_argument("--config", required=True, help="the supervisor's config file (YAML)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-format", choices=["auto", "text", "journal", "json"], default="auto",
+                   help="auto: journal under systemd (no timestamps, <N> priority "
+                   "prefixes), else text; json: JSON lines")
     p.set_defaults(func=cmd_supervise)
 
     p = sub.add_parser("validate", help="check manifests without applying them")

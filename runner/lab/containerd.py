@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.lab import pidfiles
+
+RUNC_ROOT = Path("/run/containerd/runc")
 # CRI and the snapshotters we do not use only slow the start-up down.
 _DISABLED = [
     "io.containerd.grpc.v1.cri",
@@ -42,10 +45,6 @@ class PrivateContainerd:
     def log(self) -> Path:
         return self.base / "containerd.log"
 
-    @property
-    def pidfile(self) -> Path:
-        return self.base / "containerd.pid"
-
     def config(self) -> str:
         disabled = ", ".join(f'"{p}"' for p in _DISABLED)
         return (
@@ -60,12 +59,9 @@ class PrivateContainerd:
         )
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
+        """containerd's PID while the one we started runs (a reused PID is not it)."""
+        rec = pidfiles.read(self.base, "containerd")
+        return rec.pid if rec else None
 
     def start(self, timeout: float = 30.0) -> None:
         if self.pid():
@@ -78,7 +74,7 @@ class PrivateContainerd:
                 ["containerd", "--config", str(cfg)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        self.pidfile.write_text(str(proc.pid))
+        pidfiles.record(self.base, "containerd", proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -117,8 +113,9 @@ class PrivateContainerd:
             _unmount_under(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
         _remove_empty_cgroups(self.namespaces)
+        _remove_empty_runc_state(self.namespaces)
 
-    namespaces: tuple[str, ...] = ("nirunner",)
+    namespaces: tuple[str, ...] = ("nirunner",)  # the containerd namespaces its tasks use
 
 
 def _answers(address: str) -> bool:
@@ -149,9 +146,7 @@ def _stop_all_tasks(address: str) -> None:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pidfiles.running(pid):  # a zombie child of ours counts as gone
             return True
         time.sleep(0.05)
     return False
@@ -178,6 +173,14 @@ def _remove_empty_cgroups(namespaces: tuple[str, ...]) -> None:
         for d in [root / ns, *(c / ns for c in root.iterdir() if c.is_dir())]:
             with contextlib.suppress(OSError):
                 d.rmdir()  # only succeeds when empty: another daemon's tasks stay
+
+
+def _remove_empty_runc_state(namespaces: tuple[str, ...]) -> None:
+    """runc keeps task state machine-wide in /run/containerd/runc/<namespace>, also for a
+    private containerd; the namespace's dir stays behind empty."""
+    for ns in namespaces:
+        with contextlib.suppress(OSError):
+            (RUNC_ROOT / ns).rmdir()  # only when empty: a live task's state stays
 
 
 def _unmount_under(base: Path) -> None:

@@ -1,11 +1,13 @@
 """`make demo`: a device with two uplinks in a lab, the examples applied, real traffic.
 
-    python -m runner.lab.demo [--keep]
+    python -m runner.lab.demo [--keep | --clean]
 
 Builds the lab (device, wan router, inet host), starts a private containerd and
 the supervisor inside the device netns, applies examples/, plugs in demo apps,
 shows DHCP, DNS, NAT, a port map and isolation at work, prints `nirunner
-status`, and removes everything again (unless --keep).
+status`, and removes everything again (unless --keep). `--clean` stops and
+removes a kept lab: its supervisor, DNS and TCP servers, containerd and NI tasks
+(recorded under /run/nrdemo/pids), its namespaces and files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def check(label: str, ok: bool, detail: str = "") -> bool:
 
 def run(keep: bool) -> int:
     lab = Lab("nrdemo", image_archive=str(build_image().archive))
+    if lab.base.exists():  # never tear down a lab this run did not build
+        print(f"demo: a lab {lab.prefix} exists already ({lab.base}): kept with --keep, or "
+              f"another demo is running; remove it with: python -m runner.lab.demo --clean",
+              file=sys.stderr)
+        return 1
     results: list[bool] = []
     try:
         say("building the lab: device (eth0 198.51.100.2, eth1 203.0.113.2), wan router, "
@@ -94,14 +101,15 @@ def run(keep: bool) -> int:
 
         say("nirunner status")
         print(lab.cli("status").stdout.rstrip())
-        say("ctr -n nirunner tasks ls")
-        print(sh("ctr", "--address", lab.containerd.address, "-n", "nirunner", "tasks",
+        say(f"ctr -n {lab.namespace} tasks ls")
+        print(sh("ctr", "--address", lab.containerd.address, "-n", lab.namespace, "tasks",
                  "ls").stdout.rstrip())
         ok = all(results)
         say(f"{sum(results)} of {len(results)} checks passed")
         if keep:
-            print(f"   lab kept: supervisor socket {lab.socket}; "
-                  f"remove with: python -m runner.lab.demo --clean")
+            print(f"   lab kept: nirunner --socket {lab.socket} status; its tasks: ctr "
+                  f"--address {lab.containerd.address} -n {lab.namespace} tasks ls\n"
+                  f"   remove it with: python -m runner.lab.demo --clean")
         return 0 if ok else 1
     except LabError as e:
         print(f"demo failed: {e}", file=sys.stderr)

@@ -7,7 +7,11 @@
     device: the supervisor runs here; NI netns nr-<ni> hang off it; apps plug into NIs
 
 Every namespace, process and file the lab makes carries its prefix and is
-removed by name at teardown. The machine's own netns is never changed.
+removed by name at teardown. The machine's own netns is never changed. The
+processes it starts are recorded under /run/<prefix>/pids, so that a new Lab
+object of the same prefix (`demo --clean` after `--keep`) stops them too. Its NI
+tasks live in the containerd namespace <prefix>: runc keeps task state
+machine-wide per namespace, so two labs must never share one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.lab import pidfiles
 from runner.lab.containerd import PrivateContainerd
 
 UDHCPC_SCRIPT = str(Path(__file__).with_name("udhcpc.sh"))
@@ -62,8 +67,10 @@ class Lab:
 
     def __post_init__(self) -> None:
         self.base = Path("/run") / self.prefix
+        self.pids = self.base / "pids"
         self.device, self.wan, self.inet = (f"{self.prefix}-{n}" for n in ("dev", "wan", "inet"))
-        self.containerd = PrivateContainerd(self.base / "containerd")
+        self.namespace = self.prefix  # containerd namespace of the lab's NI tasks
+        self.containerd = PrivateContainerd(self.base / "containerd", (self.namespace,))
         self.config_path = self.base / "supervisor.yaml"
         self.socket = str(self.base / "api.sock")
         self.state_dir = self.base / "state"
@@ -107,8 +114,21 @@ class Lab:
         p = subprocess.Popen(["ip", "netns", "exec", netns, *cmd], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
+        return self.track(p, f"{netns}-{p.pid}")
+
+    def track(self, p: subprocess.Popen[bytes], name: str) -> subprocess.Popen[bytes]:
+        """Stop `p` at teardown, also from another Lab object (a record under pids/)."""
         self.procs.append(p)
+        with contextlib.suppress(ProcessLookupError):  # gone already: nothing to stop
+            pidfiles.record(self.pids, name, p.pid)
         return p
+
+    def untrack(self, p: subprocess.Popen[bytes]) -> None:
+        """`p` was stopped by its owner."""
+        self.procs.remove(p)
+        for rec in pidfiles.records(self.pids):
+            if rec.pid == p.pid:
+                pidfiles.forget(self.pids, rec.name)
 
     def serve(self, netns: str, proto: str, port: int, name: str) -> None:
         self.spawn(netns, sys.executable, "-m", "runner.lab.net", "serve", proto, str(port),
@@ -139,7 +159,7 @@ class Lab:
             from runner.containerd.client import Client
             from runner.containerd.images import import_archive
 
-            with Client(self.containerd.address) as c:
+            with Client(self.containerd.address, self.namespace) as c:
                 self.image = import_archive(c, self.image_archive).name
 
     def write_config(self, image: str) -> None:
@@ -149,7 +169,7 @@ class Lab:
         self.config_path.write_text(
             "containerd:\n"
             f"  address: {self.containerd.address}\n"
-            "  namespace: nirunner\n"
+            f"  namespace: {self.namespace}\n"
             f"stateDir: {self.state_dir}\n"
             f"apiSocket: {self.socket}\n"
             f"image: {image}\n"
@@ -160,7 +180,9 @@ class Lab:
         )
 
     def start_supervisor(self, timeout: float = 30, env: dict[str, str] | None = None,
-                         wait: bool = True) -> None:
+                         wait: bool = True, wrap: tuple[str, ...] = ()) -> None:
+        """Start it in the device netns; `wrap`: a command that runs it (e.g. setpriv
+        with fewer capabilities), entered after the netns."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)  # a stale one would look like a ready supervisor
         log = open(self.base / "supervisor.log", "ab")  # noqa: SIM115 - child owns it
@@ -168,11 +190,12 @@ class Lab:
         # namespace of its own, and the NI netns it creates would not be visible
         # (as bind mounts under /run/netns) to containerd and runc
         self.supervisor = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.device}", sys.executable, "-m", "runner.cli.main",
-             "supervise", "--config", str(self.config_path)],
+            ["nsenter", f"--net=/run/netns/{self.device}", *wrap, sys.executable, "-m",
+             "runner.cli.main", "supervise", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env={**os.environ, **(env or {})})
         log.close()
+        pidfiles.record(self.pids, "supervisor", self.supervisor.pid)
         if not wait:
             return
         wait_for(lambda: os.path.exists(self.socket) or self.supervisor.poll() is not None,
@@ -188,7 +211,12 @@ class Lab:
             except subprocess.TimeoutExpired:
                 os.killpg(self.supervisor.pid, signal.SIGKILL)
                 self.supervisor.wait(5)
+        elif self.supervisor is None:  # started by another Lab object (demo --keep)
+            rec = pidfiles.read(self.pids, "supervisor")
+            if rec is not None:
+                pidfiles.stop(rec, sig, timeout=15)
         self.supervisor = None
+        pidfiles.forget(self.pids, "supervisor")
         with contextlib.suppress(FileNotFoundError):
             if sig == signal.SIGKILL:
                 os.unlink(self.socket)
@@ -255,6 +283,8 @@ class Lab:
                 os.killpg(p.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
+        for rec in pidfiles.records(self.pids):  # what another Lab object started
+            pidfiles.stop(rec, signal.SIGKILL)
         self.containerd.stop()
         ours = {f"nr-{ni}" for ni in self.applied_nis()}
         for name in sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []:

@@ -247,7 +247,7 @@ class VpnPeer:
             env={**os.environ, "STRONGSWAN_CONF": str(self.dir / "strongswan.conf")},
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         out.close()
-        self.lab.procs.append(self.proc)
+        self.lab.track(self.proc, f"peer{self.index}-charon")
 
         def loaded() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -270,7 +270,7 @@ class VpnPeer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
-        self.lab.procs.remove(self.proc)
+        self.lab.untrack(self.proc)
         self.proc = None
 
     def reload(self) -> None:

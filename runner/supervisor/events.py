@@ -49,7 +49,7 @@ class EventLog:
             ev = Event(next(self._seq), time.time(), kind, ni, message, fields, level)
             self._ring.append(ev)
             self._cond.notify_all()
-        log.log(level, ev.line())
+        log.log(level, ev.line(), extra={"nirunner_event": ev})  # JSON logs: its fields
         return ev
 
     def since(self, seq: int) -> list[Event]:

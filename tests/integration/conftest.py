@@ -19,6 +19,8 @@ from runner.containerd.images import ImageInfo, import_archive
 from runner.lab.containerd import PrivateContainerd
 
 RUN_ID = uuid.uuid4().hex[:6]
+# runc keeps task state machine-wide per containerd namespace: one of our own
+NAMESPACE = f"nirunner-test-{RUN_ID}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,7 +31,7 @@ def _need_root() -> None:
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[PrivateContainerd]:
-    daemon = PrivateContainerd(Path(f"/run/nirunner-test-{RUN_ID}"))
+    daemon = PrivateContainerd(Path(f"/run/nirunner-test-{RUN_ID}"), (NAMESPACE,))
     daemon.start()
     try:
         yield daemon
@@ -39,7 +41,7 @@ def containerd() -> Iterator[PrivateContainerd]:
 
 @pytest.fixture(scope="session")
 def client(containerd: PrivateContainerd) -> Iterator[Client]:
-    with Client(containerd.address, "nirunner") as c:
+    with Client(containerd.address, NAMESPACE) as c:
         yield c
 
 
@@ -58,7 +60,7 @@ def ni_image(client: Client, image_archive: Path) -> ImageInfo:
 def ctr(containerd: PrivateContainerd, *args: str) -> str:
     """Run containerd's own CLI against the private daemon (to check what users see)."""
     out = subprocess.run(
-        ["ctr", "--address", containerd.address, "-n", "nirunner", *args],
+        ["ctr", "--address", containerd.address, "-n", NAMESPACE, *args],
         check=True, capture_output=True, text=True, timeout=30,
     )
     return out.stdout

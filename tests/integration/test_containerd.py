@@ -22,7 +22,7 @@ from runner.containerd.images import ImageInfo, import_archive
 from runner.lab.containerd import PrivateContainerd
 from runner.lab.topology import sh
 from runner.nitask import NITask
-from tests.integration.conftest import RUN_ID, ctr
+from tests.integration.conftest import NAMESPACE, RUN_ID, ctr
 
 MEMORY = 48 << 20
 CG = Path("/sys/fs/cgroup")
@@ -128,7 +128,7 @@ def test_task_runs_in_its_netns_with_caps_and_limits(
     assert os.stat(f"/proc/{running.pid}/ns/net").st_ino == os.stat(
         running.task.netns_path).st_ino
     # the kernel enforces the limits
-    path = f"nirunner/{cid}"
+    path = f"{NAMESPACE}/{cid}"
     assert int((CG / "memory" / path / "memory.limit_in_bytes").read_text()) == MEMORY
     assert int((CG / "cpu" / path / "cpu.cfs_quota_us").read_text()) == 50_000
     assert (CG / "pids" / path / "pids.max").read_text().strip() == "64"
@@ -168,7 +168,7 @@ def test_metrics_are_decoded_and_limits_update_live(client: Client, running: Run
     assert usage.cpu_ns > 0
 
     tasks.update_limits(client, cid, oci.Limits.from_cpus(MEMORY * 2, 1.0, 100))
-    path = f"nirunner/{cid}"
+    path = f"{NAMESPACE}/{cid}"
     assert int((CG / "memory" / path / "memory.limit_in_bytes").read_text()) == MEMORY * 2
     assert (CG / "pids" / path / "pids.max").read_text().strip() == "100"
     assert tasks.get_task(client, cid).pid == running.pid
@@ -213,7 +213,7 @@ def test_remove_leaves_nothing_behind(
     assert cid not in ctr(containerd, "snapshots", "ls")
     assert ctr(containerd, "leases", "ls", "-q").split() == []
     for ctl in ("memory", "cpu", "pids"):
-        assert not (CG / ctl / "nirunner" / cid).exists()
+        assert not (CG / ctl / NAMESPACE / cid).exists()
     nitask.remove(client, running.task.name)  # removing again is fine
 
 

@@ -255,7 +255,7 @@ def test_air_gapped_ni(site: Site) -> None:
 
 
 def test_one_labelled_task_per_ni(site: Site) -> None:
-    ctr = ["ctr", "--address", site.lab.containerd.address, "-n", "nirunner"]
+    ctr = ["ctr", "--address", site.lab.containerd.address, "-n", site.lab.namespace]
     tasks = sh(*ctr, "tasks", "ls").stdout.splitlines()[1:]
     running = {ln.split()[0] for ln in tasks if ln.split()[-1] == "RUNNING"}
     assert running == {f"ni-{n}" for n in (A, B, C, D, E)}
@@ -370,7 +370,7 @@ def test_delete_leaves_nothing_and_others_keep_working(site: Site) -> None:
     assert f"iif {link} " not in sh("ip", "rule", netns=dev).stdout + " "
     assert link not in sh("nft", "list", "ruleset", netns=dev).stdout
     assert "5353" not in sh("nft", "list", "ruleset", netns=dev).stdout
-    ctr = ["ctr", "--address", lab.containerd.address, "-n", "nirunner"]
+    ctr = ["ctr", "--address", lab.containerd.address, "-n", lab.namespace]
     assert f"ni-{name}" not in sh(*ctr, "containers", "ls", "-q").stdout.split()
     assert f"ni-{name}" not in sh(*ctr, "snapshots", "ls").stdout
     assert not (lab.state_dir / "ni" / name).exists()

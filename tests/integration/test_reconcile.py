@@ -68,7 +68,7 @@ class Site:
     def snapshot(self) -> dict[str, object]:
         """The state a refused apply must leave as it was: file, kernel, containerd."""
         lab, dev = self.lab, self.lab.device
-        ctr = ["ctr", "--address", lab.containerd.address, "-n", "nirunner"]
+        ctr = ["ctr", "--address", lab.containerd.address, "-n", lab.namespace]
         return {
             "desired": (lab.state_dir / "desired.json").read_bytes(),
             "netns": sorted(n.split()[0] for n in sh("ip", "netns", "list").stdout.splitlines()

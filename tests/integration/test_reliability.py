@@ -63,7 +63,7 @@ class Site:
     def inventory(self) -> dict[str, set[str]]:
         """Every nirunner-owned object of this lab, kernel and containerd."""
         lab, dev = self.lab, self.lab.device
-        ctr = ["ctr", "--address", lab.containerd.address, "-n", "nirunner"]
+        ctr = ["ctr", "--address", lab.containerd.address, "-n", lab.namespace]
         snaps = sh(*ctr, "snapshots", "ls").stdout.split("\n")[1:]
         return {
             "netns": {n.split()[0] for n in sh("ip", "netns", "list").stdout.splitlines()
@@ -268,7 +268,7 @@ def test_live_changes_keep_the_task(site: Site) -> None:
         assert res.stdout.split() == ["10.1.0.30"]
         sh("ip", "addr", "flush", "dev", "eth0", netns=site.apps["hmi"])
         assert lab.dhcp(site.apps["hmi"], "hmi") == "10.1.0.11"  # the new reservation
-        cg = Path(f"/sys/fs/cgroup/memory/nirunner/ni-{R1}/memory.limit_in_bytes")
+        cg = Path(f"/sys/fs/cgroup/memory/{lab.namespace}/ni-{R1}/memory.limit_in_bytes")
         assert int(cg.read_text()) == 96 << 20
         assert site.status()[R1]["usage"]["memoryLimit"] == 96 << 20
     finally:
@@ -307,7 +307,7 @@ def test_concurrent_applies_and_deletes_end_consistent(site: Site) -> None:
 
 def test_reboot_rebuilds_everything_and_apps_get_their_leases(site: Site) -> None:
     lab, dev = site.lab, site.lab.device
-    ctr = ["ctr", "--address", lab.containerd.address, "-n", "nirunner"]
+    ctr = ["ctr", "--address", lab.containerd.address, "-n", lab.namespace]
     lab.stop_supervisor()
     # "power off": tasks, NI and app namespaces and the device's rules are gone;
     # containerd's metadata and nirunner's state dir are on disk and stay
@@ -390,7 +390,7 @@ def test_orphans_are_removed(site: Site) -> None:
     cfg = lab.state_dir / "ni" / stray
     (cfg / "config").mkdir(parents=True)
     (cfg / "state").mkdir()
-    with Client(lab.containerd.address) as c:
+    with Client(lab.containerd.address, lab.namespace) as c:
         nitask.create(c, lab.image, nitask.NITask(
             name=stray, ni_type="local", uplink="", generation="x",
             netns_path=ns.path(f"nr-{orphan}"), config_dir=str(cfg / "config"),

@@ -105,7 +105,7 @@ class Site:
         return int(self.status()[ni]["task"]["pid"])
 
     def ctr(self, *args: str) -> str:
-        return sh("ctr", "--address", self.lab.containerd.address, "-n", "nirunner",
+        return sh("ctr", "--address", self.lab.containerd.address, "-n", self.lab.namespace,
                   *args).stdout
 
 

@@ -1,0 +1,1 @@
+"""`nirunner install`: the systemd unit, a default config and the shell completions."""
