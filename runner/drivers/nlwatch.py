@@ -38,6 +38,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from runner.drivers import netns as ns
 from runner.drivers import nfnl
 from runner.drivers.nft import own_pid
+from runner.errors import NirunnerError
 from runner.net import names
 
 log = logging.getLogger("nirunner.watch")
@@ -70,6 +71,10 @@ class Ours:
     uplinks: Collection[str]  # uplink interfaces
 
 
+class WatchError(NirunnerError):
+    pass
+
+
 class _Source:
     """The two sockets of one netns, and the nftables messages of a batch in progress."""
 
@@ -79,8 +84,14 @@ class _Source:
 
         def make() -> tuple[socket.socket, socket.socket]:
             rt = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-            rt.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE))
-            return rt, nfnl.event_socket()
+            try:
+                rt.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+                         | RTMGRP_IPV4_RULE))
+                return rt, nfnl.event_socket()
+            except OSError as e:
+                rt.close()
+                raise WatchError(f"watch kernel events in {netns or 'the device netns'}: "
+                                 f"{e.strerror} (this needs CAP_NET_ADMIN)") from None
 
         self.rt, self.nft = ns.run_in(netns, make) if netns else make()
         for s in (self.rt, self.nft):

@@ -241,7 +241,7 @@ class Supervisor:
         for owner, netns in wanted.items():
             try:
                 self.watcher.watch(owner, netns)
-            except OSError as e:  # its netns went meanwhile: the next pass sees it
+            except (OSError, NirunnerError) as e:  # its netns went meanwhile: a pass sees it
                 log.debug("watch %s: %s", netns, e)
 
     def _emit(self, results_: Sequence[NIResult], kind: str = "") -> None:
