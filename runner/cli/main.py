@@ -11,6 +11,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from collections.abc import Callable
 
 from runner import __version__
+from runner.cli import fleet_commands
 from runner.cli.ni_commands import UserError, add_commands
 from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
 from runner.errors import NirunnerError
@@ -92,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_image_import)
     isub.add_parser("ls", help="list images in the namespace").set_defaults(func=cmd_image_ls)
     add_commands(sub)
+    fleet_commands.add_commands(sub)
     return ap
 
 
