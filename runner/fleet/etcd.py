@@ -41,7 +41,10 @@ _OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1_000),
+    # ... and not through a subchannel shared with earlier channels, still backing off
+    ("grpc.use_local_subchannel_pool", 1),
 ]
+WATCH_OPEN = 1.0  # seconds for a member to confirm a watch; then the next one is tried
 # Watch streams ask etcd to cancel them when their member loses the leader, so a
 # member cut off from the others does not keep a watch silently stale.
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -321,7 +324,9 @@ class Etcd:
         """
         def attempt(index: int) -> Watch:
             w = Watch(self, index, prefix, start_revision)
-            w.open(self.timeout)
+            # short: while a link is down, each try waits for a connection that may have
+            # just become possible; the next try starts a fresh one at once
+            w.open(min(self.timeout, WATCH_OPEN))
             return w
         return self._failover(f"watch {prefix} from revision {start_revision}", attempt)
 

@@ -14,6 +14,7 @@ compacted it lists again. Between failed tries it waits (backoff), and it tells
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,8 +48,10 @@ class Backoff:
         self._next = 0.0
 
     def delay(self) -> float:
+        """Doubling up to `limit`, each drawn from its upper half, so that a fleet of
+        devices does not knock on a recovering etcd all at once."""
         self._next = min(self.limit, self._next * 2 if self._next else self.first)
-        return self._next
+        return self._next * random.uniform(0.5, 1.0)
 
 
 class Link:
