@@ -11,11 +11,12 @@ PY := $(VENV)/bin/python
 # containerd/runc run the NI tasks; mmdebstrap+gcc build the NI image; the rest
 # serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter; VPN
 # peers: charon, swanctl, pki for test CAs, tcpdump for captures on the uplink;
+# fleets: etcd-server for the lab's etcd cluster, openssl for its throwaway CA;
 # benchmarks: iperf3, and the reference CNI plugins to compare with).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
-	libcharon-extra-plugins strongswan-pki tcpdump \
+	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
 	iperf3 containernetworking-plugins
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
