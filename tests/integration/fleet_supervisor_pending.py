@@ -5,7 +5,8 @@ PENDING THE SUPERVISOR HOOK: this file is not collected (its name does not start
 with test_) because `nirunner supervise` does not start the fleet source yet. Once
 runner/api/server.py's serve() calls `runner.fleet.wiring.start_source(config, sup)`
 after the first reconcile (and `source.stop()` on shutdown), rename it to
-test_fleet_supervisor.py. It was run once against such a two-line patch.
+test_fleet_supervisor.py. With that two-line patch applied locally (not committed),
+all six passed here in 172 s (2 cores, shared).
 
     1. fleet apply to device A creates its NIs (traffic), B and C unchanged; status of all
     2. the etcd member A watches is killed: changes still flow; back: nothing lost
@@ -187,6 +188,7 @@ def test_3_device_cut_off_for_60s_keeps_serving_and_catches_up(lab: Fleet) -> No
     wait_until(lambda: ni("b", 2) in lab.local("b"), "b catches up", 10, step=0.05)
     took = time.monotonic() - t0
     wait_until(lambda: lab.status()["b"]["online"], "b's status back", 10)
+    print(f"b: change applied {took:.2f}s after the link came back")
     assert took < 2.0, f"change applied {took:.2f}s after the link came back"
 
 
