@@ -6,4 +6,5 @@
     report.py   the status documents a device writes (pure)
     source.py   FleetSource: drives the supervisor from its device's prefix
     rbac.py     roles and users: a device reads its desired state, writes its status
+    wiring.py   the Target over a Supervisor, and start_source() for the daemon
 """

@@ -419,10 +419,6 @@ class Watch:
             raise EtcdError(f"{self._op()}: {self.endpoint} ended the stream",
                             grpc.StatusCode.UNAVAILABLE)
 
-    def request_progress(self) -> None:
-        """Ask etcd for a progress notification (an empty batch with the current revision)."""
-        self._requests.put(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
-
     def cancel(self) -> None:
         self._cancelled.set()
         self._requests.put(None)
