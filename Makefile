@@ -14,11 +14,12 @@ PY := $(VENV)/bin/python
 # benchmarks: iperf3, and the reference CNI plugins to compare with; podman runs
 # containers through CNI in the lab: runner/lab/podman.py; the service:
 # systemd-analyze to verify the unit, setpriv to run the supervisor with the unit's
-# capabilities, zsh to check its completion script).
+# capabilities, zsh to check its completion script; fleets: etcd-server for the
+# lab's etcd cluster, openssl for its throwaway CA).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
-	libcharon-extra-plugins strongswan-pki tcpdump \
+	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
 	iperf3 containernetworking-plugins podman systemd zsh
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \

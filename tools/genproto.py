@@ -37,7 +37,7 @@ PACKAGE = "runner.pb"
 
 # Top-level Python packages produced from protos/ whose imports get rewritten.
 # (google.rpc is ours; google.protobuf comes from the protobuf runtime.)
-_LOCAL_ROOTS = ("containerd", "nirunner", "google.rpc")
+_LOCAL_ROOTS = ("containerd", "etcd", "nirunner", "google.rpc")
 _ROOTS_RE = "|".join(re.escape(r) for r in _LOCAL_ROOTS)
 _FROM_RE = re.compile(rf"^(\s*)from ((?:{_ROOTS_RE})(?:\.\w+)*) import ", re.MULTILINE)
 _IMPORT_RE = re.compile(rf"^(\s*)import ((?:{_ROOTS_RE})(?:\.\w+)*)", re.MULTILINE)

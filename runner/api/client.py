@@ -62,8 +62,14 @@ class ApiClient:
         return self._call("Delete", pb.DeleteRequest(names=names))
 
     def status(self, names: list[str], detail: bool = False) -> list[dict[str, Any]]:
+        return self.status_and_source(names, detail)[0]
+
+    def status_and_source(self, names: list[str], detail: bool = False
+                          ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The NIs' status and, when the desired state comes from a fleet, the source's."""
         resp = self._call("Status", pb.StatusRequest(names=names, detail=detail))
-        return [json.loads(s) for s in resp.ni_json]
+        source = json.loads(resp.source_json) if resp.source_json else None
+        return [json.loads(s) for s in resp.ni_json], source
 
     def attach(self, ni: str, netns: str, ifname: str = "", mac: str = "",
                hostname: str = "") -> pb.AttachResponse:

@@ -22,6 +22,7 @@ from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
 from runner.drivers.nlwatch import Watcher
 from runner.errors import NirunnerError
+from runner.fleet.wiring import start_source
 from runner.model.errors import ModelError
 from runner.model.types import SupervisorConfig
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
@@ -91,7 +92,10 @@ class Servicer(pb_grpc.SupervisorServicer):
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext
                ) -> pb.StatusResponse:
         sts = self.sup.status(list(request.names), request.detail)
-        return pb.StatusResponse(ni_json=[json.dumps(s, sort_keys=True) for s in sts])
+        source = self.sup.source
+        state = {**source.state(), "summary": source.describe()} if source else None
+        return pb.StatusResponse(ni_json=[json.dumps(s, sort_keys=True) for s in sts],
+                                 source_json=json.dumps(state, sort_keys=True) if state else "")
 
     @_boundary
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
@@ -224,6 +228,8 @@ def serve(config: SupervisorConfig) -> int:
     _listen(server, config.api_socket)
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
+    # the fleet's etcd, when configured: after the local store is served (offline first)
+    sup.source = start_source(config, sup)
     notifier.ready(f"serving on {config.api_socket}; {status}")  # every NI adopted or started
     while not stopping.is_set():
         watchdog.idle()
@@ -238,6 +244,8 @@ def serve(config: SupervisorConfig) -> int:
             log.exception("reconcile")
     log.info("stopping; NI tasks keep running")
     notifier.stopping("stopping; NI tasks keep running")
+    if sup.source is not None:
+        sup.source.stop()  # its status keys stay until their lease's TTL
     watchdog.stop()
     watcher.stop()
     for sub in subs:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from runner import __version__
 from runner.api.client import DEFAULT_SOCKET
-from runner.cli import ops_commands
+from runner.cli import fleet_commands, ops_commands
 from runner.cli.ni_commands import UserError, add_commands
 from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
 from runner.errors import NirunnerError
@@ -110,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_image_ls)
     add_commands(sub)
     ops_commands.add_commands(sub)
+    fleet_commands.add_commands(sub)
     # list only the commands with a help text (not the completion scripts' helper)
     sub.metavar = "{" + ",".join(a.dest for a in sub._choices_actions) + "}"
     return ap

@@ -191,15 +191,17 @@ def _details(s: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _api(args) as api:
-        sts = api.status(args.names)
+        sts, source = api.status_and_source(args.names)
     if args.json or args.output == "json":
         print(json.dumps(sts, indent=2, sort_keys=True))
     elif args.output == "yaml":
         print(yaml.safe_dump(sts, sort_keys=True), end="")
-    elif not sts:
-        print("no network instances")
     else:
-        print(render_status(sts))
+        if source:  # the desired state comes from a fleet: from where, and how it is
+            print(f"source: {source['summary']}")
+            for name, why in sorted(source.get("rejected", {}).items()):
+                print(f"  rejected {name}: {why['reason']}")
+        print(render_status(sts) if sts else "no network instances")
     return 0
 
 

@@ -8,6 +8,13 @@
     ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
     uplinks:
       - {name: eth0, interface: eth0}
+    source:                   # optional: desired state from a fleet's etcd (see README)
+      etcd:
+        endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379]
+        device: edge-17
+        prefix: /nirunner
+        tls: {ca: /etc/nirunner/etcd/ca.pem, cert: ..., key: ...}
+        statusTTL: 10         # seconds
 
 Every key is optional; absent keys take SupervisorConfig's defaults.
 """
@@ -25,7 +32,7 @@ from runner.model.errors import (
     read_documents,
     show,
 )
-from runner.model.types import IpsecBackend, SupervisorConfig, Uplink
+from runner.model.types import EtcdSource, EtcdTls, IpsecBackend, SupervisorConfig, Uplink
 
 MAX_BYTES = 1 << 20
 UPLINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # at most 32 characters
@@ -47,7 +54,15 @@ _UNUSABLE_POOLS = (
     (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
 )
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "ipsecBackend", "uplinks")
+           "ipsecBackend", "uplinks", "source")
+# Fleet names reach etcd keys: a device id is a DNS label, a prefix a plain path.
+DEVICE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+DEVICE_ID_RULE = "1-63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label)"
+ETCD_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_.-]+)+")
+ETCD_PREFIX_RULE = "like /nirunner: '/' and parts of letters, digits, '_', '.', '-' (no '..')"
+_ENDPOINT = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+_ENDPOINT_RULE = "an etcd client URL like https://10.0.0.1:2379"
+_ETCD_FIELDS = ("endpoints", "device", "prefix", "tls", "statusTTL")
 
 
 def load_config(path: str) -> SupervisorConfig:
@@ -98,6 +113,7 @@ def _config(c: Checker) -> SupervisorConfig | None:
         or default.resolv_conf,
         ipsec_backend=_ipsec_backend(c, top.get("ipsecBackend")) or default.ipsec_backend,
         uplinks=_uplinks(c, top.get("uplinks")),
+        source=_source(c, top.get("source")),
     )
 
 
@@ -175,3 +191,59 @@ def _unique(c: Checker, seen: dict[str, str], value: str, path: str) -> bool:
         return False
     seen[value] = path
     return True
+
+
+def _source(c: Checker, value: object) -> EtcdSource | None:
+    m = c.mapping(value, "source", ("etcd",), ("etcd",))
+    if m is None:
+        return None
+    path = "source.etcd"
+    e = c.mapping(m.get("etcd"), path, _ETCD_FIELDS, ("endpoints", "device"))
+    if e is None:
+        return None
+    endpoints = _endpoints(c, e.get("endpoints"), f"{path}.endpoints")
+    device = c.matching(e.get("device"), f"{path}.device", DEVICE_ID, DEVICE_ID_RULE, 63)
+    prefix = c.matching(e.get("prefix"), f"{path}.prefix", ETCD_PREFIX, ETCD_PREFIX_RULE, 128)
+    tls = _etcd_tls(c, e.get("tls"), f"{path}.tls")
+    ttl = c.integer(e.get("statusTTL"), f"{path}.statusTTL", 5, 600)
+    if endpoints and any(u.startswith("https:") for u in endpoints) and tls is None \
+            and e.get("tls") is None:
+        c.error(f"{path}.tls", "is required for https endpoints (ca, cert, key)")
+    if endpoints and tls is not None and any(u.startswith("http:") for u in endpoints):
+        c.error(f"{path}.endpoints", "use https:// endpoints with tls (not http://)")
+    if not endpoints or device is None:
+        return None
+    default = EtcdSource((), "")
+    return EtcdSource(endpoints=endpoints, device=device, prefix=prefix or default.prefix,
+                      tls=tls, status_ttl=ttl or default.status_ttl)
+
+
+def _endpoints(c: Checker, value: object, path: str) -> tuple[str, ...]:
+    out: list[str] = []
+    items = c.items(value, path)
+    if value is not None and not items and isinstance(value, list):
+        c.error(path, "must list at least one endpoint")
+    for p, item in items:
+        url = c.matching(item, p, _ENDPOINT, _ENDPOINT_RULE, 270)
+        if url is None:
+            continue
+        match = _ENDPOINT.fullmatch(url)
+        assert match is not None
+        if not 1 <= int(match.group(3)) <= 65535:
+            c.error(p, f"{show(url)} has a port out of range 1..65535")
+        elif url in out:
+            c.error(p, f"{show(url)} is listed twice")
+        else:
+            out.append(url)
+    return tuple(out)
+
+
+def _etcd_tls(c: Checker, value: object, path: str) -> EtcdTls | None:
+    m = c.mapping(value, path, ("ca", "cert", "key"), ("ca", "cert", "key"))
+    if m is None:
+        return None
+    ca, cert, key = (c.matching(m.get(k), f"{path}.{k}", _PATH, _PATH_RULE, 1024)
+                     for k in ("ca", "cert", "key"))
+    if ca is None or cert is None or key is None:
+        return None
+    return EtcdTls(ca, cert, key)

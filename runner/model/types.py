@@ -140,6 +140,24 @@ class Uplink:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    ca: str  # PEM: the CA that signs the etcd members' certificates
+    cert: str  # PEM: the device's client certificate; its CN is the device's etcd user
+    key: str  # PEM: its private key (a secret)
+
+
+@dataclass(frozen=True)
+class EtcdSource:
+    """Desired state from a fleet's etcd (supervisor config `source.etcd`)."""
+
+    endpoints: tuple[str, ...]  # https://HOST:PORT (http:// only without tls)
+    device: str  # this device's id: its keys are <prefix>/devices/<device>/...
+    prefix: str = "/nirunner"
+    tls: EtcdTls | None = None
+    status_ttl: int = 10  # seconds: a dead device's status vanishes after this
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     containerd_address: str = "/run/containerd/containerd.sock"
     containerd_namespace: str = "nirunner"
@@ -150,6 +168,7 @@ class SupervisorConfig:
     resolv_conf: str = "/etc/resolv.conf"  # the device's resolvers: NIs' default upstream
     ipsec_backend: IpsecBackend = IpsecBackend.AUTO
     uplinks: tuple[Uplink, ...] = ()
+    source: EtcdSource | None = None  # None: manifests through the local API only
 
     def uplink(self, name: str) -> Uplink | None:
         return next((u for u in self.uplinks if u.name == name), None)

@@ -117,6 +117,7 @@ class Supervisor:
         self.current: Items = {}  # what exists, as far as we know
         self.errors: dict[str, tuple[str, str]] = {}  # item id -> (owner, its last error)
         self.containerd_ok = True
+        self.source: Any = None  # a FleetSource when the desired state comes from etcd
         self._facts: Facts | None = None
         self._plan_cache: tuple[tuple[int, int], Plan] | None = None
         self._version = 0  # bumped by every change of the desired state

@@ -2,8 +2,10 @@
 
 The expected names and field numbers below were checked against containerd
 1.6.20's api/ protos and containerd/cgroups 1.0.4's metrics protos (they are
-unchanged in containerd 2.x, which only adds fields/methods). They are
-hard-coded on purpose: the reference protos are not available in CI.
+unchanged in containerd 2.x, which only adds fields/methods), and against etcd's
+api/etcdserverpb/rpc.proto, api/mvccpb/kv.proto and api/authpb/auth.proto (3.4
+to 3.6 agree on them). They are hard-coded on purpose: the reference protos are
+not available in CI.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from runner.pb.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from runner.pb.containerd.services.version.v1 import version_pb2
 from runner.pb.containerd.types import descriptor_pb2, metrics_pb2, mount_pb2, platform_pb2
 from runner.pb.containerd.types.task import task_pb2
+from runner.pb.etcd.authpb import auth_pb2
+from runner.pb.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from runner.pb.etcd.mvccpb import kv_pb2
 from runner.pb.nirunner.v1 import nirunner_pb2, nirunner_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +120,18 @@ SERVICES = {
         ],
     ),
     "containerd.services.version.v1.Version": (version_pb2, ["Version"]),
+    "etcdserverpb.KV": (rpc_pb2, ["Range", "Put", "DeleteRange", "Txn", "Compact"]),
+    "etcdserverpb.Watch": (rpc_pb2, ["Watch"]),
+    "etcdserverpb.Lease": (
+        rpc_pb2, ["LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive"]
+    ),
+    "etcdserverpb.Cluster": (rpc_pb2, ["MemberList"]),
+    "etcdserverpb.Maintenance": (rpc_pb2, ["Status"]),
+    "etcdserverpb.Auth": (
+        rpc_pb2,
+        ["AuthEnable", "UserAdd", "UserGet", "UserGrantRole", "RoleAdd", "RoleGet",
+         "RoleGrantPermission"],
+    ),
     "nirunner.v1.Supervisor": (
         nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events"]
     ),
@@ -142,6 +159,9 @@ def test_streaming_methods() -> None:
     assert streaming("containerd.services.snapshots.v1.Snapshots", "List") == (False, True)
     assert streaming("containerd.services.containers.v1.Containers", "ListStream") == (False, True)
     assert streaming("containerd.services.tasks.v1.Tasks", "Create") == (False, False)
+    assert streaming("etcdserverpb.Watch", "Watch") == (True, True)
+    assert streaming("etcdserverpb.Lease", "LeaseKeepAlive") == (True, True)
+    assert streaming("etcdserverpb.KV", "Range") == (False, False)
 
 
 def test_grpc_method_paths() -> None:
@@ -154,6 +174,8 @@ def test_grpc_method_paths() -> None:
         assert stub.Create._method == b"/containerd.services.tasks.v1.Tasks/Create"
         sup = nirunner_pb2_grpc.SupervisorStub(channel)
         assert sup.Version._method == b"/nirunner.v1.Supervisor/Version"
+        assert rpc_pb2_grpc.KVStub(channel).Range._method == b"/etcdserverpb.KV/Range"
+        assert rpc_pb2_grpc.WatchStub(channel).Watch._method == b"/etcdserverpb.Watch/Watch"
     finally:
         channel.close()
 
@@ -389,3 +411,84 @@ def test_nirunner_supervisor() -> None:
         "version": (1, T.TYPE_STRING),
         "containerd_version": (2, T.TYPE_STRING),
     }
+
+
+def test_etcd_kv() -> None:
+    assert kv_pb2.DESCRIPTOR.package == "mvccpb"
+    assert fields(kv_pb2.KeyValue.DESCRIPTOR) == {
+        "key": (1, T.TYPE_BYTES),
+        "create_revision": (2, T.TYPE_INT64),
+        "mod_revision": (3, T.TYPE_INT64),
+        "version": (4, T.TYPE_INT64),
+        "value": (5, T.TYPE_BYTES),
+        "lease": (6, T.TYPE_INT64),
+    }
+    assert fields(kv_pb2.Event.DESCRIPTOR) == {
+        "type": (1, T.TYPE_ENUM),
+        "kv": (2, T.TYPE_MESSAGE),
+        "prev_kv": (3, T.TYPE_MESSAGE),
+    }
+    assert {v.name: v.number for v in kv_pb2.Event.EventType.DESCRIPTOR.values} == {
+        "PUT": 0, "DELETE": 1,
+    }  # fmt: skip
+
+
+def test_etcd_requests() -> None:
+    assert fields(rpc_pb2.ResponseHeader.DESCRIPTOR) == {
+        "cluster_id": (1, T.TYPE_UINT64),
+        "member_id": (2, T.TYPE_UINT64),
+        "revision": (3, T.TYPE_INT64),
+        "raft_term": (4, T.TYPE_UINT64),
+    }
+    rng = fields(rpc_pb2.RangeRequest.DESCRIPTOR)
+    assert rng["range_end"] == (2, T.TYPE_BYTES)
+    assert rng["revision"] == (4, T.TYPE_INT64)
+    assert rng["serializable"] == (7, T.TYPE_BOOL)
+    assert rng["count_only"] == (9, T.TYPE_BOOL)
+    assert fields(rpc_pb2.RangeResponse.DESCRIPTOR) == {
+        "header": (1, T.TYPE_MESSAGE),
+        "kvs": (2, T.TYPE_MESSAGE),
+        "more": (3, T.TYPE_BOOL),
+        "count": (4, T.TYPE_INT64),
+    }
+    assert fields(rpc_pb2.PutRequest.DESCRIPTOR)["lease"] == (3, T.TYPE_INT64)
+    assert fields(rpc_pb2.DeleteRangeResponse.DESCRIPTOR)["deleted"] == (2, T.TYPE_INT64)
+    cmp = fields(rpc_pb2.Compare.DESCRIPTOR)
+    assert cmp["mod_revision"] == (6, T.TYPE_INT64)
+    assert cmp["value"] == (7, T.TYPE_BYTES)
+    assert cmp["range_end"] == (64, T.TYPE_BYTES)
+    assert {v.name: v.number for v in rpc_pb2.Compare.CompareTarget.DESCRIPTOR.values} == {
+        "VERSION": 0, "CREATE": 1, "MOD": 2, "VALUE": 3, "LEASE": 4,
+    }  # fmt: skip
+    assert fields(rpc_pb2.RequestOp.DESCRIPTOR) == {
+        "request_range": (1, T.TYPE_MESSAGE),
+        "request_put": (2, T.TYPE_MESSAGE),
+        "request_delete_range": (3, T.TYPE_MESSAGE),
+    }
+
+
+def test_etcd_watch_lease_auth() -> None:
+    create = fields(rpc_pb2.WatchCreateRequest.DESCRIPTOR)
+    assert create["start_revision"] == (3, T.TYPE_INT64)
+    assert create["progress_notify"] == (4, T.TYPE_BOOL)
+    assert create["watch_id"] == (7, T.TYPE_INT64)
+    assert fields(rpc_pb2.WatchRequest.DESCRIPTOR)["progress_request"] == (3, T.TYPE_MESSAGE)
+    resp = fields(rpc_pb2.WatchResponse.DESCRIPTOR)
+    assert resp["compact_revision"] == (5, T.TYPE_INT64)
+    assert resp["cancel_reason"] == (6, T.TYPE_STRING)
+    assert resp["events"] == (11, T.TYPE_MESSAGE)
+    assert fields(rpc_pb2.LeaseGrantRequest.DESCRIPTOR) == {
+        "TTL": (1, T.TYPE_INT64),
+        "ID": (2, T.TYPE_INT64),
+    }
+    assert fields(rpc_pb2.LeaseKeepAliveResponse.DESCRIPTOR)["TTL"] == (3, T.TYPE_INT64)
+    assert fields(rpc_pb2.AuthUserAddRequest.DESCRIPTOR)["options"] == (3, T.TYPE_MESSAGE)
+    assert fields(auth_pb2.Permission.DESCRIPTOR) == {
+        "permType": (1, T.TYPE_ENUM),
+        "key": (2, T.TYPE_BYTES),
+        "range_end": (3, T.TYPE_BYTES),
+    }
+    assert {v.name: v.number for v in auth_pb2.Permission.Type.DESCRIPTOR.values} == {
+        "READ": 0, "WRITE": 1, "READWRITE": 2,
+    }  # fmt: skip
+    assert fields(rpc_pb2.StatusResponse.DESCRIPTOR)["leader"] == (4, T.TYPE_UINT64)

@@ -135,3 +135,58 @@ def test_example_config() -> None:
 def test_resolv_conf_path() -> None:
     assert parse_config("resolvConf: /run/lab/resolv.conf\n").resolv_conf == "/run/lab/resolv.conf"
     assert parse_config("").resolv_conf == "/etc/resolv.conf"
+
+
+SOURCE = """\
+source:
+  etcd:
+    endpoints: [https://10.0.0.1:2379, "https://[fd00::2]:2379", https://etcd-3.lan:2379]
+    device: edge-1
+    prefix: /fleet/site-1
+    tls: {ca: /etc/nirunner/etcd/ca.pem, cert: /etc/nirunner/etcd/dev.pem,
+          key: /etc/nirunner/etcd/dev.key}
+    statusTTL: 15
+"""
+
+
+def test_etcd_source() -> None:
+    from runner.model.types import EtcdSource, EtcdTls
+
+    assert parse_config(SOURCE).source == EtcdSource(
+        ("https://10.0.0.1:2379", "https://[fd00::2]:2379", "https://etcd-3.lan:2379"),
+        "edge-1", "/fleet/site-1",
+        EtcdTls("/etc/nirunner/etcd/ca.pem", "/etc/nirunner/etcd/dev.pem",
+                "/etc/nirunner/etcd/dev.key"), 15)
+    plain = parse_config("source: {etcd: {endpoints: [http://127.0.0.1:2379], device: d}}")
+    assert plain.source == EtcdSource(("http://127.0.0.1:2379",), "d")
+    assert plain.source.prefix == "/nirunner" and plain.source.status_ttl == 10
+    assert parse_config("").source is None
+
+
+@pytest.mark.parametrize(("old", "new", "path", "message", "line"), [
+    ("device: edge-1", "device: Edge_1", "source.etcd.device", "'Edge_1' is not valid", 4),
+    ("device: edge-1", "device: 'a;b'", "source.etcd.device", "is not valid", 4),
+    ("prefix: /fleet/site-1", "prefix: /fleet/../x", "source.etcd.prefix", "no '..'", 5),
+    ("prefix: /fleet/site-1", "prefix: fleet", "source.etcd.prefix", "is not valid", 5),
+    ("https://10.0.0.1:2379,", "ftp://10.0.0.1:2379,", "source.etcd.endpoints[0]",
+     "is not valid: an etcd client URL", 3),
+    ("https://10.0.0.1:2379,", "https://10.0.0.1:70000,", "source.etcd.endpoints[0]",
+     "port out of range", 3),
+    ("https://etcd-3.lan:2379", "https://10.0.0.1:2379", "source.etcd.endpoints[2]",
+     "is listed twice", 3),
+    ("statusTTL: 15", "statusTTL: 1", "source.etcd.statusTTL", "1 is out of range 5..600", 8),
+    ("    tls: {ca: /etc/nirunner/etcd/ca.pem, cert: /etc/nirunner/etcd/dev.pem,\n"
+     "          key: /etc/nirunner/etcd/dev.key}\n", "", "source.etcd.tls",
+     "is required for https endpoints", 2),
+    ("key: /etc/nirunner/etcd/dev.key", "keyfile: x", "source.etcd.tls.keyfile",
+     "is not a known field", 7),
+    ("statusTTL: 15", "statusTTL: 15\n    password: x", "source.etcd.password",
+     "is not a known field", 9),
+])
+def test_bad_etcd_source(old: str, new: str, path: str, message: str, line: int) -> None:
+    assert old in SOURCE
+    with pytest.raises(ConfigError) as e:
+        parse_config(SOURCE.replace(old, new, 1), "c.yaml")
+    found = [p for p in e.value.problems if p.path == path]
+    assert found, str(e.value)
+    assert message in found[0].message and found[0].line == line, str(e.value)

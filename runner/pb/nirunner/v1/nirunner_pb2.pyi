@@ -79,10 +79,12 @@ class StatusRequest(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ..., detail: _Optional[bool] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("ni_json",)
+    __slots__ = ("ni_json", "source_json")
     NI_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     ni_json: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ni_json: _Optional[_Iterable[str]] = ...) -> None: ...
+    source_json: str
+    def __init__(self, ni_json: _Optional[_Iterable[str]] = ..., source_json: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
     __slots__ = ("ni", "netns", "ifname", "mac", "hostname")
