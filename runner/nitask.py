@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runner.containerd import seccomp, tasks
 from runner.containerd import spec as oci
-from runner.containerd import tasks
 from runner.containerd.client import Client
+from runner.model.types import TaskSeccomp
 from runner.net import names
 
 LABEL_NAME = "io.nirunner.ni.name"
@@ -28,6 +29,7 @@ class NITask:
     state_dir: str
     log_path: str
     limits: oci.Limits = field(default_factory=oci.Limits)
+    seccomp: TaskSeccomp = TaskSeccomp.ENFORCE  # the supervisor config's taskSeccomp
 
     @property
     def container_id(self) -> str:
@@ -51,6 +53,7 @@ class NITask:
             cgroups_path=f"/{namespace}/{self.container_id}",
             limits=self.limits,
             hostname=self.container_id,
+            seccomp=seccomp.for_task(self.seccomp),
         )
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from runner.model.config import load_config, parse_config
 from runner.model.errors import ConfigError
-from runner.model.types import SupervisorConfig, Uplink
+from runner.model.types import SupervisorConfig, TaskSeccomp, Uplink
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
 
@@ -135,3 +135,20 @@ def test_example_config() -> None:
 def test_resolv_conf_path() -> None:
     assert parse_config("resolvConf: /run/lab/resolv.conf\n").resolv_conf == "/run/lab/resolv.conf"
     assert parse_config("").resolv_conf == "/etc/resolv.conf"
+
+
+@pytest.mark.parametrize(("value", "mode"), [
+    ("true", TaskSeccomp.ENFORCE), ("false", TaskSeccomp.OFF), ("log", TaskSeccomp.LOG),
+    ("off", TaskSeccomp.OFF)])  # YAML 1.1: off is false
+def test_task_seccomp(value: str, mode: TaskSeccomp) -> None:
+    assert parse_config(f"taskSeccomp: {value}\n").task_seccomp is mode
+    assert parse_config("").task_seccomp is TaskSeccomp.ENFORCE
+
+
+@pytest.mark.parametrize("value", ["enforce", "'false'", "yes please", "1", "[]"])
+def test_task_seccomp_bad(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"image: nirunner/ni:1\ntaskSeccomp: {value}\n", "nirunner.yaml")
+    [problem] = err.value.problems
+    assert problem.path == "taskSeccomp" and problem.line == 2
+    assert "is not one of true, false, log" in problem.message
