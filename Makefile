@@ -3,6 +3,7 @@
 #   make demo    a lab device with two NIs, apps and real traffic (root)
 #   make image   the NI image archive (cached)
 #   make protos  regenerate runner/pb from protos/
+#   make seccomp-profile / seccomp-check   derive / check the NI tasks' seccomp list (root)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,15 +12,16 @@ PY := $(VENV)/bin/python
 # containerd/runc run the NI tasks; mmdebstrap+gcc build the NI image; the rest
 # serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter; VPN
 # peers: charon, swanctl, pki for test CAs, tcpdump for captures on the uplink;
-# benchmarks: iperf3, and the reference CNI plugins to compare with).
+# benchmarks: iperf3, and the reference CNI plugins to compare with; strace derives
+# the NI tasks' seccomp allow-list).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump \
-	iperf3 containernetworking-plugins
+	iperf3 containernetworking-plugins strace
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
-	bench-profile lint clean
+	bench-profile lint clean seccomp-profile seccomp-check
 
 setup: deps venv
 
@@ -44,6 +46,14 @@ image: setup
 
 protos: venv
 	$(PY) tools/genproto.py
+
+# The NI tasks' seccomp allow-list (runner/containerd/seccomp_ni.json), from a lab
+# run under strace; see README, Seccomp.
+seccomp-profile: setup image
+	$(PY) tools/seccomp_profile.py
+
+seccomp-check: setup image
+	$(PY) tools/seccomp_profile.py --check
 
 test: setup image lint
 	$(PY) -m pytest -ra tests
