@@ -16,6 +16,7 @@ refused with the reason rather than run under a filter nobody checked there.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -89,3 +90,12 @@ def for_task(mode: TaskSeccomp) -> dict[str, Any] | None:
     if mode is TaskSeccomp.OFF:
         return None
     return linux_seccomp(mode, load(), platform.machine())
+
+
+def fingerprint(mode: TaskSeccomp) -> str:
+    """Names the filter a task gets: a task whose fingerprint differs from the one it
+    was created with runs under another filter (or none) and must be recreated."""
+    if mode is TaskSeccomp.OFF:
+        return str(mode)
+    digest = hashlib.sha256("\n".join(load().syscalls).encode()).hexdigest()[:12]
+    return f"{mode}:{digest}"

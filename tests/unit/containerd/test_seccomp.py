@@ -118,3 +118,10 @@ def test_the_filter_is_the_only_difference_in_the_spec() -> None:
     assert "seccomp" not in off["linux"]
     del on["linux"]["seccomp"]
     assert on == off
+
+
+def test_fingerprint_names_mode_and_list() -> None:
+    assert seccomp.fingerprint(TaskSeccomp.OFF) == "off"
+    enforce, log = seccomp.fingerprint(TaskSeccomp.ENFORCE), seccomp.fingerprint(TaskSeccomp.LOG)
+    assert enforce.startswith("enforce:") and log.startswith("log:")
+    assert enforce.split(":")[1] == log.split(":")[1] != ""
