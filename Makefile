@@ -3,6 +3,7 @@
 #   make demo    a lab device with two NIs, apps and real traffic (root)
 #   make image   the NI image archive (cached)
 #   make protos  regenerate runner/pb from protos/
+#   make seccomp-profile / seccomp-check   derive / check the NI tasks' seccomp list (root)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,15 +16,16 @@ PY := $(VENV)/bin/python
 # containers through CNI in the lab: runner/lab/podman.py; the service:
 # systemd-analyze to verify the unit, setpriv to run the supervisor with the unit's
 # capabilities, zsh to check its completion script; fleets: etcd-server for the
-# lab's etcd cluster, openssl for its throwaway CA).
+# lab's etcd cluster, openssl for its throwaway CA; strace derives the NI tasks'
+# seccomp allow-list).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
-	iperf3 containernetworking-plugins podman systemd zsh
+	iperf3 containernetworking-plugins podman systemd zsh strace
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
-	bench-profile lint clean
+	bench-profile lint clean seccomp-profile seccomp-check
 
 setup: deps venv
 
@@ -48,6 +50,14 @@ image: setup
 
 protos: venv
 	$(PY) tools/genproto.py
+
+# The NI tasks' seccomp allow-list (runner/containerd/seccomp_ni.json), from a lab
+# run under strace; see README, Seccomp.
+seccomp-profile: setup image
+	$(PY) tools/seccomp_profile.py
+
+seccomp-check: setup image
+	$(PY) tools/seccomp_profile.py --check
 
 test: setup image lint
 	$(PY) -m pytest -ra tests

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from runner.containerd import seccomp
 from runner.containerd import spec as oci
+from runner.model.types import TaskSeccomp
 from runner.net import names
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class NITask:
     state_dir: str
     log_path: str
     limits: oci.Limits = field(default_factory=oci.Limits)
+    seccomp: TaskSeccomp = TaskSeccomp.ENFORCE  # the supervisor config's taskSeccomp
 
     @property
     def container_id(self) -> str:
@@ -58,6 +61,7 @@ class NITask:
             cgroups_path=f"/{namespace}/{self.container_id}",
             limits=self.limits,
             hostname=self.container_id,
+            seccomp=seccomp.for_task(self.seccomp),
         )
 
 

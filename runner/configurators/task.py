@@ -12,6 +12,7 @@ from runner import nitask
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import AlreadyExists, NotFound
+from runner.model.types import TaskSeccomp
 from runner.net import names
 from runner.reconcile.kinds import Task
 from runner.render import swanctl
@@ -28,7 +29,7 @@ def _nitask(item: Task) -> nitask.NITask:
     return nitask.NITask(
         name=item.ni, ni_type=item.ni_type, uplink=item.uplink, generation=item.generation,
         netns_path=item.netns_path, config_dir=item.config_dir, state_dir=item.state_dir,
-        log_path=item.log_path, limits=item.limits)
+        log_path=item.log_path, limits=item.limits, seccomp=TaskSeccomp(item.seccomp))
 
 
 class TaskConf:

@@ -1,7 +1,8 @@
 """The OCI runtime spec of an NI task, built as plain data (pure, no I/O).
 
 An NI task is not privileged: it runs as root with only the capabilities that
-dnsmasq, nft and charon need, on a read-only rootfs, inside the NI's network
+dnsmasq, nft and charon need, no new privileges, under a seccomp allow-list
+(`runner.containerd.seccomp`), on a read-only rootfs, inside the NI's network
 namespace (created beforehand by the supervisor so it outlives the task), with
 its own tmpfs /run and bind mounts of the NI's config (read-only) and state.
 """
@@ -76,6 +77,7 @@ class TaskSpec:
     args: tuple[str, ...] = ENTRYPOINT
     env: tuple[str, ...] = ()
     hostname: str = ""
+    seccomp: dict[str, Any] | None = None  # linux.seccomp; None: no filter
 
 
 def _device_rules() -> list[dict[str, Any]]:
@@ -137,26 +139,29 @@ def build(spec: TaskSpec) -> dict[str, Any]:
     """The full OCI runtime spec of an NI task."""
     resources = spec.limits.to_oci()
     resources["devices"] = _device_rules()
+    linux: dict[str, Any] = {
+        "namespaces": [
+            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+            {"type": "network", "path": spec.netns_path},
+        ],
+        "devices": [{
+            "path": TUN[2], "type": "c", "major": TUN[0], "minor": TUN[1],
+            "fileMode": 0o666, "uid": 0, "gid": 0,
+        }],
+        "resources": resources,
+        "cgroupsPath": spec.cgroups_path,
+        "maskedPaths": list(_MASKED),
+        "readonlyPaths": list(_READONLY),
+    }
+    if spec.seccomp is not None:
+        linux["seccomp"] = spec.seccomp
     return {
         "ociVersion": "1.0.2",
         "process": process(spec.args, spec.env),
         "root": {"path": "rootfs", "readonly": True},
         "hostname": spec.hostname or spec.container_id,
         "mounts": _mounts(spec),
-        "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "network", "path": spec.netns_path},
-            ],
-            "devices": [{
-                "path": TUN[2], "type": "c", "major": TUN[0], "minor": TUN[1],
-                "fileMode": 0o666, "uid": 0, "gid": 0,
-            }],
-            "resources": resources,
-            "cgroupsPath": spec.cgroups_path,
-            "maskedPaths": list(_MASKED),
-            "readonlyPaths": list(_READONLY),
-        },
+        "linux": linux,
     }
 
 

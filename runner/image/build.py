@@ -1,5 +1,6 @@
-"""Build the NI image: a Debian rootfs from mmdebstrap, a static ni-init from gcc, packed
-into an OCI archive by runner.image.oci, and cached by a hash of everything that defines it.
+"""Build the NI image: a Debian rootfs from mmdebstrap, a static ni-init (and the diagnostic
+ni-sysprobe) from gcc, packed into an OCI archive by runner.image.oci, and cached by a hash
+of everything that defines it.
 
 Needs root (mmdebstrap --mode=root), mmdebstrap and gcc with a static libc (libc6-dev).
 """
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 IMAGE_SOURCE_DIR = Path(__file__).resolve().parents[2] / "images" / "ni"
 PACKAGES_FILE = IMAGE_SOURCE_DIR / "packages.txt"
 INIT_SOURCE = IMAGE_SOURCE_DIR / "init" / "ni-init.c"
+SYSPROBE_SOURCE = IMAGE_SOURCE_DIR / "sysprobe" / "ni-sysprobe.c"
 DEFAULT_CACHE_DIR = Path("/var/cache/nirunner/images")
 CACHE_ENV = "NIRUNNER_CACHE"
 
@@ -56,6 +58,7 @@ MMDEBSTRAP_OPTIONS = (
 )
 GCC_OPTIONS = ("-static", "-Os", "-s", "-Wall", "-Wextra")
 INIT_DEST = oci.ENTRYPOINT
+SYSPROBE_DEST = "/sbin/ni-sysprobe"
 # Left over by the build but useless in an image without apt.
 TRIM_PATHS = ("var/lib/apt", "var/cache/apt", "var/log/apt", "var/cache/ldconfig/aux-cache")
 # Mount points of the NI's config (read-only) and state (writable) bind mounts.
@@ -129,16 +132,18 @@ def gcc_command(source: Path | str, output: Path | str) -> list[str]:
     return ["gcc", *GCC_OPTIONS, "-o", str(output), str(source)]
 
 
-def cache_key(packages_file: Path, init_source: Path, version: str) -> str:
+def cache_key(packages_file: Path, init_source: Path, version: str,
+              sysprobe_source: Path = SYSPROBE_SOURCE) -> str:
     """Hash of everything that decides the image's content.
 
-    Besides the package list, the init source, the packer and the version, this module
+    Besides the package list, the C sources, the packer and the version, this module
     counts too: it holds the mmdebstrap and gcc options and the rootfs trimming.
     """
     sha = hashlib.sha256()
     parts = [
         packages_file.read_bytes(),
         init_source.read_bytes(),
+        sysprobe_source.read_bytes(),
         Path(oci.__file__).read_bytes(),
         Path(__file__).read_bytes(),
         version.encode(),
@@ -176,7 +181,8 @@ def _run(step: str, cmd: list[str], log_file: Path) -> None:
                               _tail(log_file))
 
 
-def compile_init(source: Path, output: Path) -> None:
+def compile_static(source: Path, output: Path) -> None:
+    """A static binary of one C source (ni-init, ni-sysprobe)."""
     try:
         _run("gcc", gcc_command(source, output), output.with_suffix(".gcc.log"))
     except ImageBuildError as err:
@@ -260,11 +266,12 @@ def build_image(
     version: str = __version__,
     packages_file: Path = PACKAGES_FILE,
     init_source: Path = INIT_SOURCE,
+    sysprobe_source: Path = SYSPROBE_SOURCE,
 ) -> BuildResult:
     """Build the NI image archive, or return the cached one unless `force`."""
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    key = cache_key(packages_file, init_source, version)
+    key = cache_key(packages_file, init_source, version, sysprobe_source)
     stem = f"ni-{version}-{key[:16]}"
     archive, meta = cache / f"{stem}.oci.tar", cache / f"{stem}.json"
     if not force and (hit := _cached(meta)):
@@ -273,7 +280,8 @@ def build_image(
         if not force and (hit := _cached(meta)):  # built by whoever held the lock
             return hit
         meta.unlink(missing_ok=True)
-        result = _build(cache, archive, key, version, packages_file, init_source)
+        result = _build(cache, archive, key, version, packages_file,
+                        (init_source, sysprobe_source))
         tmp = meta.with_suffix(".json.tmp")
         tmp.write_text(result.to_json())
         tmp.replace(meta)  # the metadata appears last: its presence means "complete"
@@ -281,22 +289,30 @@ def build_image(
     return result
 
 
+KEEP_BUILDS = 4  # the newest archives kept: an image roll goes back to the one before
+
+
 def _prune(cache: Path, keep: str) -> None:
-    """Drop archives of older inputs: only the current image is ever wanted again."""
-    for path in cache.glob("ni-*"):
-        if not path.name.startswith(keep + ".") and path.suffix in (".tar", ".json"):
+    """Drop the archives of old inputs, keeping `keep` and the next newest ones (other
+    checkouts and a roll back may want them; each is ~30 MB)."""
+    metas = sorted((p for p in cache.glob("ni-*.json") if not p.name.startswith(keep + ".")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for meta in metas[KEEP_BUILDS - 1:]:
+        stem = meta.name.removesuffix(".json")
+        for path in (meta, cache / f"{stem}.oci.tar"):
             log.info("removing stale %s", path)
             path.unlink(missing_ok=True)
 
 
 def _build(cache: Path, archive: Path, key: str, version: str, packages_file: Path,
-           init_source: Path) -> BuildResult:
+           sources: tuple[Path, Path]) -> BuildResult:
     started = time.monotonic()
     packages = read_packages(packages_file)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     try:
-        init_bin = work / "ni-init"
-        compile_init(init_source, init_bin)  # first: seconds, and fails fast
+        init_bin, sysprobe_bin = work / "ni-init", work / "ni-sysprobe"
+        compile_static(sources[0], init_bin)  # first: seconds, and fails fast
+        compile_static(sources[1], sysprobe_bin)
         rootfs = work / "rootfs"
         build_rootfs(packages, rootfs)
         trim_rootfs(rootfs)
@@ -304,7 +320,8 @@ def _build(cache: Path, archive: Path, key: str, version: str, packages_file: Pa
         try:
             packed = oci.pack_image(
                 rootfs, archive,
-                extra_files=[oci.ExtraFile(INIT_DEST, init_bin, mode=0o755)],
+                extra_files=[oci.ExtraFile(INIT_DEST, init_bin, mode=0o755),
+                             oci.ExtraFile(SYSPROBE_DEST, sysprobe_bin, mode=0o755)],
                 version=version,
                 labels={"io.nirunner.build-key": key, "io.nirunner.suite": SUITE},
             )

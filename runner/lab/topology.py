@@ -102,6 +102,35 @@ class Lab:
         sh("ip", "route", "add", "default", "via", "192.0.2.1", netns=self.inet)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=self.wan)
 
+    def segment_host(self, uplink: str, name: str, address: str) -> str:
+        """A host netns `<prefix>-<name>` on an uplink's segment (e.g. eth1's 203.0.113.0/24)
+        with `address` (CIDR) and the wan router as its gateway; returns the netns.
+
+        The wan router's end of that segment becomes a bridge (its port's MAC kept, so
+        the device's ARP entry for the gateway stays right) the hosts plug into.
+        """
+        i = list(UPLINKS).index(uplink)
+        gw = UPLINKS[uplink][1]
+        port, bridge = f"w{i}", f"s{i}"
+        if sh("ip", "link", "show", bridge, netns=self.wan, check=False).returncode != 0:
+            mac = sh("cat", f"/sys/class/net/{port}/address", netns=self.wan).stdout.strip()
+            sh("ip", "link", "add", bridge, "address", mac, "type", "bridge", netns=self.wan)
+            sh("ip", "addr", "del", gw, "dev", port, netns=self.wan)
+            sh("ip", "link", "set", port, "master", bridge, netns=self.wan)
+            sh("ip", "addr", "add", gw, "dev", bridge, netns=self.wan)
+            sh("ip", "link", "set", bridge, "up", netns=self.wan)
+        ns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", netns=ns)
+        wan_if = f"{bridge}{name}"[:15]
+        sh("ip", "link", "add", wan_if, "netns", self.wan, "type", "veth", "peer", "name",
+           "eth0", "netns", ns)
+        sh("ip", "link", "set", wan_if, "master", bridge, "up", netns=self.wan)
+        sh("ip", "addr", "add", address, "dev", "eth0", netns=ns)
+        sh("ip", "link", "set", "eth0", "up", netns=ns)
+        sh("ip", "route", "add", "default", "via", gw.split("/")[0], netns=ns)
+        return ns
+
     def start_dns(self, records: dict[str, str]) -> None:
         """An upstream DNS server on the inet host."""
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",

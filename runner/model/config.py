@@ -6,6 +6,7 @@
     transitPool: 169.254.100.0/22
     image: nirunner/ni:0.1.0
     ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
+    taskSeccomp: true         # NI tasks under the seccomp allow-list; false | log to debug
     uplinks:
       - {name: eth0, interface: eth0}
     source:                   # optional: desired state from a fleet's etcd (see README)
@@ -32,7 +33,14 @@ from runner.model.errors import (
     read_documents,
     show,
 )
-from runner.model.types import EtcdSource, EtcdTls, IpsecBackend, SupervisorConfig, Uplink
+from runner.model.types import (
+    EtcdSource,
+    EtcdTls,
+    IpsecBackend,
+    SupervisorConfig,
+    TaskSeccomp,
+    Uplink,
+)
 
 MAX_BYTES = 1 << 20
 UPLINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # at most 32 characters
@@ -54,7 +62,7 @@ _UNUSABLE_POOLS = (
     (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
 )
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "ipsecBackend", "uplinks", "source")
+           "ipsecBackend", "uplinks", "source", "taskSeccomp")
 # Fleet names reach etcd keys: a device id is a DNS label, a prefix a plain path.
 DEVICE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DEVICE_ID_RULE = "1-63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label)"
@@ -114,6 +122,7 @@ def _config(c: Checker) -> SupervisorConfig | None:
         ipsec_backend=_ipsec_backend(c, top.get("ipsecBackend")) or default.ipsec_backend,
         uplinks=_uplinks(c, top.get("uplinks")),
         source=_source(c, top.get("source")),
+        task_seccomp=_task_seccomp(c, top.get("taskSeccomp")) or default.task_seccomp,
     )
 
 
@@ -137,6 +146,20 @@ def _ipsec_backend(c: Checker, value: object) -> IpsecBackend | None:
         c.error("ipsecBackend", f"{show(text)} is not one of {', '.join(choices)}")
         return None
     return IpsecBackend(text)
+
+
+def _task_seccomp(c: Checker, value: object) -> TaskSeccomp | None:
+    # YAML booleans for on/off; "log" is the debugging mode between them
+    if value is None:
+        return None
+    if value is True:
+        return TaskSeccomp.ENFORCE
+    if value is False:
+        return TaskSeccomp.OFF
+    if value == TaskSeccomp.LOG.value:
+        return TaskSeccomp.LOG
+    c.error("taskSeccomp", f"{show(value)} is not one of true, false, log")
+    return None
 
 
 def _transit_pool(c: Checker, value: object) -> IPv4Network | None:

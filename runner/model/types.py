@@ -26,6 +26,14 @@ class IpsecBackend(enum.StrEnum):
     LIBIPSEC = "libipsec"  # strongSwan's userspace ESP over a TUN device (always UDP-encapsulated)
 
 
+class TaskSeccomp(enum.StrEnum):
+    """The seccomp filter of NI tasks (supervisor config `taskSeccomp`)."""
+
+    ENFORCE = "enforce"  # the NI allow-list; anything else fails with EPERM (default)
+    LOG = "log"  # the allow-list, but anything else is allowed and logged by the kernel
+    OFF = "off"  # no filter (debugging)
+
+
 class Protocol(enum.StrEnum):
     TCP = "tcp"
     UDP = "udp"
@@ -169,6 +177,7 @@ class SupervisorConfig:
     ipsec_backend: IpsecBackend = IpsecBackend.AUTO
     uplinks: tuple[Uplink, ...] = ()
     source: EtcdSource | None = None  # None: manifests through the local API only
+    task_seccomp: TaskSeccomp = TaskSeccomp.ENFORCE
 
     def uplink(self, name: str) -> Uplink | None:
         return next((u for u in self.uplinks if u.name == name), None)

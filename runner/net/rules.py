@@ -6,7 +6,7 @@ Kept apart from `ni` and `device` so that the renderer depends on data only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from runner.model.types import Protocol
 
@@ -65,3 +65,6 @@ class DeviceRules:
     dnats: tuple[DeviceDnat, ...] = ()
     vpn_transit_ifs: tuple[str, ...] = ()  # transit links of VPN NIs: IKE/ESP only
     transit_pool: str = ""  # sources from it on no known transit link are never forwarded
+    # (transit if, its NI's subnet) of NIs with port maps: a port-map client whose
+    # address lies in that subnet is masqueraded on its way in (see render.nft)
+    port_map_subnets: tuple[tuple[str, IPv4Network], ...] = ()

@@ -119,6 +119,8 @@ def plan_device(config: SupervisorConfig, facts: Facts, nis: Sequence[NIPlan]) -
         dnats=tuple(_dnats(config, facts, linked)),
         vpn_transit_ifs=tuple(x.transit.device_if for x in linked if x.plan.vpn is not None),
         transit_pool=str(config.transit_pool),
+        port_map_subnets=tuple((x.transit.device_if, x.plan.bridge.address.network)
+                               for x in linked if x.plan.port_maps),
     )
     return DevicePlan(
         uplink_tables={u.name: names.uplink_table(i) for i, u in enumerate(config.uplinks)},

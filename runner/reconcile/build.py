@@ -39,7 +39,16 @@ def limits(r: Resources) -> Limits:
     return Limits.from_cpus(r.memory, r.cpu, r.pids)
 
 
-def ni_items(p: NIPlan, layout: Layout, image: str, plugs: Sequence[AppPlug] = (),
+@dataclass(frozen=True)
+class TaskPolicy:
+    """What every NI task gets from the supervisor config."""
+
+    image: str
+    seccomp: str = "enforce"  # taskSeccomp: enforce | log | off
+    seccomp_profile: str = ""  # a fingerprint of the profile in force ("" when off)
+
+
+def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPlug] = (),
              stamps: Mapping[str, Stamp] | None = None,
              app_netns: Mapping[str, int] | None = None) -> list[Item]:
     """Every item of one NI; `app_netns` maps the apps' netns paths that exist to their
@@ -72,12 +81,14 @@ def ni_items(p: NIPlan, layout: Layout, image: str, plugs: Sequence[AppPlug] = (
                         for name, src, mode in sources)
     out.append(k.ConfigFiles(ni, str(layout.config_dir(ni)), tuple(sorted(p.files.items())),
                              secrets, p.vpn))
+    generation = (f"{p.restart_key}.{tasks.seccomp_profile}" if tasks.seccomp_profile
+                  else p.restart_key)
     out.append(k.Task(
-        ni=ni, container_id=p.container_id, image=image, generation=p.restart_key,
+        ni=ni, container_id=p.container_id, image=tasks.image, generation=generation,
         ni_type=str(p.type), uplink=p.uplink.name if p.uplink else "", netns=ns,
         netns_path=f"/run/netns/{ns}", config_dir=str(layout.config_dir(ni)),
         state_dir=str(layout.state_dir(ni)), log_path=str(layout.log_path(ni)),
-        limits=limits(p.resources)))
+        limits=limits(p.resources), seccomp=tasks.seccomp))
     if p.transit is not None and p.uplink is not None:
         rule = k.Rule(ni, _transit_rule(p), link=links[0])
         out.append(rule)
@@ -131,11 +142,12 @@ def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[st
     return out
 
 
-def build(plan: Plan, layout: Layout, image: str, uplinks: Mapping[str, str],
+def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[str, str],
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
           stamps: Mapping[str, Stamp] | None = None,
           app_netns: Mapping[str, int] | None = None) -> Items:
-    """All intended items of a plan, by id."""
+    """All intended items of a plan, by id (`tasks`: the policy, or just the image)."""
+    policy = TaskPolicy(tasks) if isinstance(tasks, str) else tasks
     out: Items = {}
     for x in device_items(plan.device, uplinks, present):
         out[x.id] = x
@@ -143,7 +155,7 @@ def build(plan: Plan, layout: Layout, image: str, uplinks: Mapping[str, str],
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        for x in ni_items(p, layout, image, by_ni.get(name, ()), stamps, app_netns):
+        for x in ni_items(p, layout, policy, by_ni.get(name, ()), stamps, app_netns):
             if x.id in out and not x.EXTERNAL:
                 raise ValueError(f"item {x.id} planned twice")
             out[x.id] = x

@@ -468,7 +468,7 @@ class Task(Item):
     KIND = "task"
     RANK = 10
     RECREATE_ON = ("image", "generation", "netns_path", "ni_type", "uplink", "config_dir",
-                   "state_dir")
+                   "state_dir", "seccomp")
     ni: str
     container_id: str
     image: str
@@ -481,6 +481,8 @@ class Task(Item):
     state_dir: str
     log_path: str
     limits: Limits
+    seccomp: str = "enforce"  # the supervisor config's taskSeccomp (its profile is in
+    #                           the generation, so a new profile is a new task too)
     running: bool = True
     pid: int = field(default=0, compare=False)  # observed
     status: str = field(default="", compare=False)  # observed: running, stopped, ...
@@ -506,9 +508,10 @@ class Task(Item):
         if old.running != self.running:
             was = old.status or "stopped"
             out.append(Change("task", f"start (was {was})" if self.running else "stop"))
-        for name in ("image", "generation"):
+        for name, why in (("image", "new image"),
+                          ("generation", "settings the task reads at start"),
+                          ("seccomp", "another seccomp mode")):
             if getattr(old, name) != getattr(self, name):
-                why = "new image" if name == "image" else "settings the task reads at start"
                 out.append(Change("task", why))
         return out
 

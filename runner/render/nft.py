@@ -59,9 +59,11 @@ class _Table:
             self.lines.append("")
         self.blocks += 1
 
-    def set(self, name: str, type_: str, elements: list[str]) -> None:
+    def set(self, name: str, type_: str, elements: list[str], flags: str = "") -> None:
         self._gap()
         self.lines += [f"\tset {name} {{", f"\t\ttype {type_}"]
+        if flags:
+            self.lines.append(f"\t\tflags {flags}")
         if elements:
             self.lines.append("\t\telements = { " + ", ".join(elements) + " }")
         self.lines.append("\t}")
@@ -194,10 +196,17 @@ def device_ruleset(r: DeviceRules) -> str:
     t.set("transit_uplink", "ifname . ifname",
           [f"{quote(a)} . {quote(b)}" for a, b in r.transit_uplinks])
     t.set("vpn_transit_ifs", "ifname", [quote(i) for i in r.vpn_transit_ifs])
+    t.set("port_map_subnets", "ifname . ipv4_addr",
+          [f"{quote(i)} . {net}" for i, net in r.port_map_subnets], flags="interval")
     t.chain("prerouting", _NAT_PRE, [_device_dnat(d) for d in r.dnats if d.daddrs])
     t.chain("postrouting", _NAT_POST, [
         # same-NI hairpin: without it the app's reply goes straight back, a martian
         "iifname @transit_ifs oifname @transit_ifs ct status dnat masquerade",
+        # a client inside the NI's own subnet (a host on an uplink whose subnet the
+        # NI reuses, another NI leaving through that uplink): the app would answer
+        # it on its bridge. Translated here, it answers the device through the NI.
+        # (Inside the NI, the reply would be un-NATed before routing and go on-link.)
+        "oifname . ip saddr @port_map_subnets ct status dnat masquerade",
         "iifname @transit_ifs oifname @uplink_ifs masquerade",
     ])
     t.chain("input", _filter("input", "accept"), [

@@ -31,7 +31,7 @@ from runner.configurators import configurators
 from runner.configurators.files import stamp
 from runner.configurators.nft import tampered
 from runner.configurators.task import TaskConf
-from runner.containerd import tasks
+from runner.containerd import seccomp, tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError
 from runner.drivers import facts as live_facts
@@ -39,13 +39,13 @@ from runner.drivers import netns as ns
 from runner.drivers.nlwatch import Drift, Ours, Watcher
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_documents, validate_set
-from runner.model.types import NetworkInstance, SupervisorConfig
+from runner.model.types import NetworkInstance, SupervisorConfig, TaskSeccomp
 from runner.net import names
 from runner.plan import site
 from runner.plan.facts import Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
-from runner.reconcile.build import AppPlug, Items, build
+from runner.reconcile.build import AppPlug, Items, TaskPolicy, build
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
@@ -103,6 +103,11 @@ class Supervisor:
         self.client = client
         self.store = Store(config.state_dir)
         self.desired: Desired = self.store.load()  # StateCorrupt: refuse to start
+        mode = config.task_seccomp
+        if mode is not TaskSeccomp.OFF:
+            seccomp.for_task(mode)  # SeccompError now (another arch, a bad profile), not later
+        self.task_policy = TaskPolicy(config.image, str(mode), (
+            "" if mode is TaskSeccomp.OFF else seccomp.fingerprint(mode).split(":")[-1]))
         self.confs = confs if confs is not None else configurators(client, self.store)
         self.tasks: TaskConf = self.confs["task"]
         self._read_facts = read_facts or (
@@ -155,7 +160,7 @@ class Supervisor:
                      if (inode := ns.inode_of_path(a.netns)) is not None}
         plugs = [AppPlug(a.ni, a.netns, a.ifname, a.host_ifname, a.mac)
                  for a in attachments if a.ni in plan.nis]
-        return build(plan, self.store, self.config.image,
+        return build(plan, self.store, self.task_policy,
                      {u.name: u.interface for u in self.config.uplinks},
                      [n for n, f in facts.uplinks.items() if f.exists], plugs,
                      {s: stamp(s) for s in sources}, app_netns)

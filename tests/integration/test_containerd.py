@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from runner.containerd.errors import AlreadyExists, NotFound, Unavailable
 from runner.containerd.images import ImageInfo, import_archive
 from runner.lab.containerd import PrivateContainerd
 from runner.lab.topology import sh
+from runner.model.types import TaskSeccomp
 from runner.nitask import NITask
 from tests.integration.conftest import NAMESPACE, RUN_ID, ctr
 
@@ -49,9 +51,9 @@ class Running:
     client_ns: str
 
 
-def _wire(ni_ns: str, client_ns: str) -> None:
+def _wire(ni_ns: str, client_ns: str, tag: str = "") -> None:
     """A veth between the NI netns (10.77.0.1) and a client netns (10.77.0.2)."""
-    a, b = f"nrt{RUN_ID}a", f"nrt{RUN_ID}b"
+    a, b = f"nrt{RUN_ID}a{tag}", f"nrt{RUN_ID}b{tag}"
     sh("ip", "link", "add", a, "netns", ni_ns, "type", "veth", "peer", "name", b,
        "netns", client_ns)
     sh("ip", "addr", "add", "10.77.0.1/24", "dev", a, netns=ni_ns)
@@ -72,29 +74,36 @@ def _dns(client_ns: str, name: str, deadline: float = 10.0) -> list[str]:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def running(
-    client: Client, ni_image: ImageInfo, netns: Callable[[str], str], tmp_path: Path
-) -> Iterator[Running]:
-    ni_ns, client_ns = netns("ni"), netns("client")
-    _wire(ni_ns, client_ns)
-    cfg, state = tmp_path / "config", tmp_path / "state"
+@contextlib.contextmanager
+def _running(client: Client, image: str, netns: Callable[[str], str], tmp_path: Path,
+             tag: str = "", mode: TaskSeccomp = TaskSeccomp.ENFORCE) -> Iterator[Running]:
+    ni_ns, client_ns = netns(f"ni{tag}"), netns(f"client{tag}")
+    _wire(ni_ns, client_ns, tag)
+    cfg, state = tmp_path / f"config{tag}", tmp_path / f"state{tag}"
     cfg.mkdir()
     state.mkdir()
     (cfg / "dnsmasq.conf").write_text(DNSMASQ_CONF)
     t = NITask(
-        name=f"t{RUN_ID}", ni_type="local", uplink="eth0", generation="1",
+        name=f"t{RUN_ID}{tag}", ni_type="local", uplink="eth0", generation="1",
         netns_path=f"/run/netns/{ni_ns}", config_dir=str(cfg), state_dir=str(state),
-        log_path=str(tmp_path / "task.log"),
-        limits=oci.Limits.from_cpus(MEMORY, 0.5, 64),
+        log_path=str(tmp_path / f"task{tag}.log"),
+        limits=oci.Limits.from_cpus(MEMORY, 0.5, 64), seccomp=mode,
     )
     from runner import nitask
 
-    pid = nitask.run(client, ni_image.name, t)
+    pid = nitask.run(client, image, t)
     try:
         yield Running(t, pid, ni_ns, client_ns)
     finally:
         nitask.remove(client, t.name)
+
+
+@pytest.fixture
+def running(
+    client: Client, ni_image: ImageInfo, netns: Callable[[str], str], tmp_path: Path
+) -> Iterator[Running]:
+    with _running(client, ni_image.name, netns, tmp_path) as r:
+        yield r
 
 
 def test_image_is_imported_and_listed(
@@ -142,6 +151,65 @@ def test_init_runs_dnsmasq_that_answers(running: Running) -> None:
     assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
     status = Path(running.task.state_dir, "services.status").read_text()
     assert status.startswith("dnsmasq running")
+
+
+def _proc_status(pid: int, key: str) -> str:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key + ":"))
+
+
+def _dnsmasq_pid(task_pid: int) -> int:
+    children = Path(f"/proc/{task_pid}/task/{task_pid}/children").read_text().split()
+    found = [int(c) for c in children
+             if Path(f"/proc/{c}/comm").read_text().strip() == "dnsmasq"]
+    assert len(found) == 1, children
+    return found[0]
+
+
+def _sysprobe(client: Client, r: Running, tmp_path: Path) -> dict[str, str]:
+    res = tasks.exec_in(client, r.task.container_id, ["/sbin/ni-sysprobe"],
+                        str(tmp_path / f"probe-{r.task.name}.out"))
+    assert res.exit_status == 0, res.output
+    return dict(line.split(" ", 1) for line in res.output.splitlines())
+
+
+# Would succeed in an NI task without the filter: no capability guards them.
+UNGUARDED = ("ptrace", "unshare-user", "personality", "io_uring", "keyctl")
+# Need capabilities an NI task never has (mount, bpf) or a kernel feature this one
+# may lack (kexec_load: ENOSYS here): they fail either way, but with the filter
+# the kernel never sees them.
+GUARDED = ("mount", "bpf", "kexec_load")
+
+
+def test_task_and_its_daemons_run_under_seccomp(
+    client: Client, running: Running, tmp_path: Path
+) -> None:
+    assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
+    for pid in (running.pid, _dnsmasq_pid(running.pid)):
+        assert _proc_status(pid, "Seccomp") == "2"  # SECCOMP_MODE_FILTER
+        assert _proc_status(pid, "NoNewPrivs") == "1"
+    probe = _sysprobe(client, running, tmp_path)
+    assert probe["getpid"] == "ok"  # the probe itself runs
+    assert {p: probe[p] for p in UNGUARDED + GUARDED} == {
+        p: "EPERM" for p in UNGUARDED + GUARDED}
+    # the daemons did not notice: DNS still answers
+    assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
+
+
+def test_without_the_filter_the_same_calls_succeed(
+    client: Client, ni_image: ImageInfo, netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    """taskSeccomp: false: the probe tells the filter from missing capabilities."""
+    with _running(client, ni_image.name, netns, tmp_path, "u", TaskSeccomp.OFF) as r:
+        assert "seccomp" not in json.loads(
+            tasks.get_container(client, r.task.container_id).spec.value)["linux"]
+        assert _proc_status(r.pid, "Seccomp") == "0"
+        assert _proc_status(r.pid, "NoNewPrivs") == "1"
+        probe = _sysprobe(client, r, tmp_path)
+    assert probe["getpid"] == "ok"
+    assert {p: probe[p] for p in UNGUARDED} == {p: "ok" for p in UNGUARDED}
+    assert probe["mount"] == probe["bpf"] == "EPERM"  # no CAP_SYS_ADMIN nor CAP_BPF
+    assert probe["kexec_load"] in ("EPERM", "ENOSYS")
 
 
 def test_memory_hog_is_oom_killed_while_the_task_lives(

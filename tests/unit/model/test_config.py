@@ -7,7 +7,7 @@ import pytest
 
 from runner.model.config import load_config, parse_config
 from runner.model.errors import ConfigError
-from runner.model.types import SupervisorConfig, Uplink
+from runner.model.types import SupervisorConfig, TaskSeccomp, Uplink
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
 
@@ -190,3 +190,20 @@ def test_bad_etcd_source(old: str, new: str, path: str, message: str, line: int)
     found = [p for p in e.value.problems if p.path == path]
     assert found, str(e.value)
     assert message in found[0].message and found[0].line == line, str(e.value)
+
+
+@pytest.mark.parametrize(("value", "mode"), [
+    ("true", TaskSeccomp.ENFORCE), ("false", TaskSeccomp.OFF), ("log", TaskSeccomp.LOG),
+    ("off", TaskSeccomp.OFF)])  # YAML 1.1: off is false
+def test_task_seccomp(value: str, mode: TaskSeccomp) -> None:
+    assert parse_config(f"taskSeccomp: {value}\n").task_seccomp is mode
+    assert parse_config("").task_seccomp is TaskSeccomp.ENFORCE
+
+
+@pytest.mark.parametrize("value", ["enforce", "'false'", "yes please", "1", "[]"])
+def test_task_seccomp_bad(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"image: nirunner/ni:1\ntaskSeccomp: {value}\n", "nirunner.yaml")
+    [problem] = err.value.problems
+    assert problem.path == "taskSeccomp" and problem.line == 2
+    assert "is not one of true, false, log" in problem.message

@@ -5,7 +5,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from runner.model.types import PortMap, Protocol
+from runner.model.types import Dhcp, DhcpRange, PortMap, Protocol
 from runner.net.routing import FALLBACK_METRIC, Route, RouteType, Rule
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
@@ -127,3 +127,22 @@ def test_slots_are_kept_across_builds() -> None:
     back = site(nis=NIS, previous=again.slots)
     assert back.slots == {"alpha": 0, "beta": 1, "gamma": 2}
     assert DELTA.name not in back.slots
+
+
+def test_port_map_clients_inside_the_ni_subnet_are_masqueraded_towards_it() -> None:
+    # an NI whose subnet is eth1's own, with a port map on eth0; one without port maps
+    same = replace(ALPHA, name="same", subnet=N("203.0.113.0/24"), gateway=A("203.0.113.1"),
+                   dhcp=Dhcp(DhcpRange(A("203.0.113.100"), A("203.0.113.199")), 600),
+                   port_maps=(PortMap("web", Protocol.TCP, 8081, "203.0.113.10", 80),))
+    quiet = replace(DELTA, name="quiet", uplink="eth1")
+    plan = site(nis=(*NIS, same, quiet))
+    rules = plan.device.nft_rules
+    by_if = {x.transit.device_if: n for n, x in plan.nis.items() if x.transit}
+    assert {by_if[i]: str(net) for i, net in rules.port_map_subnets} == {
+        "alpha": "10.1.0.0/24", "beta": "10.1.0.0/24", "gamma": "10.1.0.0/24",
+        "same": "203.0.113.0/24"}  # not quiet nor delta: no port maps
+    text = plan.device.nft
+    nr = plan.nis["same"].transit.device_if  # type: ignore[union-attr]
+    assert f'"{nr}" . 203.0.113.0/24' in text
+    # only DNATed flows towards the NI: the NI's own traffic out keeps its NAT as before
+    assert "oifname . ip saddr @port_map_subnets ct status dnat masquerade" in text
