@@ -46,7 +46,12 @@ class TaskConf:
         t = _nitask(item)
         try:
             pid = nitask.run(self.client, item.image, t)
-        except AlreadyExists:  # left by a crash between create and start: make it anew
+        except AlreadyExists:  # made before it was recorded (a crash, say): adopt or redo
+            self.prepare()
+            live = self.read(item)
+            self.done_reading()
+            if live is not None and replace(live, running=True) == item:
+                return live if live.running else self.modify(live, item)
             nitask.remove(self.client, item.ni)
             pid = nitask.run(self.client, item.image, t)
         return replace(item, pid=pid, status="running")

@@ -130,6 +130,7 @@ class Supervisor:
         self._resync = threading.Event()
         self._drifts = _Drifts()
         self._drifts_lock = threading.Lock()
+        self._read_once = False  # nothing read back yet: the record is empty, not the kernel
         self._last_light = self._last_forced = time.monotonic()
 
     # -- inputs ----------------------------------------------------------------------------
@@ -167,6 +168,13 @@ class Supervisor:
 
     def intended(self) -> Items:
         return self._intended(self.plan(), self.desired.attachments)
+
+    def _ensure_read(self) -> None:
+        """Read everything back once before the first change: an empty record means
+        "not read yet", not "nothing exists" (a supervisor restarted, a tool in-process)."""
+        if not self._read_once:
+            self._read_back(list(self.intended().values()), sweep=True)
+            self._read_once = True
 
     def _save(self, desired: Desired) -> None:
         try:
@@ -264,6 +272,7 @@ class Supervisor:
             located.extend(parse_documents(doc.text, doc.source))
         chosen = [x.ni.name for x in located]
         with self.lock:
+            self._ensure_read()
             kept = [Located(ni) for n, ni in self.desired.nis.items() if n not in chosen]
             validate_set([*located, *kept], self.config)
             new_nis = {**self.desired.nis, **{x.ni.name: x.ni for x in located}}
@@ -300,6 +309,7 @@ class Supervisor:
 
     def delete(self, names_: Sequence[str]) -> Report:
         with self.lock:
+            self._ensure_read()
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
@@ -340,6 +350,7 @@ class Supervisor:
             self._change_attachments(keep, {ni})
 
     def _change_attachments(self, attachments: list[Attachment], scope: set[str]) -> None:
+        self._ensure_read()
         plan = self.plan()
         intended = self._intended(plan, attachments)
         d = diff(self.current, intended, scope=scope)
@@ -354,8 +365,10 @@ class Supervisor:
 
     def reconcile(self, force: bool = False) -> list[NIResult]:
         """A light pass (task states, then the diff) or a forced one (everything read back,
-        orphans included). Errors are recorded per item and as events, never raised."""
+        orphans included). Errors are recorded per item and as events, never raised.
+        The first pass of a supervisor is always forced: its record starts empty."""
         with self.lock:
+            force = force or not self._read_once
             if self._uplinks_changed.is_set() or force:
                 self._uplinks_changed.clear()
                 self._facts = None
@@ -366,6 +379,7 @@ class Supervisor:
             intended = self.intended()
             if force:
                 self._read_back(list(intended.values()), sweep=True)
+                self._read_once = True
             else:
                 self._observe_tasks()
             run = self._run(diff(self.current, intended), intended, atomic=False)
