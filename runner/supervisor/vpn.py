@@ -31,7 +31,7 @@ from typing import Any
 import vici  # type: ignore[import-untyped]
 from vici.exception import CommandException, SessionException  # type: ignore[import-untyped]
 
-from runner.drivers import files
+from runner.drivers import files, secrets
 from runner.errors import NirunnerError
 from runner.plan.vpn import SECRET_MODE, VpnPlan
 from runner.render import swanctl
@@ -50,20 +50,17 @@ class VpnError(NirunnerError):
 # --- credentials ----------------------------------------------------------------------------
 
 
-def _read(path: str, what: str, limit: int = 1 << 20) -> bytes:
+def _read(path: str, what: str, limit: int = 1 << 20, secrets_dir: str | None = None) -> bytes:
+    """See runner.drivers.secrets: no links, FIFOs or devices, root's, below secrets_dir."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise VpnError(f"cannot read the {what} file {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise VpnError(f"the {what} file {path} is larger than {limit} bytes")
-    return data
+        return secrets.read_secret(path, secrets_dir, limit)
+    except secrets.SecretError as e:
+        raise VpnError(f"cannot read the {what} file {e}") from None
 
 
-def read_psk(path: str) -> bytes:
+def read_psk(path: str, secrets_dir: str | None = None) -> bytes:
     """The pre-shared key in `path`: its bytes without one trailing newline."""
-    data = _read(path, "pre-shared key", MAX_SECRET)
+    data = _read(path, "pre-shared key", MAX_SECRET, secrets_dir)
     for end in (b"\r\n", b"\n"):
         if data.endswith(end):
             data = data[: -len(end)]
