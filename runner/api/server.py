@@ -16,6 +16,7 @@ from typing import NoReturn
 import grpc
 
 from runner import __version__
+from runner.api import problems
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
@@ -36,9 +37,11 @@ FORCE_EVERY = 600.0  # a forced pass redoes all kernel work: heals outside tampe
 
 
 def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
-    code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(e, ModelError) else \
-        grpc.StatusCode.FAILED_PRECONDITION
-    ctx.abort(code, str(e))
+    if isinstance(e, ModelError):  # the problems as `validate` shows them, in the trailers
+        details, trailers = problems.encode(e)
+        ctx.set_trailing_metadata(trailers)
+        ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     raise e  # not reached: abort() raises; this tells type checkers so
 
 
