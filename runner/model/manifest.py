@@ -31,7 +31,7 @@ from runner.model.yamldoc import read_documents
 __all__ = [
     "API_VERSION", "KIND", "MAX_BYTES", "NAME_MAX", "Located", "default_range",
     "load_and_validate", "load_documents", "load_paths", "parse_documents", "parse_paths",
-    "parse_texts", "set_problems", "validate_set",
+    "parse_many", "parse_texts", "set_problems", "validate_set",
 ]
 
 
@@ -72,6 +72,23 @@ def parse_documents(text: str, source: str | None = None) -> list[Located]:
     located, problems = _parse_text(found)
     if problems:
         raise ManifestError(problems)
+    return located
+
+
+def parse_many(docs: Iterable[tuple[str | None, str]]) -> list[Located]:
+    """Like parse_documents for several (source, text) pairs, e.g. an API call's
+    documents: one ManifestError with the problems of all of them."""
+    texts: list[Text] = []
+    problems: list[Problem] = []
+    for source, text in docs:
+        found = check_text(text, source)
+        if isinstance(found, Text):
+            texts.append(found)
+        else:
+            problems.append(found)
+    located, bad = parse_texts(texts)
+    if problems or bad:
+        raise ManifestError(problems + bad)
     return located
 
 

@@ -70,7 +70,8 @@ def read_psk(path: str, secrets_dir: str | None = None) -> bytes:
     return data
 
 
-def write_credentials(ni: str, v: VpnPlan, config_dir: Path) -> list[str]:
+def write_credentials(ni: str, v: VpnPlan, config_dir: Path,
+                      secrets_dir: str | None = None) -> list[str]:
     """Copy the NI's credentials into its config dir; the names of the files that changed.
 
     Files under swanctl/ that the plan does not name (a key left from certificate
@@ -82,13 +83,14 @@ def write_credentials(ni: str, v: VpnPlan, config_dir: Path) -> list[str]:
         (swan / sub).mkdir(exist_ok=True)
         os.chmod(swan / sub, 0o700 if sub in ("private", "rsa", "ecdsa", "pkcs8", "pkcs12")
                  else 0o755)
-    psk = read_psk(v.psk_file) if v.psk_file else None
+    psk = read_psk(v.psk_file, secrets_dir) if v.psk_file else None
     changed = []
     secrets = swanctl.secrets_conf(ni, v.owners, psk)
     if files.write_atomic(config_dir / swanctl.SECRETS_CONF, secrets, mode=SECRET_MODE):
         changed.append(swanctl.SECRETS_CONF)
     for c in v.copies:
-        data = _read(c.source, "certificate" if c.mode != SECRET_MODE else "private key")
+        data = _read(c.source, "certificate" if c.mode != SECRET_MODE else "private key",
+                     secrets_dir=secrets_dir)
         if files.write_atomic(config_dir / c.name, data, mode=c.mode):
             changed.append(c.name)
     wanted = {swanctl.SWANCTL_CONF, *v.credential_names}
@@ -146,7 +148,8 @@ def _ike_sas(s: Any, conn: str) -> list[dict[str, Any]]:
     return out
 
 
-def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list[str]) -> str:
+def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list[str],
+           secrets_dir: str | None = None) -> str:
     """Hand a changed connection or credentials to the running charon over VICI.
 
     Loads the credentials, then the connection (charon re-establishes it if it
@@ -157,7 +160,7 @@ def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list
     """
     try:
         with session(state_dir) as s:
-            return _reload(s, v, config_dir, changed)
+            return _reload(s, v, config_dir, changed, secrets_dir)
     except OSError as e:
         log.info("NI %s: charon not reachable (%s); it loads the new config when it starts",
                  ni, e.strerror or e)
@@ -166,10 +169,11 @@ def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list
         raise VpnError(f"NI {ni}: charon refused the new config: {e}") from None
 
 
-def _reload(s: Any, v: VpnPlan, config_dir: Path, changed: list[str]) -> str:
+def _reload(s: Any, v: VpnPlan, config_dir: Path, changed: list[str],
+            secrets_dir: str | None) -> str:
     done = []
     if v.psk_file:
-        psk = read_psk(v.psk_file)
+        psk = read_psk(v.psk_file, secrets_dir)
         s.load_shared({"id": v.shared_id, "type": "IKE", "data": psk, "owners": list(v.owners)})
         done.append("loaded the pre-shared key")
     else:

@@ -158,3 +158,13 @@ def test_config_goes_through_the_same_reader(tmp_path: Path) -> None:
 
 def test_decode_directly() -> None:
     assert decode(b"a: 1\n", "x").text == "a: 1\n"  # type: ignore[union-attr]
+
+
+def test_parse_many_reports_every_document() -> None:
+    from runner.model.manifest import parse_many
+
+    (loc,) = parse_many([("a.yaml", GOOD)])
+    assert loc.source == "a.yaml"
+    with pytest.raises(ManifestError) as err:
+        parse_many([("a.yaml", "a: \x01\n"), ("b.yaml", GOOD + "x: [\n"), (None, "- 1\n")])
+    assert [p.source for p in err.value.problems] == ["a.yaml", "b.yaml", "<input>"]
