@@ -11,8 +11,11 @@ its bytes and no netns appears.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,9 +187,63 @@ def test_the_api_holds_text_to_the_same_limits(site: Site) -> None:
     assert site.state() == before
 
 
+def _apply(site: Site, f: Path, result: list[subprocess.CompletedProcess[bytes]],
+           done: threading.Event) -> None:
+    try:
+        result.append(site.cli("apply", "-f", str(f)))
+    finally:
+        done.set()
+
+
+def test_unsafe_secret_files_are_refused_while_status_keeps_answering(site: Site) -> None:
+    """A VPN NI whose secretFile (below secretsDir, so it passes validation) is a FIFO,
+    a link to /etc/shadow or /proc/self/environ, a directory, 10 MiB, or writable by
+    others: the apply fails naming the rule, and `status` answers within a second
+    all the while (a FIFO used to hang the supervisor in open())."""
+    sd = site.lab.secrets_dir
+    os.mkfifo(sd / "fifo.psk")
+    (sd / "shadow.psk").symlink_to("/etc/shadow")
+    (sd / "environ.psk").symlink_to("/proc/self/environ")
+    (sd / "zero.psk").symlink_to("/dev/zero")
+    (sd / "dir.psk").mkdir()
+    with open(sd / "big.psk", "wb") as f:
+        f.truncate(10 << 20)
+    (sd / "open.psk").write_text("secret-Zk3\n")
+    (sd / "open.psk").chmod(0o666)
+    cases = [("fifo.psk", "is a FIFO, not a regular file"),
+             ("shadow.psk", "is a symbolic link"), ("environ.psk", "is a symbolic link"),
+             ("zero.psk", "is a symbolic link"), ("dir.psk", "is a directory"),
+             ("big.psk", "is larger than 65536 bytes"),
+             ("open.psk", "is writable by group or others (mode 0666)")]
+    before = site.lab.applied_nis()
+    f = site.lab.base / "vpn.yaml"
+    for name, says in cases:
+        f.write_text(vpn_ni(str(sd / name)))
+        slowest = 0.0
+        done = threading.Event()
+        result: list[subprocess.CompletedProcess[bytes]] = []
+        threading.Thread(target=_apply, args=(site, f, result, done), daemon=True).start()
+        with ApiClient(site.lab.socket, timeout=10) as api:
+            while not done.wait(0.1):
+                t = time.monotonic()
+                api.status([])
+                slowest = max(slowest, time.monotonic() - t)
+            t = time.monotonic()
+            api.status([])
+            slowest = max(slowest, time.monotonic() - t)
+        (res,) = result
+        err = res.stderr.decode(errors="replace")
+        assert res.returncode == 1 and says in err and str(sd / name) in err, err
+        assert "Traceback" not in err and "secret-Zk3" not in err, err
+        assert slowest < 1.0, (name, slowest)
+        assert site.lab.applied_nis() == before
+    wait_for(lambda: f"nr-vpn-{R}" not in sh("ip", "netns", "list").stdout, 15,
+             "the rolled-back VPN NI's netns to go")
+
+
 def test_the_supervisor_logged_no_traceback_and_still_serves(site: Site) -> None:
+    """Last in the module: after everything above."""
     assert site.lab.cli("status", "--json").returncode == 0
     log = (site.lab.base / "supervisor.log").read_text(errors="replace")
     assert "Traceback" not in log and "Exception calling application" not in log, log[-3000:]
     assert site.lab.supervisor is not None and site.lab.supervisor.poll() is None
-
