@@ -23,6 +23,9 @@ MAX_VALUES = 20_000  # stops alias bombs ("billion laughs")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAP_TAGS = {"tag:yaml.org,2002:map"}
 _SEQ_TAGS = {"tag:yaml.org,2002:seq"}
+# what a scalar may be: the plain types (a timestamp is a string that looks like one)
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str",
+                                                    "timestamp")}
 
 
 @dataclass
@@ -101,15 +104,18 @@ class _Builder:
     def scalar(self, node: Node, path: str) -> object:
         if node.tag == "tag:yaml.org,2002:merge":
             raise _Unreadable("uses a merge key (<<), which is not supported", _line(node))
-        if not isinstance(node, ScalarNode):
+        if not isinstance(node, ScalarNode) or node.tag not in _SCALAR_TAGS:
             raise _Unreadable(f"uses an unsupported tag {show(node.tag)}", _line(node))
         try:
             value = self.loader.construct_object(node)
         except yaml.YAMLError:
             raise _Unreadable(f"uses an unsupported tag {show(node.tag)}", _line(node)) from None
-        except (ValueError, OverflowError) as e:  # 2024-13-45, an int of 10,000 digits
-            raise _Unreadable(f"has a value that cannot be read: {show(node.value)} "
-                              f"({show(str(e), 80)})", _line(node)) from None
+        # 2024-13-45, an int of 10,000 digits, !!bool maybe, !!timestamp hello
+        except (ValueError, OverflowError, KeyError, AttributeError, TypeError) as e:
+            kind = node.tag.rsplit(":", 1)[-1]
+            why = f" ({show(str(e), 80)})" if isinstance(e, ValueError | OverflowError) else ""
+            raise _Unreadable(f"has a value that cannot be read as {kind}: "
+                              f"{show(node.value)}{why}", _line(node)) from None
         if path and node.style is None:
             self.doc.raw[path] = str(node.value)
         return value

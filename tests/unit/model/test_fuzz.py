@@ -62,7 +62,11 @@ TOKENS = [
     "<<: {}", "2024-13-45", "1:2:3:4:5", '"\\x00"', '"\\u001b[31m"', "a;b", "\"x\\nserver=1\"",
     "/etc/shadow", "/proc/self/environ", "/etc/nirunner/secrets/x.psk",
     "/etc/nirunner/secrets/../../shadow", "eth0", "eth1", "eth9", "udp", "tcp", "vpn",
-    "local", "switch", "é" * 40, "x" * 300, "[" * 50, "{a: " * 40,
+    "local", "switch", "é" * 40, "x" * 300, "[" * 50, "{a: " * 40, "=", "? a", "|\n  x",
+    *(f"!!{tag} {value}" for tag in ("timestamp", "bool", "int", "float", "str", "null",
+                                     "binary", "set", "omap", "pairs", "seq", "map", "merge",
+                                     "value", "yaml", "python/tuple")
+      for value in ("hello", "1", "2001-02-30", "0b102", "[1]", "{a: 1}")),
 ]
 CONTROL = [chr(c) for c in (*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f, 0x85,
                             0x9b, 0xfeff, 0xfffe, 0xffff, 0xd800)]

@@ -113,9 +113,14 @@ def test_a_text_without_a_name_is_still_named() -> None:
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("2024-13-45", "has a value that cannot be read: '2024-13-45'"),
-    ("1" * 5000, "has a value that cannot be read"),  # int() refuses > 4300 digits
+    ("2024-13-45", "has a value that cannot be read as timestamp: '2024-13-45' ('month must"),
+    ("1" * 5000, "has a value that cannot be read as int"),  # int() refuses > 4300 digits
     ("!!python/object:os.system x", "uses an unsupported tag"),
+    ("!!timestamp hello", "has a value that cannot be read as timestamp: 'hello'"),
+    ("!!bool maybe", "has a value that cannot be read as bool: 'maybe'"),
+    ("!!int 0b102", "cannot be read as int: '0b102'"),
+    ("!!binary aGk=", "uses an unsupported tag 'tag:yaml.org,2002:binary'"),
+    ("!!set x", "uses an unsupported tag 'tag:yaml.org,2002:set'"),
 ])
 def test_values_yaml_cannot_build_are_problems(value: str, says: str) -> None:
     found = text_problems(GOOD.replace("{name: caf}", f"{{name: caf, x: {value}}}"))
