@@ -20,6 +20,8 @@ from runner.model.errors import join, show
 
 MAX_DEPTH = 32  # deeper than any manifest; also stops recursive aliases
 MAX_VALUES = 20_000  # stops alias bombs ("billion laughs")
+MAX_DOCUMENTS = 10_000  # per text, empty ones too: 1 MiB of "---" took 7 s
+MAX_NODES = 2 * MAX_VALUES  # keys and values composed: 1 MiB of "[1,1,1,..." took 18 s, 360 MB
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAP_TAGS = {"tag:yaml.org,2002:map"}
 _SEQ_TAGS = {"tag:yaml.org,2002:seq"}
@@ -47,6 +49,35 @@ class _Unreadable(Exception):
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader whose composer stops early: it builds a document's whole
+    node tree before anything can look at it, recursively."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.nodes = 0
+        self.depth = 0
+
+    def compose_document(self) -> Node | None:
+        self.nodes = self.depth = 0
+        return super().compose_document()  # type: ignore[no-any-return]
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Unreadable(f"has more than {MAX_NODES} keys and values", self._here())
+        if self.depth >= MAX_DEPTH + 1:
+            raise _Unreadable(f"is nested more than {MAX_DEPTH} levels deep", self._here())
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+    def _here(self) -> int:
+        return int(self.peek_event().start_mark.line) + 1
 
 
 class _Builder:
@@ -147,11 +178,21 @@ def read_documents(text: str) -> tuple[list[Document], list[tuple[str, int | Non
     """
     docs: list[Document] = []
     fatal: list[tuple[str, int | None]] = []
-    loader: yaml.SafeLoader | None = None
+    loader: _Loader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
+        count = 0
         while loader.check_node():
-            root = loader.get_node()
+            count += 1
+            if count > MAX_DOCUMENTS:
+                fatal.append((f"holds more than {MAX_DOCUMENTS} YAML documents",
+                              int(loader.peek_event().start_mark.line) + 1))
+                break
+            try:
+                root = loader.get_node()
+            except _Unreadable as e:  # the stream cannot be read past it
+                fatal.append((f"document {e.message}", e.line))
+                break
             if root is None or _is_empty(root):
                 continue
             try:

@@ -78,7 +78,7 @@ def _cases(secrets_dir: Path) -> list[Case]:
         Case("UTF-16 without BOM", manifest().encode("utf-16-le"), "looks like UTF-16",
              local=True),
         Case("alias bomb", _bomb().encode(), "more than 20000 values (alias bomb?)"),
-        Case("deep nesting", ("[" * 5000 + "]" * 5000).encode(), "nested too deeply"),
+        Case("deep nesting", ("[" * 5000 + "]" * 5000).encode(), "is nested more than 32 levels"),
         Case("2 MiB file", good + b"#" * (2 << 20) + b"\n", "is larger than 1048576 bytes",
              local=True),
         Case("multicast subnet", manifest(subnet="239.1.1.0/24").encode(),

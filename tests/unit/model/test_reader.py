@@ -147,6 +147,15 @@ def test_deep_nesting_and_bombs_are_bounded() -> None:
     assert time.monotonic() - t < 30
 
 
+def test_wide_documents_and_many_documents_stop_early() -> None:
+    t = time.monotonic()
+    (p,) = text_problems("a: [" + ",".join(["1"] * 500_000) + "]\n")  # 1 MiB
+    assert p.message == "document has more than 40000 keys and values" and p.line == 1
+    (p,) = text_problems("---\n" * 200_000)
+    assert p.message == "holds more than 10000 YAML documents"
+    assert time.monotonic() - t < 15  # each was 7-18 s when the composer ran to the end
+
+
 def test_config_goes_through_the_same_reader(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_bytes("stateDir: /var/lib/caf\xe9\n".encode("latin-1"))
