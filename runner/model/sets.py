@@ -7,7 +7,10 @@ inside it, enough /30 slots for every NI with an uplink) and secretsDir.
 
 When a problem is between an NI that came from a file and one that did not
 (already applied, from the supervisor's state), it is reported on the one from
-the file: that is what the user is changing.
+the file: that is what the user is changing. Problems of applied NIs alone are
+left out when some NIs come from files: they passed when they were applied (a
+rule added since must not block every later apply), and planning and the
+reconcile pass still report what cannot run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def set_problems(nis: Iterable[NetworkInstance | Located],
             found += _pool_problems(loc, config)
             found += _secret_problems(loc, config)
         found += _capacity_problems(ordered, config)
+    if any(loc.source is not None for loc in located):
+        found = [p for p in found if p.source is not None]
     # in the order of the files given, then by line
     files = {src: i for i, src in enumerate(dict.fromkeys(loc.source for loc in located))}
     return sorted(found, key=lambda p: (files.get(p.source, 0), p.line is None, p.line or 0))

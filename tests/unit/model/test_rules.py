@@ -213,3 +213,11 @@ def test_validate_cli_refuses_a_subnet_in_the_pool_only_with_config(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'site.yaml'}: a: spec.subnet 100.64.0.0/24 overlaps the supervisor's " \
            "transitPool 100.64.0.0/22" in err and "(line 7)" in err and "Traceback" not in err
+
+
+def test_problems_of_applied_nis_alone_do_not_block_a_new_apply() -> None:
+    outside = ni("old", kind="vpn", extra=VPN.replace("/etc/nirunner/secrets/v.psk", "/root/v"))
+    (kept,) = [Located(loc.ni) for loc in parse_documents(outside)]
+    assert [p.path for p in set_problems([kept], CONFIG)] == ["spec.vpn.auth.psk.secretFile"]
+    assert set_problems([*parse_documents(ni("new", "10.2.0.0/24"), "new.yaml"), kept],
+                        CONFIG) == []
