@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from runner.model.errors import ConfigError, ManifestError, ModelError, Problem
 
 PROBLEMS_KEY = "nirunner-problems-bin"
 MAX_JSON = 3000  # bytes of problems (base64 on the wire: 4000)
-MAX_DETAILS = 1500  # characters of the status message (percent-encoded on the wire)
+MAX_FIELD = 200  # characters of a problem's source, path or message (ours are shorter)
+MAX_DETAILS = 1000  # UTF-8 bytes of the status message (percent-encoded: up to 3000)
 _KINDS: dict[str, type[ModelError]] = {"ManifestError": ManifestError,
                                        "ConfigError": ConfigError}
 
@@ -25,10 +27,11 @@ _KINDS: dict[str, type[ModelError]] = {"ManifestError": ManifestError,
 def encode(e: ModelError) -> tuple[str, tuple[tuple[str, bytes], ...]]:
     """(status message, trailing metadata) for a refused call."""
     kept = _fit(e.problems)
-    body = json.dumps({"kind": type(e).__name__, "problems": [p.to_dict() for p in kept]})
+    body = json.dumps({"kind": type(e).__name__, "problems": [p.to_dict() for p in kept]},
+                      ensure_ascii=False)
     details = str(ModelError(kept))
-    if len(details) > MAX_DETAILS:
-        details = details[:MAX_DETAILS] + " ..."
+    if len(details.encode()) > MAX_DETAILS:
+        details = details.encode()[:MAX_DETAILS].decode(errors="ignore") + " ..."
     return details, ((PROBLEMS_KEY, body.encode()),)
 
 
@@ -51,11 +54,17 @@ def _fit(problems: list[Problem]) -> list[Problem]:
     kept: list[Problem] = []
     size = 0
     for i, p in enumerate(problems):
-        size += len(json.dumps(p.to_dict())) + 2
-        if size > MAX_JSON - 300:
+        p = replace(p, source=_cut(p.source), path=_cut(p.path) or "",
+                    message=_cut(p.message) or "")
+        size += len(json.dumps(p.to_dict(), ensure_ascii=False).encode()) + 2
+        if size > MAX_JSON - 300 and kept:
             left = len(problems) - i
             kept.append(Problem(p.source, None, "", f"... and {left} more problem(s); "
                                                    f"`nirunner validate` lists them all"))
             break
         kept.append(p)
     return kept
+
+
+def _cut(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_FIELD else text[:MAX_FIELD] + " ..."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +78,14 @@ def test_a_control_character_and_a_2_mib_payload_are_problems(
 
 def test_thousands_of_problems_fit_the_trailers(api: tuple[ApiClient, FakeSupervisor]) -> None:
     client, sup = api
-    sup.fail = ManifestError(Problem("site.yaml", f"n{i}", "spec.subnet", "é is wrong " * 20, i)
+    sup.fail = ManifestError(Problem("site.yaml", f"n{i}", "spec.subnet", "é€✓" * 300, i)
                              for i in range(5000))
     with pytest.raises(ManifestError) as err:
         client.apply([("site.yaml", "")])
     found = err.value.problems
     assert 3 <= len(found) < 5000
-    assert found[0] == sup.fail.problems[0]
+    assert found[0].message == "é€✓" * 66 + "é€ ..."  # cut to 200 characters
+    assert found[0] == replace(sup.fail.problems[0], message=found[0].message)
     assert found[-1].message.startswith(f"... and {5001 - len(found)} more problem(s)")
 
 
