@@ -130,7 +130,8 @@ def vpn(blab: BenchLab, tp: Throughput, seconds: float, reps: int) -> None:
     """A VPN NI against the lab's VPN peer (runner.lab.vpnpeer, libipsec on both ends):
     apply -> first TCP answer from the site host through the tunnel, then iperf3 to it.
     Sets tp.vpn to why not, when VPN NIs or the lab's peer are not there."""
-    secret = blab.base / "vpn.psk"
+    secret = blab.lab.secrets_dir / "vpn.psk"  # secretsDir of the lab's config
+    secret.parent.mkdir(mode=0o700, exist_ok=True)
     secret.write_bytes(VPN_PSK)
     secret.chmod(0o600)
     f = blab.base / "vpn.yaml"

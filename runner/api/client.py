@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from runner.api import problems
 from runner.errors import NirunnerError
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
@@ -47,6 +48,9 @@ class ApiClient:
             details = e.details() if isinstance(e, grpc.Call) else str(e)
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ApiError(f"the supervisor is not answering on {self.socket}") from None
+            refused = problems.decode(e.trailing_metadata()) if isinstance(e, grpc.Call) else None
+            if refused is not None:  # invalid input: the same problems as `validate`
+                raise refused from None
             raise ApiError(details or str(code)) from None
 
     def version(self) -> pb.VersionResponse:

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from runner import __version__
+from runner.api import problems
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
@@ -37,9 +38,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
-    code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(e, ModelError) else \
-        grpc.StatusCode.FAILED_PRECONDITION
-    ctx.abort(code, str(e))
+    if isinstance(e, ModelError):  # the problems as `validate` shows them, in the trailers
+        details, trailers = problems.encode(e)
+        ctx.set_trailing_metadata(trailers)
+        ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     raise e  # not reached: abort() raises; this tells type checkers so
 
 

@@ -24,6 +24,7 @@ from runner.fleet.etcd import Etcd, TlsFiles, prefix_end, put_op
 from runner.fleet.etcd import delete_op as delete_key
 from runner.fleet.keys import Layout, LayoutError, check_device
 from runner.model import errors as model_errors
+from runner.model import yamldoc
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import SupervisorConfig, Uplink
 from runner.pb.etcd.etcdserverpb import rpc_pb2 as pb
@@ -61,7 +62,7 @@ def _documents(paths: list[str]) -> list[tuple[Located, str]]:
     out = []
     for source, text in read_documents(paths):
         located = parse_documents(text, source)  # ManifestError: every problem, with lines
-        values, _ = model_errors.read_documents(text)
+        values, _ = yamldoc.read_documents(text)
         if len(values) != len(located):  # the same reader: cannot differ
             raise UserError(f"{source}: could not match documents to NIs")
         out += [(loc, json.dumps(doc.value, indent=2) + "\n")

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,20 +19,16 @@ class UserError(NirunnerError):
 
 
 def read_documents(paths: list[str]) -> list[tuple[str, str]]:
-    """(source, text) of each file; a directory gives its *.yaml and *.yml, sorted."""
-    out = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files = sorted(f for f in path.iterdir()
-                           if f.suffix in (".yaml", ".yml") and f.is_file())
-        elif path.is_file():
-            files = [path]
-        else:
-            raise UserError(f"no such file or directory: {p}")
-        for f in files:
-            out.append((str(f), f.read_text()))
-    return out
+    """(source, text) of each file; a directory gives its *.yaml and *.yml, sorted;
+    "-" is stdin. Through the model's reader: a file that is too large, not UTF-8 or
+    has control characters is refused here, with the same problems as `validate`."""
+    from runner.model.errors import ManifestError
+    from runner.model.reader import read_paths
+
+    texts, problems = read_paths(paths)
+    if problems:
+        raise ManifestError(problems)
+    return [(t.source, t.text) for t in texts]
 
 
 def _api(args: argparse.Namespace) -> ApiClient:
@@ -60,18 +55,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner.model.config import load_config
-    from runner.model.manifest import parse_documents, validate_set
-    from runner.model.types import SupervisorConfig, Uplink
+    from runner.model.errors import ManifestError
+    from runner.model.manifest import parse_texts, set_problems
+    from runner.model.reader import read_paths
 
-    located = []
-    for source, text in read_documents(args.file):
-        located.extend(parse_documents(text, source))
-    if args.config:
-        config = load_config(args.config)
-    else:  # without the device's config, uplink names cannot be checked
-        ups = sorted({x.ni.uplink for x in located if x.ni.uplink})
-        config = SupervisorConfig(uplinks=tuple(Uplink(u, u) for u in ups))
-    validate_set(located, config)
+    # without the device's config, uplinks, the transit pool and secretsDir go unchecked
+    config = load_config(args.config) if args.config else None
+    texts, problems = read_paths(args.file)
+    located, bad = parse_texts(texts)
+    problems += bad + set_problems(located, config)
+    if problems:
+        raise ManifestError(problems)
     print(f"{len(located)} network instance(s) valid")
     return 0
 
@@ -288,12 +282,15 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_supervise)
 
     p = sub.add_parser("validate", help="check manifests without applying them")
-    p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
-    p.add_argument("--config", help="the supervisor's config, to check uplink names too")
+    p.add_argument("-f", "--file", action="append", required=True,
+                   help="file or directory; - for stdin")
+    p.add_argument("--config", help="the supervisor's config, to check uplinks, the transit "
+                                    "pool and secretsDir too")
     p.set_defaults(func=cmd_validate)
 
     p = api_cmd("apply", "apply manifests (all or nothing)")
-    p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
+    p.add_argument("-f", "--file", action="append", required=True,
+                   help="file or directory; - for stdin")
     p.add_argument("--dry-run", action="store_true", help="show what would change")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also list what stays as it is (= lines)")

@@ -21,9 +21,10 @@ from runner.containerd.client import Client
 from runner.plan.layout import Layout
 
 
-def configurators(client: Client, layout: Layout) -> dict[str, Any]:
-    """By item kind."""
-    tasks = TaskConf(client)
+def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
+                  ) -> dict[str, Any]:
+    """By item kind; `secrets_dir`: where credential files must be (see drivers.secrets)."""
+    tasks = TaskConf(client, secrets_dir)
     return {
         "statedir": StateDirConf(layout),
         "netns": NetnsConf(layout),
@@ -34,7 +35,7 @@ def configurators(client: Client, layout: Layout) -> dict[str, Any]:
         "rule": RuleConf(),
         "localrule": LocalRuleConf(),
         "nft": NftConf(),
-        "files": ConfigFilesConf(tasks),
+        "files": ConfigFilesConf(tasks, secrets_dir),
         "task": tasks,
         "plug": PlugConf(),
     }

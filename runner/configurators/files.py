@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.drivers import files
+from runner.drivers import files, secrets
 from runner.plan.layout import Layout
 from runner.reconcile.kinds import ConfigFiles, StateDir
 from runner.supervisor import vpn
@@ -25,13 +24,13 @@ STAMPS = ".secret-stamps"  # which version of each credential source was copied
 
 
 def stamp(path: str) -> tuple[int, int, int]:
-    """(inode, size, mtime in ns) of a file, without following a symlink or opening it
-    (a FIFO must not block); (0, 0, 0) if it cannot be looked at."""
+    """(inode, size, mtime in ns) of a credential file, without following a link or
+    opening it (a FIFO must not block); (0, 0, 0) if it cannot be looked at."""
     try:
-        st = os.lstat(path)
-    except OSError:
+        st = secrets.stamp(path)
+    except secrets.SecretError:
         return (0, 0, 0)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.inode, st.size, st.mtime_ns)
 
 
 class StateDirConf:
@@ -69,8 +68,9 @@ class ConfigFilesConf:
 
     parallel = False
 
-    def __init__(self, tasks: TaskConf) -> None:
+    def __init__(self, tasks: TaskConf, secrets_dir: str | None = None) -> None:
         self.tasks = tasks
+        self.secrets_dir = secrets_dir
 
     def _write(self, item: ConfigFiles) -> list[str]:
         cfg = Path(item.dir)
@@ -78,7 +78,7 @@ class ConfigFilesConf:
         changed = [name for name, text in item.files
                    if files.write_atomic(cfg / name, text, mode=0o644, durable=False)]
         if item.vpn is not None:  # secrets: 0600, read from the device's files
-            changed += vpn.write_credentials(item.ni, item.vpn, cfg)
+            changed += vpn.write_credentials(item.ni, item.vpn, cfg, self.secrets_dir)
         keep = {name.split("/", 1)[0] for name, _ in item.files}  # swanctl/... keeps swanctl/
         for stale in cfg.iterdir():
             if stale.name not in keep and not stale.name.startswith("."):

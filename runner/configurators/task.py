@@ -35,8 +35,9 @@ def _nitask(item: Task) -> nitask.NITask:
 class TaskConf:
     parallel = True  # creating and starting a task is mostly waiting on runc
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, secrets_dir: str | None = None) -> None:
         self.client = client
+        self.secrets_dir = secrets_dir
         self._containers: dict[str, containers_pb2.Container] | None = None
         self._tasks: dict[str, tasks.TaskInfo] = {}
 
@@ -79,7 +80,8 @@ class TaskConf:
         if files.vpn is not None and any(n.startswith(f"{swanctl.SWANCTL_DIR}/")
                                          for n in changed):
             state = Path(files.dir).parent / "state"
-            done = vpn.reload(files.ni, files.vpn, Path(files.dir), state, changed)
+            done = vpn.reload(files.ni, files.vpn, Path(files.dir), state, changed,
+                              self.secrets_dir)
             log.info("NI %s: VPN reloaded: %s", files.ni, done)
 
     # -- reading ---------------------------------------------------------------------------

@@ -74,6 +74,7 @@ class Lab:
         self.config_path = self.base / "supervisor.yaml"
         self.socket = str(self.base / "api.sock")
         self.state_dir = self.base / "state"
+        self.secrets_dir = self.base / "secrets"  # the config's secretsDir
 
     # -- building -------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class Lab:
             f"apiSocket: {self.socket}\n"
             f"image: {image}\n"
             f"resolvConf: {self.base / 'resolv.conf'}\n"
+            f"secretsDir: {self.secrets_dir}\n"
             "uplinks:\n"
             "  - {name: eth0, interface: eth0}\n"
             "  - {name: eth1, interface: eth1}\n"

@@ -7,6 +7,7 @@
     image: nirunner/ni:0.1.0
     ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
     taskSeccomp: true         # NI tasks under the seccomp allow-list; false | log to debug
+    secretsDir: /etc/nirunner/secrets   # VPN credential files must be below it
     uplinks:
       - {name: eth0, interface: eth0}
     source:                   # optional: desired state from a fleet's etcd (see README)
@@ -17,7 +18,8 @@
         tls: {ca: /etc/nirunner/etcd/ca.pem, cert: ..., key: ...}
         statusTTL: 10         # seconds
 
-Every key is optional; absent keys take SupervisorConfig's defaults.
+Every key is optional; absent keys take SupervisorConfig's defaults. The file is
+read like manifests (runner.model.reader: size, UTF-8, control characters).
 """
 
 from __future__ import annotations
@@ -25,14 +27,9 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Network
 
-from runner.model.errors import (
-    Checker,
-    ConfigError,
-    Document,
-    Problem,
-    read_documents,
-    show,
-)
+from runner.model.checker import Checker
+from runner.model.errors import ConfigError, Problem, show
+from runner.model.reader import Text, check_text, read_file
 from runner.model.types import (
     EtcdSource,
     EtcdTls,
@@ -41,8 +38,8 @@ from runner.model.types import (
     TaskSeccomp,
     Uplink,
 )
+from runner.model.yamldoc import Document, read_documents
 
-MAX_BYTES = 1 << 20
 UPLINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # at most 32 characters
 UPLINK_NAME_RULE = "use 1-32 letters, digits, '_', '.' and '-', starting with a letter or digit"
 # Linux takes 1-15 characters other than '/', ':' and whitespace; we also keep out
@@ -53,16 +50,13 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 _NAMESPACE_RULE = "use letters and digits, separated by single '.', '_' or '-' (at most 76)"
 _PATH = re.compile(r"/[^\x00-\x1f\x7f]*")
 _PATH_RULE = "must be an absolute path without control characters"
+_DIR = re.compile(r"/(?:[^\x00-\x1f\x7f/]+/?)*")
+_DIR_RULE = ("must be an absolute path without control characters, '//', '.' or '..' "
+             "components")
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 _IMAGE_RULE = "an image reference such as 'nirunner/ni:0.1.0'"
-_CIDR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}")
-_UNUSABLE_POOLS = (
-    (IPv4Network("0.0.0.0/8"), "0.0.0.0/8 is not routable"),
-    (IPv4Network("127.0.0.0/8"), "127.0.0.0/8 is loopback"),
-    (IPv4Network("224.0.0.0/4"), "224.0.0.0/4 is multicast"),
-)
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "ipsecBackend", "uplinks", "source", "taskSeccomp")
+           "ipsecBackend", "secretsDir", "uplinks", "source", "taskSeccomp")
 # Fleet names reach etcd keys: a device id is a DNS label, a prefix a plain path.
 DEVICE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DEVICE_ID_RULE = "1-63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label)"
@@ -75,21 +69,23 @@ _ETCD_FIELDS = ("endpoints", "device", "prefix", "tls", "statusTTL")
 
 def load_config(path: str) -> SupervisorConfig:
     """Read and validate the config file at `path`; ConfigError lists every problem."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise ConfigError([Problem(path, None, "", f"is larger than {MAX_BYTES} bytes")])
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8"
-        raise ConfigError([Problem(path, None, "", f"cannot be read: {reason}")]) from None
-    return parse_config(text, path)
+    found = read_file(path)
+    if isinstance(found, Problem):
+        raise ConfigError([found])
+    return _parse(found)
 
 
 def parse_config(text: str, source: str | None = None) -> SupervisorConfig:
     """Validate config text; an empty text gives the defaults."""
-    docs, fatal = read_documents(text)
+    found = check_text(text, source)
+    if isinstance(found, Problem):
+        raise ConfigError([found])
+    return _parse(found)
+
+
+def _parse(found: Text) -> SupervisorConfig:
+    source = found.source
+    docs, fatal = read_documents(found.text)
     if fatal:
         raise ConfigError([Problem(source, None, "", msg, line) for msg, line in fatal])
     if len(docs) > 1:
@@ -120,6 +116,7 @@ def _config(c: Checker) -> SupervisorConfig | None:
         resolv_conf=c.matching(top.get("resolvConf"), "resolvConf", _PATH, _PATH_RULE, 1024)
         or default.resolv_conf,
         ipsec_backend=_ipsec_backend(c, top.get("ipsecBackend")) or default.ipsec_backend,
+        secrets_dir=_directory(c, top.get("secretsDir"), "secretsDir") or default.secrets_dir,
         uplinks=_uplinks(c, top.get("uplinks")),
         source=_source(c, top.get("source")),
         task_seccomp=_task_seccomp(c, top.get("taskSeccomp")) or default.task_seccomp,
@@ -135,6 +132,17 @@ def _containerd(c: Checker, value: object) -> tuple[str | None, str | None]:
         m.get("namespace"), "containerd.namespace", _NAMESPACE, _NAMESPACE_RULE, 76
     )
     return address, namespace
+
+
+def _directory(c: Checker, value: object, path: str) -> str | None:
+    """An absolute directory path, without a trailing '/' (except for '/' itself)."""
+    text = c.matching(value, path, _DIR, _DIR_RULE, 1024)
+    if text is None:
+        return None
+    if any(part in (".", "..") for part in text.split("/")):
+        c.error(path, f"{show(text)} is not valid: {_DIR_RULE}")
+        return None
+    return text.rstrip("/") or "/"
 
 
 def _ipsec_backend(c: Checker, value: object) -> IpsecBackend | None:
@@ -163,27 +171,13 @@ def _task_seccomp(c: Checker, value: object) -> TaskSeccomp | None:
 
 
 def _transit_pool(c: Checker, value: object) -> IPv4Network | None:
-    path = "transitPool"
-    text = c.string(value, path)
-    if text is None:
+    # link-local is the default; the pool needs room for at least one /30 ... and a /29
+    # keeps the first slot's neighbours apart from the network and broadcast addresses
+    pool = c.network(value, "transitPool", "169.254.100.0/22", 0, 32, link_local=True)
+    if pool is not None and pool.prefixlen > 29:
+        c.error("transitPool", f"{pool} is too small: it needs a prefix of /29 or shorter "
+                               f"(a /30 per NI)")
         return None
-    try:
-        if not _CIDR.fullmatch(text):
-            raise ValueError
-        pool = IPv4Network(text, strict=False)
-    except ValueError:
-        c.error(path, f"{show(text)} is not an IPv4 CIDR like 169.254.100.0/22")
-        return None
-    if str(pool) != text:
-        c.error(path, f"{text} has host bits set; did you mean {pool}?")
-        return None
-    if pool.prefixlen > 29:
-        c.error(path, f"{text} is too small: it needs a prefix of /29 or shorter (a /30 per NI)")
-        return None
-    for bad, why in _UNUSABLE_POOLS:
-        if pool.overlaps(bad):
-            c.error(path, f"{text} cannot be used: {why}")
-            return None
     return pool
 
 

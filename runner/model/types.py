@@ -175,6 +175,7 @@ class SupervisorConfig:
     image: str = "nirunner/ni:0.1.0"
     resolv_conf: str = "/etc/resolv.conf"  # the device's resolvers: NIs' default upstream
     ipsec_backend: IpsecBackend = IpsecBackend.AUTO
+    secrets_dir: str = "/etc/nirunner/secrets"  # VPN credential files must be below it
     uplinks: tuple[Uplink, ...] = ()
     source: EtcdSource | None = None  # None: manifests through the local API only
     task_seccomp: TaskSeccomp = TaskSeccomp.ENFORCE

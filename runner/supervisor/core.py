@@ -38,7 +38,7 @@ from runner.drivers import facts as live_facts
 from runner.drivers import netns as ns
 from runner.drivers.nlwatch import Drift, Ours, Watcher
 from runner.errors import NirunnerError
-from runner.model.manifest import Located, parse_documents, validate_set
+from runner.model.manifest import Located, parse_many, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig, TaskSeccomp
 from runner.net import names
 from runner.plan import site
@@ -108,7 +108,8 @@ class Supervisor:
             seccomp.for_task(mode)  # SeccompError now (another arch, a bad profile), not later
         self.task_policy = TaskPolicy(config.image, str(mode), (
             "" if mode is TaskSeccomp.OFF else seccomp.fingerprint(mode).split(":")[-1]))
-        self.confs = confs if confs is not None else configurators(client, self.store)
+        self.confs = confs if confs is not None else configurators(
+            client, self.store, config.secrets_dir)
         self.tasks: TaskConf = self.confs["task"]
         self._read_facts = read_facts or (
             lambda: live_facts.read(self.config, self.config.resolv_conf))
@@ -267,9 +268,7 @@ class Supervisor:
 
     def apply(self, docs: Sequence[Document], dry_run: bool = False,
               verbose: bool = False) -> Report:
-        located: list[Located] = []
-        for doc in docs:
-            located.extend(parse_documents(doc.text, doc.source))
+        located = parse_many((doc.source, doc.text) for doc in docs)  # every problem at once
         chosen = [x.ni.name for x in located]
         with self.lock:
             self._ensure_read()

@@ -31,7 +31,7 @@ from typing import Any
 import vici  # type: ignore[import-untyped]
 from vici.exception import CommandException, SessionException  # type: ignore[import-untyped]
 
-from runner.drivers import files
+from runner.drivers import files, secrets
 from runner.errors import NirunnerError
 from runner.plan.vpn import SECRET_MODE, VpnPlan
 from runner.render import swanctl
@@ -50,20 +50,17 @@ class VpnError(NirunnerError):
 # --- credentials ----------------------------------------------------------------------------
 
 
-def _read(path: str, what: str, limit: int = 1 << 20) -> bytes:
+def _read(path: str, what: str, limit: int = 1 << 20, secrets_dir: str | None = None) -> bytes:
+    """See runner.drivers.secrets: no links, FIFOs or devices, root's, below secrets_dir."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise VpnError(f"cannot read the {what} file {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise VpnError(f"the {what} file {path} is larger than {limit} bytes")
-    return data
+        return secrets.read_secret(path, secrets_dir, limit)
+    except secrets.SecretError as e:
+        raise VpnError(f"cannot read the {what} file {e}") from None
 
 
-def read_psk(path: str) -> bytes:
+def read_psk(path: str, secrets_dir: str | None = None) -> bytes:
     """The pre-shared key in `path`: its bytes without one trailing newline."""
-    data = _read(path, "pre-shared key", MAX_SECRET)
+    data = _read(path, "pre-shared key", MAX_SECRET, secrets_dir)
     for end in (b"\r\n", b"\n"):
         if data.endswith(end):
             data = data[: -len(end)]
@@ -73,7 +70,8 @@ def read_psk(path: str) -> bytes:
     return data
 
 
-def write_credentials(ni: str, v: VpnPlan, config_dir: Path) -> list[str]:
+def write_credentials(ni: str, v: VpnPlan, config_dir: Path,
+                      secrets_dir: str | None = None) -> list[str]:
     """Copy the NI's credentials into its config dir; the names of the files that changed.
 
     Files under swanctl/ that the plan does not name (a key left from certificate
@@ -85,13 +83,14 @@ def write_credentials(ni: str, v: VpnPlan, config_dir: Path) -> list[str]:
         (swan / sub).mkdir(exist_ok=True)
         os.chmod(swan / sub, 0o700 if sub in ("private", "rsa", "ecdsa", "pkcs8", "pkcs12")
                  else 0o755)
-    psk = read_psk(v.psk_file) if v.psk_file else None
+    psk = read_psk(v.psk_file, secrets_dir) if v.psk_file else None
     changed = []
     secrets = swanctl.secrets_conf(ni, v.owners, psk)
     if files.write_atomic(config_dir / swanctl.SECRETS_CONF, secrets, mode=SECRET_MODE):
         changed.append(swanctl.SECRETS_CONF)
     for c in v.copies:
-        data = _read(c.source, "certificate" if c.mode != SECRET_MODE else "private key")
+        data = _read(c.source, "certificate" if c.mode != SECRET_MODE else "private key",
+                     secrets_dir=secrets_dir)
         if files.write_atomic(config_dir / c.name, data, mode=c.mode):
             changed.append(c.name)
     wanted = {swanctl.SWANCTL_CONF, *v.credential_names}
@@ -149,7 +148,8 @@ def _ike_sas(s: Any, conn: str) -> list[dict[str, Any]]:
     return out
 
 
-def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list[str]) -> str:
+def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list[str],
+           secrets_dir: str | None = None) -> str:
     """Hand a changed connection or credentials to the running charon over VICI.
 
     Loads the credentials, then the connection (charon re-establishes it if it
@@ -160,7 +160,7 @@ def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list
     """
     try:
         with session(state_dir) as s:
-            return _reload(s, v, config_dir, changed)
+            return _reload(s, v, config_dir, changed, secrets_dir)
     except OSError as e:
         log.info("NI %s: charon not reachable (%s); it loads the new config when it starts",
                  ni, e.strerror or e)
@@ -169,10 +169,11 @@ def reload(ni: str, v: VpnPlan, config_dir: Path, state_dir: Path, changed: list
         raise VpnError(f"NI {ni}: charon refused the new config: {e}") from None
 
 
-def _reload(s: Any, v: VpnPlan, config_dir: Path, changed: list[str]) -> str:
+def _reload(s: Any, v: VpnPlan, config_dir: Path, changed: list[str],
+            secrets_dir: str | None) -> str:
     done = []
     if v.psk_file:
-        psk = read_psk(v.psk_file)
+        psk = read_psk(v.psk_file, secrets_dir)
         s.load_shared({"id": v.shared_id, "type": "IKE", "data": psk, "owners": list(v.owners)})
         done.append("loaded the pre-shared key")
     else:

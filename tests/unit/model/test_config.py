@@ -59,9 +59,9 @@ BAD = [
     ("pool-too-small", edit("169.254.100.0/22", "169.254.100.0/30"),
      "transitPool", "is too small", 6),
     ("pool-loopback", edit("169.254.100.0/22", "127.1.0.0/16"),
-     "transitPool", "127.0.0.0/8 is loopback", 6),
+     "transitPool", "127.1.0.0/16 is loopback (127.0.0.0/8)", 6),
     ("pool-zero", edit("169.254.100.0/22", "0.0.0.0/8"),
-     "transitPool", "0.0.0.0/8 is not routable", 6),
+     "transitPool", "0.0.0.0/8 is in 0.0.0.0/8 ('this network'), which is never routed", 6),
     ("pool-syntax", edit("169.254.100.0/22", "169.254.100.0"),
      "transitPool", "is not an IPv4 CIDR", 6),
     ("ifname-too-long", edit("interface: enp3s0", "interface: enp3s0abcdefghijk"),
@@ -112,7 +112,8 @@ def test_all_config_problems_together() -> None:
         parse_config(text, "nirunner.yaml")
     assert [p.path for p in err.value.problems] == ["transitPool", "uplinks[1].interface"]
     assert str(err.value).splitlines()[0] == (
-        "nirunner.yaml: transitPool 127.0.0.0/8 cannot be used: 127.0.0.0/8 is loopback (line 6)"
+        "nirunner.yaml: transitPool 127.0.0.0/8 is loopback (127.0.0.0/8), which never leaves "
+        "the host (line 6)"
     )
 
 

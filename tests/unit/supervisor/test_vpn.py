@@ -299,3 +299,16 @@ def test_status_table_shows_the_tunnel(tmp_path: Path, charon: Any) -> None:
     assert "IKE ESTABLISHED 169.254.100.2:4500 [factory@edge] <-> 198.18.1.2:4500 [hq], NAT-T" \
         in details
     assert "CHILD INSTALLED TUNNEL-in-UDP 10.1.0.0/24 === 10.99.1.0/24" in details
+
+
+def test_credentials_are_read_by_the_secrets_rules(tmp_path: Path) -> None:
+    echo, fox = _plans(tmp_path)
+    assert echo.psk_file is not None
+    with pytest.raises(vpn.VpnError, match=r"cannot read the pre-shared key file .*echo.psk: "
+                                           r"is outside the secrets directory"):
+        vpn.write_credentials("echo", echo, tmp_path / "config", str(tmp_path / "elsewhere"))
+    assert vpn.write_credentials("foxtrot", fox, tmp_path / "config", str(tmp_path / "device"))
+    os.unlink(echo.psk_file)
+    os.mkfifo(echo.psk_file)  # would block a plain open() for ever
+    with pytest.raises(vpn.VpnError, match="echo.psk: is a FIFO, not a regular file"):
+        vpn.write_credentials("echo", echo, tmp_path / "config", str(tmp_path / "device"))
