@@ -32,7 +32,9 @@ def manifest(name: str, subnet: str = "10.1.0.0/24", port: int | None = None) ->
     text = (f"apiVersion: nirunner/v1\nkind: NetworkInstance\nmetadata: {{name: {name}}}\n"
             f"spec:\n  type: local\n  uplink: eth0\n  subnet: {subnet}\n"
             f"  dns: {{upstream: [{INET_IP}]}}\n")
-    if port is not None:
+    if port is None:  # the shortest lease dnsmasq gives: expiries within a test
+        text += "  dhcp: {leaseTime: 2m}\n"
+    else:
         ip = subnet.rsplit(".", 1)[0] + ".10"
         text += (f"  dhcp: {{reservations: [{{name: web, mac: '{WEB_MAC}', ip: {ip}}}]}}\n"
                  f"  portMaps: [{{name: web, protocol: tcp, uplinkPort: {port}, target: web, "
@@ -259,6 +261,44 @@ def test_what_is_removed_behind_its_back_is_healed(site: Site, what: str) -> Non
     assert site.pids() == pids  # healed without restarting anything
     if what != "the device's nft table flushed":
         assert any(H1 in ln for ln in healed[-2:]), healed
+
+
+def test_a_lease_flood_counts_only_real_apps(site: Site) -> None:
+    """100 DISCOVERs from random MACs (issue 10): apps are the attached ones plus holders
+    of unexpired leases, never more; once the flood's leases expire, the 2 apps."""
+    from runner.drivers.dhcp import acquire
+
+    lab = site.lab
+    flood = lab.app("flood", H2)  # the second attached app of h2 (cli is the first)
+    try:
+        def count() -> tuple[int, int]:
+            st = site.status()[H2]
+            active = sum(1 for a in st["apps"] if not a["attached"])
+            return len(st["apps"]), active
+
+        macs = [":".join(["02", *(f"{b:02x}" for b in os.urandom(5))]) for _ in range(100)]
+        leased = 0
+        for mac in macs:
+            try:
+                acquire(f"/run/netns/{flood}", "eth0", mac, timeout=3)
+                leased += 1
+            except Exception:  # the pool may run out: that is the attack
+                pass
+        apps, active = count()
+        print(f"{leased} leases taken; status shows {apps} apps ({active} by lease alone)")
+        assert leased >= 90
+        assert apps <= 2 + active and apps >= 2
+        deadline = time.monotonic() + 200  # leases of 2 minutes, and dnsmasq's own slack
+        while time.monotonic() < deadline:
+            apps, active = count()
+            assert apps <= 2 + active
+            if apps == 2:
+                break
+            time.sleep(5)
+        assert count()[0] == 2, site.status()[H2]["apps"]
+    finally:
+        lab.cli("detach", H2, "--netns", f"/run/netns/{flood}", check=False)
+        sh("ip", "netns", "del", flood, check=False)
 
 
 def test_supervisor_log_has_no_traceback(site: Site) -> None:
