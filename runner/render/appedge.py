@@ -294,13 +294,24 @@ _MAPS = {
 }
 
 
-def _acl_body(acls: NIAcls, gen: int) -> tuple[list[str], list[str]]:
-    """(the rules' limits, the table block's lines)."""
+def _rules(acls: NIAcls, gen: int) -> tuple[dict[str, list[str]], list[_Rule]]:
     rules: list[_Rule] = []
     app_chains: dict[str, list[str]] = {}
-    egress, ingress = [], []
     for a in sorted(acls.apps, key=lambda a: a.app):
         app_chains |= _app_chains(a, gen, rules)
+    return app_chains, rules
+
+
+def rule_labels(acls: NIAcls) -> dict[int, str]:
+    """Rule id (the low 16 bits of a flow's conntrack mark) -> "<app> <direction> <index>"."""
+    return {r.rid: r.label for r in _rules(acls, generation(acls))[1]}
+
+
+def _acl_body(acls: NIAcls, gen: int) -> tuple[list[str], list[str]]:
+    """(the rules' limits, the table block's lines)."""
+    app_chains, rules = _rules(acls, gen)
+    egress, ingress = [], []
+    for a in sorted(acls.apps, key=lambda a: a.app):
         egress.append(f"{a.mac} : jump {_out(a.app)}")
         ingress += [f"{ip} : jump {_in(a.app)}" for ip in sorted(a.ips)]
     flows = [f"0x{gen << 16 | r.rid:08x} : jump r{r.rid}" for r in rules]
