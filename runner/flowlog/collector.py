@@ -88,6 +88,22 @@ class Listener:
                 if err == 0:
                     acks += 1
 
+    def reap(self) -> None:
+        """Make conntrack drop the flows that have expired now, so their ends are recorded
+        now (its GC may take up to a minute when the table is small). One dump, discarded."""
+        def dump() -> None:
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as s:
+                s.bind((0, 0))
+                s.settimeout(2)
+                s.send(nl.ct_dump_request())
+                while True:
+                    data = s.recv(1 << 16)
+                    if any(kind in (nl.NLMSG_DONE, nl.NLMSG_ERROR)
+                           for kind, _f, _p in nl.messages(data)):
+                        return
+
+        ns.run_in(self.netns, dump)
+
     def fileno(self) -> int:
         assert self.sock is not None
         return self.sock.fileno()
@@ -119,11 +135,11 @@ class Collector:
     """One NI: read, record, write, and refresh host-name sets; `run` until `stop` is set."""
 
     def __init__(self, listener: Listener, recorder: Recorder, writer: RotatingJsonl,
-                 apply_nft: Callable[[str], None]) -> None:
+                 apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
         self.listener, self.recorder, self.writer = listener, recorder, writer
-        self.apply_nft = apply_nft
+        self.apply_nft, self.reap_every = apply_nft, reap_every
         self.records = 0
-        self._next_flush = 0.0
+        self._next_flush = self._next_reap = 0.0
 
     def poll(self, timeout: float) -> int:
         ready = select.select([self.listener], [], [], timeout)[0]
@@ -146,6 +162,9 @@ class Collector:
         if now >= self._next_flush:
             records += self.recorder.flush(now)
             self._next_flush = now + 1.0
+        if self.reap_every and now >= self._next_reap:
+            self.listener.reap()
+            self._next_reap = now + self.reap_every
         self.records += self.writer.write(records)
         return len(records)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 NETLINK_NETFILTER = 12
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NFNL_SUBSYS_CTNETLINK, NFNL_SUBSYS_ULOG = 1, 4
-IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_DELETE = 0, 2
+IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY = 1, 3
 
@@ -230,6 +230,13 @@ def nflog_bind(group: int, copy_range: int = 0xFFFF, seq: int = 1) -> list[bytes
     mode = _attr(NFULA_CFG_MODE, struct.pack("!IBB", copy_range, NFULNL_COPY_PACKET, 0))
     return [_message(kind, flags, socket.AF_UNSPEC, group, bind, seq),
             _message(kind, flags, socket.AF_UNSPEC, group, mode, seq + 1)]
+
+
+def ct_dump_request(seq: int = 1) -> bytes:
+    """A dump of the conntrack table: the kernel also kills the entries that have expired
+    on the way (and so sends their end events) instead of waiting for its GC."""
+    kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+    return _message(kind, NLM_F_REQUEST | NLM_F_DUMP, socket.AF_INET, 0, b"", seq)
 
 
 def ack_error(kind: int, payload: bytes) -> int | None:

@@ -14,11 +14,11 @@ from ipaddress import IPv4Address
 import pytest
 
 from runner.flowlog import counters
+from runner.lab.edgelab import BRIDGE_MAC, GATEWAY, SERVERS, UPLINK, WAN_GW, EdgeLab
 from runner.lab.topology import sh, wait_for
 from runner.net.appedge import AppPort, Lease
 from runner.render import appedge
 from tests.integration.conftest import RUN_ID
-from tests.integration.edgelab import BRIDGE_MAC, GATEWAY, SERVERS, UPLINK, WAN_GW, EdgeLab
 
 pytestmark = pytest.mark.integration
 
