@@ -45,9 +45,10 @@ class RotatingJsonl:
         for rec in records:
             line = json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n"
             size = len(line.encode())
+            f = self._open()
             if self._size and self._size + size > self.max_bytes:
                 self._rotate()
-            f = self._open()
+                f = self._open()
             f.write(line)
             self._size += size
             n += 1
