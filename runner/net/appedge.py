@@ -85,6 +85,29 @@ class Lease:
             raise NetValueError(f"lease of {self.ip}: {self.seconds} s left")
 
 
+def leases_from_dnsmasq(text: str, now: float) -> list[Lease]:
+    """The live leases of a dnsmasq lease file (`<expiry> <mac> <ip> <name> <client id>`).
+
+    An expiry of 0 is an infinite lease; leases already over and lines that are
+    not IPv4 Ethernet leases are left out.
+    """
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or not words[0].isdigit():
+            continue
+        expiry, mac = int(words[0]), words[1].lower()
+        try:
+            ip = IPv4Address(words[2])
+            left = 0 if expiry == 0 else int(expiry - now)
+            if expiry and left <= 0:
+                continue
+            out.append(Lease(check_mac(mac), ip, left))
+        except (ValueError, NetValueError):
+            continue
+    return out
+
+
 class SpoofCase(enum.IntEnum):
     """Why the edge dropped a frame; the number keys the per-port drop counters."""
 

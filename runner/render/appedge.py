@@ -74,8 +74,14 @@ def _port_elements(p: AppPort) -> dict[str, list[str]]:
     }
 
 
-def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()) -> str:
-    """The whole table bridge edge with its current ports and leases (replaces the table)."""
+def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = (),
+                 trusted: Sequence[str] = ()) -> str:
+    """The whole table bridge edge with its current ports and leases (replaces the table).
+
+    Fail-closed: a frame from a bridge port that is neither an app port nor
+    `trusted` (say, a switch NI's uplink side) is dropped, so a port plugged in
+    before it is registered gets nothing through.
+    """
     sets: dict[str, list[str]] = {"ports": [], "port_mac": [], "mac_ip": []}
     for p in sorted(ports, key=lambda p: p.port):
         for name, items in _port_elements(p).items():
@@ -95,6 +101,7 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
         return decl + ([f"elements = {_elements(items)}"] if items else [])
 
     block("map ports", with_elements(["type ifname : verdict"], sets["ports"]))
+    block("set trusted", with_elements(["type ifname"], [quote(t) for t in sorted(trusted)]))
     block("set port_mac", with_elements(["type ifname . ether_addr"], sets["port_mac"]))
     block("set mac_ip", with_elements(["type ether_addr . ipv4_addr", "flags timeout"],
                                       sorted(sets["mac_ip"])))
@@ -102,7 +109,9 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
                         f"size {DROP_COUNTERS_SIZE}"])
     block("chain prerouting", [
         "type filter hook prerouting priority filter; policy accept;",
-        "iifname vmap @ports",  # frames from app ports only; others pass
+        "iifname vmap @ports",
+        "iifname @trusted accept",
+        "goto drop_port",
     ])
     block("chain app", [
         "iifname . ether saddr != @port_mac goto drop_mac",
@@ -111,21 +120,26 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
         "ether type arp goto app_arp",
         "ether type ip goto app_ip",
         "ether type ip6 goto app_ip6",
+        "accept",  # other protocols: the MAC is the port's (prerouting drops unknown ports)
     ])
     block("chain app_arp", [
         "iifname . arp saddr ether != @port_mac goto drop_arp",
         "arp saddr ip 0.0.0.0 accept",  # an address probe (RFC 5227) updates no ARP cache
         "ether saddr . arp saddr ip != @mac_ip goto drop_arp",
+        "accept",
     ])
     block("chain app_ip", [
         "ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",  # DHCP before a lease
         "ether saddr . ip saddr != @mac_ip goto drop_ip",
         "udp sport 67 goto drop_dhcp_server",
+        "accept",
     ])
     block("chain app_ip6", [
         "icmpv6 type { nd-router-advert, nd-redirect } goto drop_ra",
         "udp sport 547 goto drop_ra",  # a DHCPv6 server
+        "accept",
     ])
+    block("chain drop_port", [_log("edge port"), "counter drop"])  # an unregistered port
     for case in SpoofCase:
         name = case.name.lower()
         # each step its own rule: a full `drops` set fails only the update, never the drop

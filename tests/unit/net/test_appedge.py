@@ -73,3 +73,17 @@ def test_ports_apps_and_leases_are_checked() -> None:
     app = AppAcl("plc", MAC, (), ())
     with pytest.raises(NetValueError, match="twice"):
         NIAcls("n", (app, app))
+
+
+def test_leases_from_a_dnsmasq_lease_file() -> None:
+    from runner.net.appedge import leases_from_dnsmasq
+
+    text = ("1000 02:00:00:00:00:11 10.1.0.123 hmi 01:02:00:00:00:00:11\n"
+            "0 02:00:00:00:00:12 10.1.0.124 * *\n"
+            "500 02:00:00:00:00:13 10.1.0.125 old *\n"  # over
+            "duid 00:01:00:01\n"
+            "1000 not-a-mac 10.1.0.126 x *\n"
+            "1000 02:00:00:00:00:14 fd00::1 v6 *\n")
+    assert leases_from_dnsmasq(text, now=600.0) == [
+        Lease("02:00:00:00:00:11", IPv4Address("10.1.0.123"), 400),
+        Lease("02:00:00:00:00:12", IPv4Address("10.1.0.124"), 0)]

@@ -53,6 +53,14 @@ def test_every_app_port_is_checked_and_each_case_counted_per_port() -> None:
         assert f'log prefix "edge {case} " group 7' in chain
 
 
+def test_frames_of_unregistered_ports_are_dropped_unless_trusted() -> None:
+    pre = EDGE.split("chain prerouting {")[1].split("\n\t}")[0]
+    assert [line.strip() for line in pre.strip().splitlines()[1:]] == [
+        "iifname vmap @ports", "iifname @trusted accept", "goto drop_port"]
+    with_uplink = appedge.edge_ruleset("factory", PORTS, trusted=["eth1.100"])
+    assert 'elements = { "eth1.100" }' in with_uplink.split("set trusted {")[1]
+
+
 def test_generation_follows_rules_not_addresses() -> None:
     a = acls()
     moved = replace(a, apps=(replace(a.apps[0], ips=(IPv4Address("10.1.0.99"),)), a.apps[1]))
