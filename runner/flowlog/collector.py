@@ -138,7 +138,7 @@ class Collector:
                  apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
         self.listener, self.recorder, self.writer = listener, recorder, writer
         self.apply_nft, self.reap_every = apply_nft, reap_every
-        self.records = 0
+        self.records = self.refresh_errors = self.reap_errors = 0
         self._next_flush = self._next_reap = 0.0
 
     def poll(self, timeout: float) -> int:
@@ -158,13 +158,20 @@ class Collector:
                     if text:
                         refresh.append(text)
         if refresh:
-            self.apply_nft("".join(refresh))
+            try:
+                self.apply_nft("".join(refresh))
+            except NirunnerError:
+                # a host set an ACL change just removed: dnsmasq's next answer refills it
+                self.refresh_errors += 1
         if now >= self._next_flush:
             records += self.recorder.flush(now)
             self._next_flush = now + 1.0
         if self.reap_every and now >= self._next_reap:
-            self.listener.reap()
             self._next_reap = now + self.reap_every
+            try:
+                self.listener.reap()
+            except OSError:
+                self.reap_errors += 1  # ends then come with conntrack's own GC
         self.records += self.writer.write(records)
         return len(records)
 

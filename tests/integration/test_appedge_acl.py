@@ -283,14 +283,19 @@ def test_flow_log_has_byte_counts_drops_and_dns(acl: AclLab) -> None:
        f"socket.SOCK_DGRAM); [s.sendto(b'x' * 100, ('{server}', 9)) for _ in range(5)]",
        netns=plc.netns)
     assert lab.connect(lab.wan, UPLINK, 8080) == f"plc sees {WAN_GW}"
+    hmi = lab.apps["hmi"]  # and the hmi tries an address not its own: the edge drops it
+    sh("ip", "addr", "add", "10.1.0.77/32", "dev", "eth0", netns=hmi.netns)
+    sh("ping", "-c2", "-i0.2", "-W1", "-I", "10.1.0.77", GATEWAY, netns=hmi.netns, check=False)
+    sh("ip", "addr", "del", "10.1.0.77/32", "dev", "eth0", netns=hmi.netns)
 
     def data_flow() -> list[dict[str, Any]]:
         return [r for r in acl.records(type="flow", app="plc", dport=5201, verdict="allow")
                 if r["bytes_out"] > sent / 2]
 
     wait_for(lambda: data_flow() and acl.records(verdict="drop", dport=9)
-             and acl.records(dir="ingress", app="plc", dport=80), 30,
-             "the transfer's, the drop's and the port map's records")
+             and acl.records(dir="ingress", app="plc", dport=80)
+             and acl.records(reason="edge ip", app="hmi", src="10.1.0.77"), 30,
+             "the transfer's, the drops' and the port map's records")
     flow = data_flow()[-1]
     print(f"flow log: {flow['bytes_out']} bytes out for {sent} sent by iperf3")
     assert abs(flow["bytes_out"] - sent) / sent < 0.05, (flow, sent)
