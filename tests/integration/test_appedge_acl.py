@@ -264,6 +264,8 @@ def test_acl_change_takes_effect_live_on_running_flows(acl: AclLab) -> None:
                   ports=(80, 80))
     acl.apply(to_old)
     assert _held_flow(acl, (to_old,))[0] == "ok"  # the same rules: the flow goes on
+    # other rules that still allow it: decided again, allowed again, not disturbed
+    assert _held_flow(acl, (to_new, to_old))[0] == "ok"
     outcome, took = _held_flow(acl, (to_new,))
     print(f"ACL change applied in {took * 1000:.0f} ms; the running flow: {outcome}")
     assert outcome == "blocked" and took < 0.2

@@ -129,10 +129,12 @@ def test_nft_takes_tables_updates_and_element_changes(tmp_path: Path) -> None:
         appedge.port_delete(PORTS[2]), appedge.port_delete(PORTS[2]),
         appedge.port_add(PORTS[2]), appedge.lease_set(lease), appedge.lease_set(lease),
         appedge.lease_delete(lease), appedge.lease_delete(lease),
+        appedge.lease_set(LEASES[0], "hmi"), appedge.lease_set(LEASES[0], "hmi"),
         appedge.host_refresh("www.example.test", [IPv4Address("192.0.2.10")], 5),
     ], f"{NFT[-1] if NFT else ''} list ruleset")
     assert "192.0.2.10 timeout 5s" in out
     assert "10.1.0.150" not in out
+    assert "10.1.0.123 timeout 1h" in out.split("map ingress {")[1].split("}")[0]
 
 
 def test_bad_values_are_refused() -> None:
