@@ -67,9 +67,10 @@ def hold(host: str, port: int, seconds: float, timeout: float = 3.0) -> int:
     return n
 
 
-def connect(proto: str, host: str, port: int, timeout: float = 3.0) -> str:
+def connect(proto: str, host: str, port: int, timeout: float = 3.0, source: str = "") -> str:
     if proto == "tcp":
-        with socket.create_connection((host, port), timeout=timeout) as c:
+        with socket.create_connection((host, port), timeout=timeout,
+                                      source_address=(source, 0) if source else None) as c:
             c.sendall(b"hello\n")
             return c.recv(256).decode().strip()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -91,6 +92,7 @@ def main() -> int:
     c.add_argument("host")
     c.add_argument("port", type=int)
     c.add_argument("--timeout", type=float, default=3.0)
+    c.add_argument("--source", default="", help="the TCP client's source address")
     c.add_argument("--hold", type=float, default=0.0,
                    help="keep the TCP connection this many seconds, one round trip each 0.1 s")
     a = ap.parse_args()
@@ -108,7 +110,7 @@ def main() -> int:
         if a.hold:
             print(f"{hold(a.host, a.port, a.hold, a.timeout)} round trips")
         else:
-            print(connect(a.proto, a.host, a.port, a.timeout))
+            print(connect(a.proto, a.host, a.port, a.timeout, a.source))
         return 0
     except OSError as e:
         print(f"failed: {e}", file=sys.stderr)

@@ -28,6 +28,9 @@ IKE_PORTS = (500, 4500)  # IKE and NAT-T (also ESP-in-UDP)
 
 DEVICE_NFT_TABLE = "nirunner"  # table inet nirunner in the device netns
 NI_NFT_TABLE = "ni"  # table inet ni in each NI netns
+EDGE_NFT_TABLE = "edge"  # table bridge edge in each NI netns: anti-spoofing at app ports
+ACL_NFT_TABLE = "acl"  # table inet acl in each NI netns: the apps' ACLs
+FLOWLOG_GROUP = 7  # nflog group of an NI netns: drops and DNS replies for the flow log
 
 UPLINK_TABLE_BASE = 1000  # route table of uplink i (index in config.uplinks)
 TRANSIT_RULE_BASE = 1000  # priority of "iif nr<slot> lookup <table>": base + slot

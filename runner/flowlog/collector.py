@@ -1,0 +1,232 @@
+"""The flow-log collector of one NI: a netfilter netlink socket in the NI netns, a Recorder, a file.
+
+It runs in the supervisor (a thread per NI, or one loop over all NIs' sockets):
+the socket is opened inside the NI netns by a short-lived setns thread and
+keeps that netns for good, so the collector needs nothing in the NI's image and
+adopts nothing on a task restart. Its CPU is the supervisor's, not the NI
+task's (see docs/app-edge.md for the cost at 1,000 new flows/s).
+
+    python -m runner.flowlog.collector --netns NS --out FILE [--app NAME=IP[,MAC]]...
+        [--host NAME]... [--starts] [--seconds N]       # by hand, for one NI netns
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.drivers import netns as ns
+from runner.drivers import nft
+from runner.errors import NirunnerError
+from runner.flowlog import netlink as nl
+from runner.flowlog.records import AppIndex, Recorder
+from runner.flowlog.writer import RotatingJsonl
+from runner.net import names
+
+# per NI netns: conntrack counts bytes and packets, and stamps start and stop
+SYSCTLS = {"net/netfilter/nf_conntrack_acct": "1",
+           "net/netfilter/nf_conntrack_timestamp": "1"}
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+SO_RCVBUFFORCE = 33
+
+
+class CollectorError(NirunnerError):
+    pass
+
+
+class Listener:
+    """Conntrack events (ends, and starts if asked) and one nflog group, from one netns."""
+
+    def __init__(self, netns: str, group: int = names.FLOWLOG_GROUP, starts: bool = False,
+                 rcvbuf: int = 8 << 20) -> None:
+        self.netns, self.group, self.starts, self.rcvbuf = netns, group, starts, rcvbuf
+        self.sock: socket.socket | None = None
+        self.lost = 0  # times the kernel found our buffer full (events lost)
+
+    def open(self) -> None:
+        try:
+            self.sock = ns.run_in(self.netns, self._socket)
+            self._bind_nflog()
+        except OSError as e:
+            self.close()
+            raise CollectorError(f"flow log of netns {self.netns}: open netlink: {e}") from e
+
+    def _socket(self) -> socket.socket:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+        except PermissionError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        s.bind((0, 0))
+        groups = [nl.NFNLGRP_CONNTRACK_DESTROY] + ([nl.NFNLGRP_CONNTRACK_NEW]
+                                                   if self.starts else [])
+        for g in groups:
+            s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
+        return s
+
+    def _bind_nflog(self) -> None:
+        assert self.sock is not None
+        for msg in nl.nflog_bind(self.group):
+            self.sock.send(msg)
+        acks, deadline = 0, time.monotonic() + 2
+        while acks < 2:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise OSError(errno.ETIMEDOUT, "no answer to the nflog bind")
+            for kind, _flags, payload in nl.messages(self.sock.recv(65536)):
+                err = nl.ack_error(kind, payload)
+                if err:
+                    raise OSError(err, f"nflog bind of group {self.group}")
+                if err == 0:
+                    acks += 1
+
+    def reap(self) -> None:
+        """Make conntrack drop the flows that have expired now, so their ends are recorded
+        now (its GC may take up to a minute when the table is small). One dump, discarded."""
+        def dump() -> None:
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as s:
+                s.bind((0, 0))
+                s.settimeout(2)
+                s.send(nl.ct_dump_request())
+                while True:
+                    data = s.recv(1 << 16)
+                    if any(kind in (nl.NLMSG_DONE, nl.NLMSG_ERROR)
+                           for kind, _f, _p in nl.messages(data)):
+                        return
+
+        ns.run_in(self.netns, dump)
+
+    def fileno(self) -> int:
+        assert self.sock is not None
+        return self.sock.fileno()
+
+    def read(self, limit: int = 256) -> list[tuple[int, int, bytes]]:
+        """What is waiting (at most `limit` datagrams), without blocking."""
+        assert self.sock is not None
+        out: list[tuple[int, int, bytes]] = []
+        for _ in range(limit):
+            try:
+                data = self.sock.recv(1 << 17, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.lost += 1
+                    continue
+                raise
+            out.extend(nl.messages(data))
+        return out
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Collector:
+    """One NI: read, record, write, and refresh host-name sets; `run` until `stop` is set."""
+
+    def __init__(self, listener: Listener, recorder: Recorder, writer: RotatingJsonl,
+                 apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
+        self.listener, self.recorder, self.writer = listener, recorder, writer
+        self.apply_nft, self.reap_every = apply_nft, reap_every
+        self.records = self.refresh_errors = self.reap_errors = 0
+        self._next_flush = self._next_reap = 0.0
+
+    def poll(self, timeout: float) -> int:
+        ready = select.select([self.listener], [], [], timeout)[0]
+        now = time.time()
+        records, refresh = [], []
+        if ready:
+            for kind, _flags, payload in self.listener.read():
+                ev = nl.ct_event(kind, payload)
+                if ev is not None:
+                    records += self.recorder.ct(ev)
+                    continue
+                pkt = nl.log_packet(kind, payload)
+                if pkt is not None:
+                    recs, text = self.recorder.log(pkt, now)
+                    records += recs
+                    if text:
+                        refresh.append(text)
+        if refresh:
+            try:
+                self.apply_nft("".join(refresh))
+            except NirunnerError:
+                # a host set an ACL change just removed: dnsmasq's next answer refills it
+                self.refresh_errors += 1
+        if now >= self._next_flush:
+            records += self.recorder.flush(now)
+            self._next_flush = now + 1.0
+        if self.reap_every and now >= self._next_reap:
+            self._next_reap = now + self.reap_every
+            try:
+                self.listener.reap()
+            except OSError:
+                self.reap_errors += 1  # ends then come with conntrack's own GC
+        self.records += self.writer.write(records)
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.poll(0.5)
+        finally:
+            self.writer.write(self.recorder.flush(time.time(), everything=True))
+            self.writer.close()
+
+
+def _app_index(specs: list[str]) -> AppIndex:
+    index = AppIndex()
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        ip, _, mac = rest.partition(",")
+        index.by_ip[ip] = name
+        if mac:
+            index.by_mac[mac.lower()] = name
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runner.flowlog.collector")
+    ap.add_argument("--netns", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--app", action="append", default=[], help="NAME=IP[,MAC]")
+    ap.add_argument("--host", action="append", default=[], help="a host name of the ACLs")
+    ap.add_argument("--starts", action="store_true", help="also a record when a flow starts")
+    ap.add_argument("--max-bytes", type=int, default=4 << 20)
+    ap.add_argument("--seconds", type=float, default=3600)
+    a = ap.parse_args(argv)
+    index = _app_index(a.app)
+    ns.set_sysctls(SYSCTLS, a.netns)
+    listener = Listener(a.netns, starts=a.starts)
+    listener.open()
+    collector = Collector(listener, Recorder(a.netns, lambda: index, a.host, starts=a.starts),
+                          RotatingJsonl(a.out, a.max_bytes),
+                          lambda text: nft.apply(text, a.netns, "refresh host sets"))
+    stop = threading.Event()
+    timer = threading.Timer(a.seconds, stop.set)
+    timer.daemon = True
+    timer.start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        collector.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        listener.close()
+    print(f"{collector.records} records, {listener.lost} overruns", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
