@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -118,11 +119,10 @@ def site() -> Iterator[Site]:
         assert s.works()
         yield s
     finally:
-        lab.stop_supervisor()
+        lab.teardown()  # while the state dir is mounted: it names the NIs to remove
         if mounted:
-            lab.containerd.stop()  # its tasks write logs into the state dir
             sh("umount", "-l", str(lab.state_dir), check=False)
-        lab.teardown()
+            shutil.rmtree(lab.base, ignore_errors=True)
 
 
 def test_the_same_apply_twice_writes_nothing(site: Site) -> None:

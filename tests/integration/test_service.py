@@ -84,8 +84,9 @@ def site() -> Iterator[Site]:
         peer.add(PeerConn("edge", "hq", "edge@svc", "10.50.0.0/24", psk=PSK.encode()))
         peer.start()
         peer.serve(7000, "site")
-        (lab.base / "v1.psk").write_text(PSK + "\n")
-        (lab.base / "v1.psk").chmod(0o600)
+        lab.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (lab.secrets_dir / "v1.psk").write_text(PSK + "\n")
+        (lab.secrets_dir / "v1.psk").chmod(0o600)
         lab.start_containerd()
         lab.write_config(lab.image)
         yield Site(lab, peer)
@@ -242,7 +243,7 @@ def test_the_units_capabilities_are_enough(site: Site) -> None:
             f"apiVersion: nirunner/v1\nkind: NetworkInstance\nmetadata: {{name: {V1}}}\n"
             f"spec:\n  type: vpn\n  uplink: eth0\n  subnet: 10.50.0.0/24\n  vpn:\n"
             f"    remote: {peer.address}\n"
-            f"    auth: {{psk: {{secretFile: {lab.base / 'v1.psk'}}}}}\n"
+            f"    auth: {{psk: {{secretFile: {lab.secrets_dir / 'v1.psk'}}}}}\n"
             "    localId: edge@svc\n    remoteId: hq\n    remoteSubnets: [10.99.1.0/24]\n"
             "    ike: {proposals: [aes256-sha256-modp2048]}\n"
             "    esp: {proposals: [aes256gcm16]}\n"))
