@@ -17,6 +17,7 @@ from runner.configurators.netns import NetnsConf, SysctlsConf
 from runner.configurators.nft import NftConf
 from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
 from runner.configurators.task import TaskConf
+from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
 from runner.plan.layout import Layout
 
@@ -37,4 +38,6 @@ def configurators(client: Client, layout: Layout) -> dict[str, Any]:
         "files": ConfigFilesConf(tasks),
         "task": tasks,
         "plug": PlugConf(),
+        "tap": TakenLinkConf(),
+        "appaddr": AppAddressConf(),
     }
