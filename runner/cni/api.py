@@ -45,6 +45,9 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class AttachRequest:
+    """A container's netns (`netns`: a veth, a lease) or, with `interface`, a device
+    interface taken as it is (a VM's tap; key ("", "", interface))."""
+
     ni: str
     key: AttachmentKey
     netns: str  # path of the container's network namespace
@@ -52,6 +55,8 @@ class AttachRequest:
     hostname: str = ""  # sent in the DHCP request, so the NI's DNS knows the container
     app: str = ""  # a declared app of the NI (app-edge work); "" for none
     port_mappings: tuple[PortMapping, ...] = ()
+    interface: str = ""  # a link of the device netns instead of a netns
+    lease_timeout: float = 10.0  # seconds for the NI's DHCP server to answer
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,12 @@ class Attachment:
     host_ifname: str  # the veth end on the NI's bridge (inside the NI's netns)
     mac: str  # of the container's interface
     mtu: int
-    address: str  # CIDR, from the NI's dnsmasq, e.g. "10.1.0.57/24"
+    address: str  # CIDR, from the NI's dnsmasq, e.g. "10.1.0.57/24"; "" for a tap
     gateway: str  # the NI's bridge address; "" for an air-gapped NI
     routes: tuple[Route, ...] = ()
     dns: Dns = Dns()
     port_mappings: tuple[PortMapping, ...] = ()
+    interface: str = ""  # a taken device interface's name (a tap)
 
 
 @dataclass(frozen=True)
