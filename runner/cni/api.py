@@ -3,8 +3,9 @@
 The plugin only parses, asks and prints; the supervisor does the work (plug a
 veth into the NI's bridge, take a DHCP lease from the NI's dnsmasq and pin it,
 add port maps) and keeps the attachment in its desired state. This module is
-the contract between the two; `protos/nirunner/v1/cni_sketch.proto.txt` is
-the same contract as gRPC messages.
+the contract between the two; the workload calls of
+`protos/nirunner/v1/nirunner.proto` are the same contract as gRPC messages
+(runner/cni/wire.py converts), served by runner/supervisor/workloads.py.
 
 It imports nothing heavy: the plugin starts for every container, so the gRPC
 binding is loaded only by `connect`, and only for the verbs that talk.

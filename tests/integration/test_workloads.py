@@ -226,7 +226,9 @@ def test_add_check_del_as_a_runtime(site: Site) -> None:
 def test_del_with_the_netns_gone(site: Site) -> None:
     rt = site.rt
     c3 = site.netns("c3")
-    doc = rt.add("cid3", c3)
+    doc = rt.add("cid3", c3, rt.conf(version="0.4.0"))  # an older runtime's result
+    assert doc["cniVersion"] == "0.4.0" and doc["ips"][0]["version"] == "4"
+    assert "mtu" not in doc["interfaces"][0]
     mac = doc["interfaces"][0]["mac"]
     sh("ip", "netns", "del", c3)
     assert rt.run(rt.env("DEL", "cid3", c3), rt.conf()) == (None, 0)

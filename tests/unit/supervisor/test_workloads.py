@@ -281,3 +281,18 @@ def test_a_restarted_supervisor_keeps_them(sup: tuple[Supervisor, Fakes, FakeFx]
     assert fakes.calls == []
     assert again.workloads.check("site", KEY).attachment == att
     assert f"appaddr:site/{att.host_ifname}" in again.current
+
+
+def test_attach_netns_leaves_cni_attachments_alone(sup: tuple[Supervisor, Fakes, FakeFx]) -> None:
+    from runner.errors import NirunnerError
+
+    s, fakes, fx = sup
+    s.workloads.attach(req())
+    netns = str(NETNS_DIR / "c1")
+    with pytest.raises(NirunnerError, match="attached through CNI"):
+        s.attach("site", netns, "eth0", "", "")
+    with pytest.raises(NirunnerError, match="is not attached"):
+        s.detach("site", netns, "eth0")
+    assert [a.kind for a in s.desired.attachments] == ["cni"]
+    s.attach("site", netns, "eth1", "", "")  # another interface of that netns: fine
+    assert [a.kind for a in s.desired.attachments] == ["cni", "netns"]
