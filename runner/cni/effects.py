@@ -3,7 +3,8 @@
 Before an attachment's address can be an item, the supervisor takes it: a DHCP
 exchange from inside the container's netns over its freshly plugged veth. After
 a detach (or a failed attach) the lease is released from the NI's side, which
-works also when the container's netns is gone. And it looks up links: whether
+works also when the container's netns is gone (and, with the NI's dnsmasq not
+running, taken out of its lease file). And it looks up links: whether
 a container's netns has an interface of a name, what a device interface is.
 The supervisor's side (runner/supervisor/workloads.py) takes these as an
 `Effects` value, so its logic is tested with fakes.
@@ -31,6 +32,9 @@ class Effects(Protocol):
                 mac: str) -> None:
         """DHCPRELEASE of `address` for `mac`, sent inside the NI's netns on its bridge."""
 
+    def forget(self, lease_file: str, mac: str, ip: IPv4Address) -> None:
+        """Remove a lease from dnsmasq's lease file (only while its dnsmasq is not running)."""
+
     def link(self, netns: str | None, ifname: str) -> LinkInfo | None:
         """The link `ifname` in a netns (a name or a path; None: the device's), or None."""
         ...
@@ -44,6 +48,9 @@ class DriverEffects:
     def release(self, ni_netns: str, address: IPv4Interface, server: IPv4Address,
                 mac: str) -> None:
         dhcp.release_from_ni(ni_netns, names.BRIDGE_IF, Lease(address, server, "", 0), mac)
+
+    def forget(self, lease_file: str, mac: str, ip: IPv4Address) -> None:
+        dhcp.forget_lease(lease_file, mac, ip)
 
     def link(self, netns: str | None, ifname: str) -> LinkInfo | None:
         try:

@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.dhcp import client, packet
 from runner.dhcp.client import Exchange, Lease
 from runner.dhcp.packet import DhcpError
-from runner.drivers import links
+from runner.drivers import files, links
 from runner.drivers import netns as ns
 
 ETH_P_IP = 0x0800
@@ -220,6 +221,18 @@ def release_from_ni(ni_netns: str, bridge: str, lease: Lease, mac: str) -> None:
         ns.run_in(ni_netns, body)
     except OSError as e:
         raise DhcpError(f"release {lease.address.ip} in {ni_netns}: {e}") from e
+
+
+def forget_lease(lease_file: str, mac: str, ip: IPv4Address) -> bool:
+    """Remove a lease from dnsmasq's lease file while dnsmasq is not running (it reads
+    the file at start; a released pinned lease would otherwise stay forever)."""
+    path = Path(lease_file)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return False
+    keep = [x for x in lines if x.split()[1:3] != [mac, str(ip)]]
+    return len(keep) != len(lines) and files.write_atomic(path, "".join(keep), durable=False)
 
 
 def deconfigure(netns: str, ifname: str) -> None:

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from ipaddress import IPv4Interface
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.cni import attachments as at
@@ -53,6 +55,7 @@ from runner.net.errors import NetValueError
 from runner.plan.ni import NIWorkloads
 from runner.reconcile import kinds as k
 from runner.reconcile.build import AppPlug
+from runner.render import dnsmasq
 from runner.supervisor import attach as attach_mod
 from runner.supervisor.store import CNI, TAP, Attachment
 
@@ -214,7 +217,7 @@ class Workloads:
         errors = []
         if lease is not None:
             try:
-                self.fx.release(names.netns(rec.ni), lease.address, lease.server, rec.mac)
+                self._release(rec.ni, lease.address, rec.mac)
             except Exception as e:
                 errors.append(f"release {lease.address.ip}: {e}")
         try:
@@ -266,25 +269,50 @@ class Workloads:
         return ni
 
     def _remove(self, victims: list[Attachment]) -> list[str]:
-        """Drop `victims` from the desired state, delete their items (best effort), release
-        their leases; every error, in words."""
+        """Drop `victims` from the desired state, delete their items (best effort), give
+        their leases back; every error, in words.
+
+        A lease goes back by a DHCPRELEASE to the NI's dnsmasq; where its task is known
+        not to run, it is taken out of dnsmasq's lease file instead, before the diff
+        (which may start the task): dnsmasq would keep a pinned lease forever."""
         keep = [a for a in self.sup.desired.attachments if a not in victims]
-        scope = {v.ni for v in victims} | {""}
+        leased = [(v, v.address) for v in victims if v.address is not None]
+        down = {v.ni for v, _ in leased if not self._task_runs(v.ni)}
         errors = []
+        for v, address in leased:
+            if v.ni in down:
+                errors += self._try(f"forget the lease of {at.owner(v)}", self.fx.forget,
+                                    self._lease_file(v.ni), v.mac, address.ip)
         try:
-            run = self.sup.change_attachments(keep, scope, atomic=False)
+            run = self.sup.change_attachments(keep, {v.ni for v in victims} | {""},
+                                              atomic=False)
             errors += [f"{d.op.line()}: {d.error}" for d in run.failed]
         except NirunnerError as e:
             errors.append(str(e))
-        for v in victims:
-            if v.address is None:
-                continue
-            gateway = self.sup.desired.nis[v.ni].gateway
-            try:
-                self.fx.release(names.netns(v.ni), v.address, gateway, v.mac)
-            except Exception as e:
-                errors.append(f"release {v.address.ip} of {at.owner(v)}: {e}")
+        for v, address in leased:
+            if v.ni not in down:
+                errors += self._try(f"release the lease of {at.owner(v)}", self._release,
+                                    v.ni, address, v.mac)
         return errors
+
+    def _release(self, ni: str, address: IPv4Interface, mac: str) -> None:
+        self.fx.release(names.netns(ni), address, self.sup.desired.nis[ni].gateway, mac)
+
+    def _task_runs(self, ni: str) -> bool:
+        """As far as the supervisor knows (containerd away: as last seen)."""
+        task = self.sup.current.get(f"{k.Task.KIND}:{names.container_id(ni)}")
+        return isinstance(task, k.Task) and task.running
+
+    def _lease_file(self, ni: str) -> str:
+        return str(self.sup.store.state_dir(ni) / Path(dnsmasq.LEASE_FILE).name)
+
+    @staticmethod
+    def _try(what: str, fn: Callable[..., object], *args: Any) -> list[str]:
+        try:
+            fn(*args)
+        except Exception as e:
+            return [f"{what}: {e}"]
+        return []
 
     def _item_ids(self, rec: Attachment) -> list[str]:
         plan = self.sup.plan().nis[rec.ni]

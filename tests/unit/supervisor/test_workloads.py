@@ -50,6 +50,9 @@ class FakeFx:
                 mac: str) -> None:
         self.calls.append(f"release {ni_netns} {address} {server} {mac}")
 
+    def forget(self, lease_file: str, mac: str, ip: IPv4Address) -> None:
+        self.calls.append(f"forget {Path(lease_file).name} {mac} {ip}")
+
     def link(self, netns: str | None, ifname: str) -> LinkInfo | None:
         return self.links.get((netns, ifname))
 
@@ -182,6 +185,18 @@ def test_del_is_idempotent_and_releases(sup: tuple[Supervisor, Fakes, FakeFx]) -
     with pytest.raises(WorkloadError) as e:
         s.workloads.detach("nosuch", KEY)
     assert e.value.kind is ErrorKind.NOT_FOUND
+
+
+def test_a_release_while_dnsmasq_is_down_forgets_the_lease(
+        sup: tuple[Supervisor, Fakes, FakeFx]) -> None:
+    s, fakes, fx = sup
+    att = s.workloads.attach(req())
+    task = s.current["task:ni-site"]
+    s.current["task:ni-site"] = replace(task, running=False)  # type: ignore[call-arg]
+    fakes.calls.clear()
+    assert s.workloads.detach("site", KEY)
+    assert fx.calls[-1] == f"forget dnsmasq.leases {att.mac} 10.1.0.101"  # not released
+    assert ("modify", "task:ni-site") in fakes.calls  # started after the lease went
 
 
 def test_gc_removes_only_what_the_runtime_forgot(sup: tuple[Supervisor, Fakes, FakeFx]) -> None:
