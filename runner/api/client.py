@@ -91,3 +91,14 @@ class ApiClient:
 
     def detach(self, ni: str, netns: str, ifname: str = "") -> None:
         self._call("Detach", pb.DetachRequest(ni=ni, netns=netns, ifname=ifname))
+
+    def attach_interface(self, ni: str, interface: str) -> pb.Attachment:
+        """Take a device interface (a VM's tap) into the NI's bridge."""
+        req = pb.AttachWorkloadRequest(ni=ni, key=pb.WorkloadKey(ifname=interface),
+                                       interface=interface)
+        return self._call("AttachWorkload", req).attachment
+
+    def detach_interface(self, ni: str, interface: str) -> bool:
+        """Give a taken interface back to the device netns; False if it was not taken."""
+        req = pb.DetachWorkloadRequest(ni=ni, key=pb.WorkloadKey(ifname=interface))
+        return bool(self._call("DetachWorkload", req).removed)

@@ -18,6 +18,8 @@ import grpc
 
 from runner import __version__
 from runner.api import problems
+from runner.cni import wire
+from runner.cni.grpc_backend import ERROR_KIND_KEY, STATUS_OF
 from runner.containerd import tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError, Unavailable
@@ -32,12 +34,17 @@ from runner.supervisor.core import Document, Supervisor
 from runner.supervisor.events import Event
 from runner.supervisor.notify import Notifier, Watchdog
 from runner.supervisor.store import Store
+from runner.supervisor.workloads import WorkloadError
 
 log = logging.getLogger("nirunner.api")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _abort(ctx: grpc.ServicerContext, e: NirunnerError) -> NoReturn:
+    kind = e.kind if isinstance(e, WorkloadError) else None
+    if kind is not None:  # the CNI plugin maps the kind to a CNI error code
+        ctx.set_trailing_metadata(((ERROR_KIND_KEY, kind.value),))
+        ctx.abort(grpc.StatusCode[STATUS_OF[kind]], str(e))
     if isinstance(e, ModelError):  # the problems as `validate` shows them, in the trailers
         details, trailers = problems.encode(e)
         ctx.set_trailing_metadata(trailers)
@@ -112,6 +119,42 @@ class Servicer(pb_grpc.SupervisorServicer):
                ) -> pb.DetachResponse:
         self.sup.detach(request.ni, request.netns, request.ifname)
         return pb.DetachResponse()
+
+    @_boundary
+    def AttachWorkload(self, request: pb.AttachWorkloadRequest, context: grpc.ServicerContext
+                       ) -> pb.AttachWorkloadResponse:
+        att = self.sup.workloads.attach(wire.request_of(request))
+        return pb.AttachWorkloadResponse(attachment=wire.attachment_msg(att))
+
+    @_boundary
+    def DetachWorkload(self, request: pb.DetachWorkloadRequest, context: grpc.ServicerContext
+                       ) -> pb.DetachWorkloadResponse:
+        removed = self.sup.workloads.detach(request.ni, wire.key_of(request.key))
+        return pb.DetachWorkloadResponse(removed=removed)
+
+    @_boundary
+    def CheckWorkload(self, request: pb.CheckWorkloadRequest, context: grpc.ServicerContext
+                      ) -> pb.CheckWorkloadResponse:
+        report = self.sup.workloads.check(request.ni, wire.key_of(request.key))
+        if report.attachment is None:
+            return pb.CheckWorkloadResponse(known=False)
+        return pb.CheckWorkloadResponse(known=True,
+                                        intended=wire.attachment_msg(report.attachment),
+                                        problems=list(report.problems))
+
+    @_boundary
+    def GcWorkloads(self, request: pb.GcWorkloadsRequest, context: grpc.ServicerContext
+                    ) -> pb.GcWorkloadsResponse:
+        report = self.sup.workloads.gc(request.ni, request.network,
+                                       [wire.key_of(k) for k in request.valid])
+        return pb.GcWorkloadsResponse(removed=[wire.key_msg(k) for k in report.removed],
+                                      errors=list(report.errors))
+
+    @_boundary
+    def NiReady(self, request: pb.NiReadyRequest, context: grpc.ServicerContext
+                ) -> pb.NiReadyResponse:
+        r = self.sup.workloads.ready(request.ni)
+        return pb.NiReadyResponse(ready=r.ready, reason=r.reason, degraded=r.degraded)
 
     def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext
                ) -> Iterator[pb.Event]:

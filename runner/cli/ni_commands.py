@@ -180,7 +180,21 @@ def _details(s: dict[str, Any]) -> str:
         parts.append("\nPORT MAPS\n" + table([["NAME", "PROTO", "UPLINK PORT", "TARGET"]] + [
             [p["name"], p["protocol"], str(p["uplinkPort"]),
              f"{p['target']} ({p['targetIp']}):{p['targetPort']}"] for p in s["portMaps"]]))
+    if s.get("attached"):
+        parts.append("\nATTACHED\n" + table(
+            [["KIND", "WHAT", "IFNAME", "MAC", "PORT", "ADDRESS", "PORT MAPPINGS"]] + [
+                [a.get("kind", "netns"), _attached_what(a), a["ifname"], a["mac"],
+                 a["hostIfname"], a.get("address") or "-",
+                 ", ".join(a.get("portMappings") or []) or "-"] for a in s["attached"]]))
     return "\n".join(parts)
+
+
+def _attached_what(a: dict[str, Any]) -> str:
+    if a.get("kind") == "cni":
+        return f"container {a['containerId'][:12]} ({a['network']})"
+    if a.get("kind") == "tap":
+        return "tap (device interface)"
+    return a["netns"]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -227,6 +241,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    if args.interface:
+        if args.mac or args.hostname or args.ifname != "eth0":
+            raise UserError("--interface takes the interface as it is: no --ifname, --mac "
+                            "or --hostname")
+        with _api(args) as api:
+            a = api.attach_interface(args.name, args.interface)
+        print(f"attached {args.interface} (mac {a.mac}) to {args.name} as {a.host_ifname}")
+        return 0
     with _api(args) as api:
         r = api.attach(args.name, os.path.abspath(args.netns), args.ifname, args.mac or "",
                        args.hostname or "")
@@ -235,6 +257,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
+    if args.interface:
+        with _api(args) as api:
+            if not api.detach_interface(args.name, args.interface):
+                raise UserError(f"{args.interface} is not attached to NI {args.name}")
+        print(f"detached {args.interface} from {args.name}: back in the device netns")
+        return 0
     with _api(args) as api:
         api.detach(args.name, os.path.abspath(args.netns), args.ifname)
     print(f"detached {args.netns} {args.ifname} from {args.name}")
@@ -315,16 +343,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep showing new events")
     p.set_defaults(func=cmd_events)
 
-    p = api_cmd("attach", "plug an app's network namespace into an NI")
+    p = api_cmd("attach", "plug an app's network namespace, or a VM's tap, into an NI")
     p.add_argument("name")
-    p.add_argument("--netns", required=True, help="path of the app's netns")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--netns", help="path of the app's netns")
+    what.add_argument("--interface", help="a tap of the device netns, taken into the NI's bridge")
     p.add_argument("--ifname", default="eth0")
     p.add_argument("--mac")
     p.add_argument("--hostname")
     p.set_defaults(func=cmd_attach)
 
-    p = api_cmd("detach", "unplug an app's network namespace from an NI")
+    p = api_cmd("detach", "unplug an app's network namespace, or give a tap back")
     p.add_argument("name")
-    p.add_argument("--netns", required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--netns")
+    what.add_argument("--interface", help="a tap taken with attach --interface")
     p.add_argument("--ifname", default="eth0")
     p.set_defaults(func=cmd_detach)

@@ -3,8 +3,9 @@
 The plugin only parses, asks and prints; the supervisor does the work (plug a
 veth into the NI's bridge, take a DHCP lease from the NI's dnsmasq and pin it,
 add port maps) and keeps the attachment in its desired state. This module is
-the contract between the two; `protos/nirunner/v1/cni_sketch.proto.txt` is
-the same contract as gRPC messages.
+the contract between the two; the workload calls of
+`protos/nirunner/v1/nirunner.proto` are the same contract as gRPC messages
+(runner/cni/wire.py converts), served by runner/supervisor/workloads.py.
 
 It imports nothing heavy: the plugin starts for every container, so the gRPC
 binding is loaded only by `connect`, and only for the verbs that talk.
@@ -45,6 +46,9 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class AttachRequest:
+    """A container's netns (`netns`: a veth, a lease) or, with `interface`, a device
+    interface taken as it is (a VM's tap; key ("", "", interface))."""
+
     ni: str
     key: AttachmentKey
     netns: str  # path of the container's network namespace
@@ -52,6 +56,8 @@ class AttachRequest:
     hostname: str = ""  # sent in the DHCP request, so the NI's DNS knows the container
     app: str = ""  # a declared app of the NI (app-edge work); "" for none
     port_mappings: tuple[PortMapping, ...] = ()
+    interface: str = ""  # a link of the device netns instead of a netns
+    lease_timeout: float = 10.0  # seconds for the NI's DHCP server to answer
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,12 @@ class Attachment:
     host_ifname: str  # the veth end on the NI's bridge (inside the NI's netns)
     mac: str  # of the container's interface
     mtu: int
-    address: str  # CIDR, from the NI's dnsmasq, e.g. "10.1.0.57/24"
+    address: str  # CIDR, from the NI's dnsmasq, e.g. "10.1.0.57/24"; "" for a tap
     gateway: str  # the NI's bridge address; "" for an air-gapped NI
     routes: tuple[Route, ...] = ()
     dns: Dns = Dns()
     port_mappings: tuple[PortMapping, ...] = ()
+    interface: str = ""  # a taken device interface's name (a tap)
 
 
 @dataclass(frozen=True)

@@ -1,63 +1,24 @@
-"""The supervisor's side of CNI attachments, as pure values and rules.
+"""The rules of attachments made through CNI and of taps, as pure functions.
 
-What an attachment made through CNI is (a record kept in the desired state),
-the names and MAC it gets, whether its port mappings may be had, what it adds
-to its NI (pinned dhcp-hosts lines, port maps), which ones a GC removes, and
-how its intended state differs from an observed one. No I/O here: the
-procedure (runner/cni/procedure.py) and the drivers do the effects.
+What an attachment gets (a stable MAC and bridge port name), whether its port
+mappings may be had, what it adds to its NI's plan (a pinned dhcp-hosts line,
+port maps), which ones a GC removes, and whether an NI can take attachments
+(from its status). No I/O here: the supervisor (runner/supervisor/workloads.py)
+does the effects as reconciler items.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from ipaddress import IPv4Address
 from typing import Any
 
-from runner.cni.api import AttachmentKey, PortMapping
+from runner.cni.api import AttachmentKey, PortMapping, Readiness
 from runner.model.types import NetworkInstance, NIType, PortMap, Protocol
 from runner.net import names
-from runner.render.dnsmasq import pinned_host
-
-
-@dataclass(frozen=True)
-class CniAttachment:
-    """One attachment made through CNI, as the supervisor stores it."""
-
-    ni: str
-    key: AttachmentKey
-    netns: str
-    mac: str
-    host_ifname: str
-    hostname: str = ""
-    address: IPv4Interface | None = None  # from the pinned lease
-    server: IPv4Address | None = None  # the DHCP server that gave it (the NI's gateway)
-    port_mappings: tuple[PortMapping, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ni": self.ni, "network": self.key.network, "containerId": self.key.container_id,
-            "ifname": self.key.ifname, "netns": self.netns, "mac": self.mac,
-            "hostIfname": self.host_ifname, "hostname": self.hostname,
-            "address": str(self.address) if self.address else "",
-            "server": str(self.server) if self.server else "",
-            "portMappings": [{"hostPort": p.host_port, "containerPort": p.container_port,
-                              "protocol": p.protocol, "hostIP": p.host_ip}
-                             for p in self.port_mappings],
-        }
-
-    @staticmethod
-    def from_json(d: Mapping[str, Any]) -> CniAttachment:
-        return CniAttachment(
-            ni=d["ni"], key=AttachmentKey(d["network"], d["containerId"], d["ifname"]),
-            netns=d["netns"], mac=d["mac"], host_ifname=d["hostIfname"],
-            hostname=d.get("hostname", ""),
-            address=IPv4Interface(d["address"]) if d.get("address") else None,
-            server=IPv4Address(d["server"]) if d.get("server") else None,
-            port_mappings=tuple(PortMapping(p["hostPort"], p["containerPort"], p["protocol"],
-                                            p.get("hostIP", ""))
-                                for p in d.get("portMappings", ())))
+from runner.plan.ni import NIWorkloads, PinnedLease
+from runner.supervisor.store import CNI, TAP, Attachment
 
 
 def _digest(ni: str, key: AttachmentKey) -> bytes:
@@ -76,19 +37,39 @@ def host_ifname_for(ni: str, key: AttachmentKey) -> str:
     return names.app_if(f"{ni}/cni/{key.network}/{key.container_id}/{key.ifname}")
 
 
-def new_record(ni: str, key: AttachmentKey, netns: str, mac: str = "", hostname: str = "",
-               port_mappings: tuple[PortMapping, ...] = ()) -> CniAttachment:
-    names.check_ni_name(ni)
-    names.check_ifname(key.ifname)
-    return CniAttachment(ni=ni, key=key, netns=netns, mac=(mac or mac_for(ni, key)).lower(),
-                         host_ifname=host_ifname_for(ni, key), hostname=hostname,
-                         port_mappings=port_mappings)
+def tap_host_ifname(ni: str, interface: str) -> str:
+    """A taken interface's name inside the NI (ap<8 hex>: the NI's app ports)."""
+    return names.app_if(f"{ni}/tap/{interface}")
+
+
+def key_of(a: Attachment) -> AttachmentKey:
+    """The key the API names an attachment by: CNI's (network, container, ifname); a
+    tap's is ("", "", its interface)."""
+    if a.kind == CNI:
+        return AttachmentKey(a.network, a.container_id, a.ifname)
+    return AttachmentKey("", "", a.ifname)
+
+
+def find(records: Iterable[Attachment], ni: str, key: AttachmentKey) -> Attachment | None:
+    """The CNI attachment (or, for a key without network and container, the tap) `key`."""
+    kind = TAP if not key.network and not key.container_id else CNI
+    return next((a for a in records if a.ni == ni and a.kind == kind and key_of(a) == key),
+                None)
+
+
+def owner(a: Attachment) -> str:
+    """Who an attachment is, for messages."""
+    if a.kind == CNI:
+        return f"container {a.container_id} (network {a.network})"
+    if a.kind == TAP:
+        return f"interface {a.ifname}"
+    return f"{a.netns} {a.ifname}"
 
 
 # -- port mappings ------------------------------------------------------------------------
 
-def port_map_problems(ni: NetworkInstance, uplink_addr: IPv4Address | None,
-                      nis: Mapping[str, NetworkInstance], records: Iterable[CniAttachment],
+def port_map_problems(ni: NetworkInstance, uplink_addrs: Collection[IPv4Address],
+                      nis: Mapping[str, NetworkInstance], records: Iterable[Attachment],
                       wanted: Sequence[PortMapping]) -> tuple[list[str], list[str]]:
     """(invalid, conflicts) for the port mappings an attachment asks for.
 
@@ -100,9 +81,9 @@ def port_map_problems(ni: NetworkInstance, uplink_addr: IPv4Address | None,
     if ni.type == NIType.VPN or ni.uplink is None:
         kind = "a VPN NI" if ni.type == NIType.VPN else "an air-gapped NI"
         return [f"NI {ni.name} is {kind}: it takes no port mappings"], []
-    invalid = [f"hostIP {p.host_ip} is not uplink {ni.uplink}'s address "
-               f"{uplink_addr or '(none yet)'}"
-               for p in wanted if p.host_ip and p.host_ip != str(uplink_addr)]
+    shown = ", ".join(str(a) for a in uplink_addrs) or "(none yet)"
+    invalid = [f"hostIP {p.host_ip} is not an address of uplink {ni.uplink} ({shown})"
+               for p in wanted if p.host_ip and IPv4Address(p.host_ip) not in uplink_addrs]
     taken: dict[tuple[str, int], str] = {}
     for other in nis.values():
         if other.uplink == ni.uplink:
@@ -111,8 +92,7 @@ def port_map_problems(ni: NetworkInstance, uplink_addr: IPv4Address | None,
     for r in records:
         if r.ni in nis and nis[r.ni].uplink == ni.uplink:
             for p in r.port_mappings:
-                taken[(p.protocol, p.host_port)] = (f"container {r.key.container_id} "
-                                                    f"(network {r.key.network})")
+                taken[(p.protocol, p.host_port)] = owner(r)
     conflicts = []
     seen: set[tuple[str, int]] = set()
     for p in wanted:
@@ -126,73 +106,58 @@ def port_map_problems(ni: NetworkInstance, uplink_addr: IPv4Address | None,
     return invalid, conflicts
 
 
-def port_maps(records: Iterable[CniAttachment], ni: str) -> tuple[PortMap, ...]:
+def port_map_name(a: Attachment, p: PortMapping) -> str:
+    """`cni-<container id, 12>-<proto><port>`: unique per NI (one owner per uplink port)."""
+    return f"cni-{a.container_id[:12]}-{p.protocol}{p.host_port}"
+
+
+def port_maps(records: Iterable[Attachment], ni: str) -> tuple[PortMap, ...]:
     """The NI's port maps that its CNI attachments add (targets: their addresses)."""
-    out = []
-    for r in records:
-        if r.ni != ni or r.address is None:
-            continue
-        tag = hashlib.sha256(f"{r.key}".encode()).hexdigest()[:8]
-        for p in r.port_mappings:
-            out.append(PortMap(name=f"cni-{tag}-{p.protocol}{p.host_port}",
-                               protocol=Protocol(p.protocol), uplink_port=p.host_port,
-                               target=str(r.address.ip), target_port=p.container_port))
-    return tuple(out)
+    return tuple(PortMap(name=port_map_name(r, p), protocol=Protocol(p.protocol),
+                         uplink_port=p.host_port, target=str(r.address.ip),
+                         target_port=p.container_port)
+                 for r in records if r.ni == ni and r.address is not None
+                 for p in r.port_mappings)
 
 
-def pinned_hosts(records: Iterable[CniAttachment], ni: str) -> list[str]:
-    """dhcp-hosts lines that keep the NI's CNI attachments' leases (infinite)."""
-    return [pinned_host(r.mac, r.address.ip, r.hostname)
-            for r in records if r.ni == ni and r.address is not None]
+def pins(records: Iterable[Attachment], ni: str) -> tuple[PinnedLease, ...]:
+    """The leases the NI's dnsmasq keeps forever for its CNI attachments."""
+    return tuple(PinnedLease(r.mac, r.address.ip, r.hostname, owner(r))
+                 for r in records if r.ni == ni and r.address is not None)
 
 
-def gc_victims(records: Iterable[CniAttachment], ni: str, network: str,
-               valid: Iterable[AttachmentKey]) -> list[CniAttachment]:
+def plan_inputs(records: Sequence[Attachment]) -> dict[str, NIWorkloads]:
+    """What the attachments add to each NI's plan, by NI name."""
+    out = {}
+    for ni in dict.fromkeys(r.ni for r in records):
+        w = NIWorkloads(pins(records, ni), port_maps(records, ni))
+        if w.pins or w.port_maps:
+            out[ni] = w
+    return out
+
+
+def gc_victims(records: Iterable[Attachment], ni: str, network: str,
+               valid: Iterable[AttachmentKey]) -> list[Attachment]:
+    """The CNI attachments of `network` in NI `ni` that the runtime no longer has."""
     keep = set(valid)
-    return [r for r in records if r.ni == ni and r.key.network == network
-            and r.key not in keep]
+    return [r for r in records if r.kind == CNI and r.ni == ni and r.network == network
+            and key_of(r) not in keep]
 
 
-# -- drift -----------------------------------------------------------------------------------
+# -- readiness -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Observed:
-    """What the kernel and dnsmasq show for one attachment (read by a driver)."""
+def readiness(st: Mapping[str, Any]) -> Readiness:
+    """Can an NI take attachments, from its `status` object: its task and dnsmasq run.
 
-    host_if: bool = False  # the bridge port exists in the NI's netns
-    host_if_master: str = ""  # its bridge
-    netns: bool = False  # the container's netns exists
-    peer_mac: str = ""  # of key.ifname in the container's netns; "" if missing
-    addresses: tuple[IPv4Interface, ...] = ()
-    default_gw: IPv4Address | None = None
-    lease: tuple[str, str, str] | None = None  # (expiry, mac, ip) from dnsmasq's lease file
-    uplink_ports: frozenset[tuple[str, int]] = field(default_factory=frozenset)  # DNATs found
-
-
-def drift(r: CniAttachment, o: Observed, gateway: IPv4Address | None) -> list[str]:
-    """Intended against observed, one sentence per difference; [] when all is as intended."""
-    p = []
-    if not o.netns:
-        return [f"netns {r.netns} is gone"]
-    if not o.host_if:
-        p.append(f"veth {r.host_ifname}: missing in NI {r.ni}")
-    elif o.host_if_master != names.BRIDGE_IF:
-        p.append(f"veth {r.host_ifname}: not on {names.BRIDGE_IF}")
-    if not o.peer_mac:
-        p.append(f"{r.key.ifname}: missing in {r.netns}")
-    elif o.peer_mac != r.mac:
-        p.append(f"{r.key.ifname}: MAC {o.peer_mac}, intended {r.mac}")
-    if r.address is not None:
-        if r.address not in o.addresses:
-            p.append(f"{r.key.ifname}: address {r.address} missing")
-        if gateway is not None and o.default_gw != gateway:
-            p.append(f"default route via {gateway} missing")
-        if o.lease is None:
-            p.append(f"lease of {r.address.ip}: not in dnsmasq's lease file")
-        elif o.lease != ("0", r.mac, str(r.address.ip)):
-            p.append(f"lease of {r.address.ip}: {' '.join(o.lease)}, intended pinned "
-                     f"(0 {r.mac} {r.address.ip})")
-    for pm in r.port_mappings:
-        if (pm.protocol, pm.host_port) not in o.uplink_ports:
-            p.append(f"port mapping {pm.protocol} {pm.host_port}: not in the NI's nft table")
-    return p
+    Not ready while attached apps lost DHCP and DNS (dnsmasq is not running) is
+    `degraded`; not ready for another reason (containerd away, the task starting)
+    is not.
+    """
+    services = st.get("services") or {}
+    running = st.get("state") == "running" or (
+        st.get("state") == "degraded" and services.get("dnsmasq") == "running")
+    if running:
+        return Readiness(True)
+    plugged = bool(st.get("attached") or st.get("apps"))
+    reason = f"{st.get('state', 'unknown')}: {st.get('reason') or 'no reason given'}"
+    return Readiness(False, reason, degraded=plugged and services.get("dnsmasq") != "running")

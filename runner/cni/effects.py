@@ -1,103 +1,59 @@
-"""The attach procedure's Effects over the drivers, with the supervisor's part as hooks.
+"""The effects a workload attachment needs beyond its items, over the drivers.
 
-The veth, the DHCP exchange, the address and the release are driver work and
-live here; storing the record, writing the NI's dhcp-hosts with the pin and
-reloading dnsmasq, and the port maps belong to the supervisor (reconciler
-items), which passes them in as `NiHooks`.
+Before an attachment's address can be an item, the supervisor takes it: a DHCP
+exchange from inside the container's netns over its freshly plugged veth. After
+a detach (or a failed attach) the lease is released from the NI's side, which
+works also when the container's netns is gone (and, with the NI's dnsmasq not
+running, taken out of its lease file). And it looks up links: whether
+a container's netns has an interface of a name, what a device interface is.
+The supervisor's side (runner/supervisor/workloads.py) takes these as an
+`Effects` value, so its logic is tested with fakes.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from runner.cni.attachments import CniAttachment
 from runner.dhcp.client import Lease
 from runner.drivers import dhcp, links
-from runner.errors import NirunnerError
+from runner.drivers import netns as ns
+from runner.drivers.links import LinkInfo
 from runner.net import names
 
 
-class InterfaceExists(NirunnerError):
-    """The container's netns has an interface of the requested name already (CNI: error)."""
-
-
-class NiHooks(Protocol):
-    def pin(self, r: CniAttachment) -> None:
-        """Store r and its pinned dhcp-hosts line; dnsmasq has re-read the file on return."""
-
-    def unpin(self, r: CniAttachment) -> None:
+class Effects(Protocol):
+    def lease(self, netns: str, ifname: str, mac: str, hostname: str,
+              timeout: float) -> Lease:
+        """A DHCP lease for `mac` from the DHCP server on `ifname`'s segment (DhcpError)."""
         ...
 
-    def map_ports(self, r: CniAttachment) -> None:
+    def release(self, ni_netns: str, address: IPv4Interface, server: IPv4Address,
+                mac: str) -> None:
+        """DHCPRELEASE of `address` for `mac`, sent inside the NI's netns on its bridge."""
+
+    def forget(self, lease_file: str, mac: str, ip: IPv4Address) -> None:
+        """Remove a lease from dnsmasq's lease file (only while its dnsmasq is not running)."""
+
+    def link(self, netns: str | None, ifname: str) -> LinkInfo | None:
+        """The link `ifname` in a netns (a name or a path; None: the device's), or None."""
         ...
 
-    def unmap_ports(self, r: CniAttachment) -> None:
-        ...
 
-
-@dataclass
 class DriverEffects:
-    hooks: NiHooks
-    ni_netns: str  # name of the NI's netns (nr-<ni>)
-    mtu: int
-    lease_timeout: float = 10.0
+    def lease(self, netns: str, ifname: str, mac: str, hostname: str,
+              timeout: float) -> Lease:
+        return dhcp.acquire(netns, ifname, mac, hostname, timeout)
 
-    def plug(self, r: CniAttachment) -> None:
-        if not os.path.exists(r.netns):
-            raise NirunnerError(f"no network namespace at {r.netns}")
-        if links.in_netns(r.netns, lambda ip: links.index(ip, r.key.ifname)) is not None:
-            raise InterfaceExists(f"{r.netns} has an interface {r.key.ifname} already")
+    def release(self, ni_netns: str, address: IPv4Interface, server: IPv4Address,
+                mac: str) -> None:
+        dhcp.release_from_ni(ni_netns, names.BRIDGE_IF, Lease(address, server, "", 0), mac)
 
-        def ni_side(ip: links.IPRoute) -> None:
-            fd = os.open(r.netns, os.O_RDONLY)
-            try:
-                ip.link("add", ifname=r.host_ifname, kind="veth", mtu=self.mtu,
-                        peer={"ifname": r.key.ifname, "net_ns_fd": fd, "address": r.mac,
-                              "mtu": self.mtu})
-            except NetlinkError as e:
-                raise links.LinkError(f"veth {r.host_ifname} <-> {r.netns}/{r.key.ifname}: "
-                                      f"{e}") from e
-            finally:
-                os.close(fd)
-            links.ensure_up(ip, r.host_ifname, self.mtu, master=names.BRIDGE_IF)
+    def forget(self, lease_file: str, mac: str, ip: IPv4Address) -> None:
+        dhcp.forget_lease(lease_file, mac, ip)
 
-        def container_side(ip: links.IPRoute) -> None:
-            links.ensure_up(ip, "lo")
-            links.ensure_up(ip, r.key.ifname)
-
-        links.in_netns(self.ni_netns, ni_side)
-        links.in_netns(r.netns, container_side)
-
-    def unplug(self, r: CniAttachment) -> None:
-        links.delete(r.host_ifname, self.ni_netns)  # takes the container's end with it
-
-    def lease(self, r: CniAttachment) -> Lease:
-        return dhcp.acquire(r.netns, r.key.ifname, r.mac, r.hostname, self.lease_timeout)
-
-    def configure(self, r: CniAttachment, lease: Lease) -> None:
-        dhcp.configure(r.netns, r.key.ifname, lease)
-
-    def pin(self, r: CniAttachment) -> Lease:
-        assert r.address is not None
-        self.hooks.pin(r)
-        return dhcp.acquire(r.netns, r.key.ifname, r.mac, r.hostname, self.lease_timeout,
-                            reboot=r.address.ip)
-
-    def unpin(self, r: CniAttachment) -> None:
-        self.hooks.unpin(r)
-
-    def map_ports(self, r: CniAttachment) -> None:
-        self.hooks.map_ports(r)
-
-    def unmap_ports(self, r: CniAttachment) -> None:
-        self.hooks.unmap_ports(r)
-
-    def release(self, r: CniAttachment) -> None:
-        if r.address is None or r.server is None:
-            return
-        dhcp.release_from_ni(self.ni_netns, names.BRIDGE_IF,
-                             Lease(r.address, r.server, "", 0), r.mac)
+    def link(self, netns: str | None, ifname: str) -> LinkInfo | None:
+        try:
+            return links.in_netns(netns, lambda ip: links.get(ip, ifname))
+        except ns.NoSuchNetns:
+            return None

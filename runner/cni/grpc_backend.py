@@ -1,11 +1,8 @@
 """The CNI plugin's Backend over the supervisor's gRPC API (loaded only when a verb talks).
 
-Today's API has no CNI calls yet (they come with the item reconciler: see
-protos/nirunner/v1/cni_sketch.proto.txt): readiness is answered from `Status`,
-the other calls report that this supervisor does not support them.
-
-Errors: the sketch has the server put an `ErrorKind` value in the trailing
-metadata `nirunner-error-kind`; without it the gRPC status code decides.
+Errors: the server puts an `ErrorKind` value in the trailing metadata
+`nirunner-error-kind`; without it (an older server) the gRPC status code
+decides, and a call the server does not know is UNSUPPORTED (CNI error 104).
 """
 
 from __future__ import annotations
@@ -27,18 +24,20 @@ from runner.cni.api import (
 
 ERROR_KIND_KEY = "nirunner-error-kind"
 
-# gRPC status code name -> what it means to the plugin, when the server named no kind
-_BY_STATUS = {
-    "UNAVAILABLE": ErrorKind.UNAVAILABLE,
-    "DEADLINE_EXCEEDED": ErrorKind.UNAVAILABLE,
-    "NOT_FOUND": ErrorKind.NOT_FOUND,
-    "FAILED_PRECONDITION": ErrorKind.NOT_READY,
-    "INVALID_ARGUMENT": ErrorKind.INVALID,
-    "ALREADY_EXISTS": ErrorKind.EXISTS,
-    "RESOURCE_EXHAUSTED": ErrorKind.NO_LEASE,
-    "UNIMPLEMENTED": ErrorKind.UNSUPPORTED,
-    "ABORTED": ErrorKind.CONFLICT,
+# what each kind is as a gRPC status code (the server's side)
+STATUS_OF = {
+    ErrorKind.UNAVAILABLE: "UNAVAILABLE",
+    ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.NOT_READY: "FAILED_PRECONDITION",
+    ErrorKind.INVALID: "INVALID_ARGUMENT",
+    ErrorKind.CONFLICT: "ABORTED",
+    ErrorKind.EXISTS: "ALREADY_EXISTS",
+    ErrorKind.NO_LEASE: "RESOURCE_EXHAUSTED",
+    ErrorKind.UNSUPPORTED: "UNIMPLEMENTED",
+    ErrorKind.FAILED: "INTERNAL",
 }
+# gRPC status code name -> what it means to the plugin, when the server named no kind
+_BY_STATUS = {**{v: k for k, v in STATUS_OF.items()}, "DEADLINE_EXCEEDED": ErrorKind.UNAVAILABLE}
 
 
 def error_kind(status: str, metadata: Sequence[tuple[str, Any]] = ()) -> ErrorKind:
@@ -52,21 +51,6 @@ def error_kind(status: str, metadata: Sequence[tuple[str, Any]] = ()) -> ErrorKi
     return _BY_STATUS.get(status, ErrorKind.FAILED)
 
 
-def readiness(st: dict[str, Any]) -> Readiness:
-    """An NI's readiness from its `status` object: its task and dnsmasq run.
-
-    Not ready while apps are plugged in means they lost DHCP and DNS: degraded.
-    """
-    services = st.get("services") or {}
-    running = st.get("state") == "running" or (
-        st.get("state") == "degraded" and services.get("dnsmasq") == "running")
-    if running:
-        return Readiness(True)
-    plugged = bool(st.get("attached") or st.get("apps"))
-    reason = f"{st.get('state', 'unknown')}: {st.get('reason') or 'no reason given'}"
-    return Readiness(False, reason, degraded=plugged)
-
-
 class GrpcBackend:
     def __init__(self, socket: str, timeout: float) -> None:
         if not os.path.exists(socket):
@@ -75,10 +59,11 @@ class GrpcBackend:
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         import grpc
 
+        from runner.cni import wire
         from runner.pb.nirunner.v1 import nirunner_pb2 as pb
         from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 
-        self._grpc, self._pb = grpc, pb
+        self._grpc, self._pb, self._wire = grpc, pb, wire
         self.socket, self.timeout = socket, timeout
         self._channel = grpc.insecure_channel(f"unix://{socket}")
         self._stub = pb_grpc.SupervisorStub(self._channel)
@@ -96,32 +81,32 @@ class GrpcBackend:
                                f"{self.socket}") from None
         raise BackendError(kind, e.details() or e.code().name) from None
 
-    def _unsupported(self, what: str) -> NoReturn:
-        raise BackendError(ErrorKind.UNSUPPORTED,
-                           f"this supervisor's API has no {what} call yet (issue 12)")
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout)
+        except self._grpc.RpcError as e:
+            self._fail(e)
 
     def attach(self, req: AttachRequest) -> Attachment:
-        self._unsupported("CNI attach")
+        resp = self._call("AttachWorkload", self._wire.request_msg(req))
+        return self._wire.attachment_of(resp.attachment)
 
     def detach(self, ni: str, key: AttachmentKey) -> bool:
-        self._unsupported("CNI detach")
+        req = self._pb.DetachWorkloadRequest(ni=ni, key=self._wire.key_msg(key))
+        return bool(self._call("DetachWorkload", req).removed)
 
     def check(self, ni: str, key: AttachmentKey) -> CheckReport:
-        self._unsupported("CNI check")
+        resp = self._call("CheckWorkload", self._pb.CheckWorkloadRequest(
+            ni=ni, key=self._wire.key_msg(key)))
+        if not resp.known:
+            return CheckReport(None)
+        return CheckReport(self._wire.attachment_of(resp.intended), tuple(resp.problems))
 
     def gc(self, ni: str, network: str, valid: Sequence[AttachmentKey]) -> GcReport:
-        self._unsupported("CNI gc")
+        resp = self._call("GcWorkloads", self._pb.GcWorkloadsRequest(
+            ni=ni, network=network, valid=[self._wire.key_msg(k) for k in valid]))
+        return GcReport(tuple(self._wire.key_of(k) for k in resp.removed), tuple(resp.errors))
 
     def ready(self, ni: str) -> Readiness:
-        import json
-
-        try:
-            resp = self._stub.Status(self._pb.StatusRequest(names=[ni]), timeout=self.timeout)
-        except self._grpc.RpcError as e:
-            # today's server answers FAILED_PRECONDITION "no such NI: x" for an unknown NI
-            if isinstance(e, self._grpc.Call) and "no such NI" in (e.details() or ""):
-                raise BackendError(ErrorKind.NOT_FOUND, e.details()) from None
-            self._fail(e)
-        if not resp.ni_json:
-            raise BackendError(ErrorKind.NOT_FOUND, f"no such NI: {ni}")
-        return readiness(json.loads(resp.ni_json[0]))
+        resp = self._call("NiReady", self._pb.NiReadyRequest(ni=ni))
+        return Readiness(resp.ready, resp.reason, resp.degraded)

@@ -17,6 +17,7 @@ from runner.configurators.netns import NetnsConf, SysctlsConf
 from runner.configurators.nft import NftConf
 from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
 from runner.configurators.task import TaskConf
+from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
 from runner.plan.layout import Layout
 
@@ -38,4 +39,6 @@ def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
         "files": ConfigFilesConf(tasks, secrets_dir),
         "task": tasks,
         "plug": PlugConf(),
+        "tap": TakenLinkConf(),
+        "appaddr": AppAddressConf(),
     }

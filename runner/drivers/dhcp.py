@@ -22,14 +22,16 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.dhcp import client, packet
 from runner.dhcp.client import Exchange, Lease
 from runner.dhcp.packet import DhcpError
-from runner.drivers import links
+from runner.drivers import files, links
 from runner.drivers import netns as ns
 
 ETH_P_IP = 0x0800
@@ -123,16 +125,74 @@ def acquire(netns: str, ifname: str, mac: str, hostname: str = "", timeout: floa
         return run(ex, s.send, s.recv, timeout, f"{netns}/{ifname}")
 
 
-def configure(netns: str, ifname: str, lease: Lease) -> None:
-    """The lease as static configuration: address, default route, MTU. Idempotent."""
+def configure(netns: str, ifname: str, address: IPv4Interface, gateway: IPv4Address | None,
+              mtu: int | None) -> None:
+    """A lease as static configuration: exactly this address, the default route via
+    `gateway` (none if None), the MTU; the interface up. Idempotent."""
     def body(ip: links.IPRoute) -> None:
-        links.ensure_up(ip, ifname, lease.mtu, addresses=(lease.address,))
+        links.ensure_up(ip, "lo")
+        links.ensure_up(ip, ifname, mtu, addresses=(address,))
         idx = links.index(ip, ifname)
-        gw = lease.gateway
-        if gw is not None and idx is not None:
-            ip.route("replace", dst="0.0.0.0/0", gateway=str(gw), oif=idx)
+        if gateway is not None and idx is not None:
+            links.call(f"set default route via {gateway} on {ifname}", ip.route, "replace",
+                       dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
 
     links.in_netns(netns, body)
+
+
+@dataclass(frozen=True)
+class Configured:
+    """An interface as `configure` leaves it, read back."""
+
+    mac: str
+    addresses: tuple[IPv4Interface, ...]
+    gateway: IPv4Address | None  # of the main table's default route through it
+    mtu: int
+    up: bool
+
+
+def read_configured(netns: str, ifname: str) -> Configured | None:
+    """The interface's MAC, addresses, default route and MTU; None if it (or the netns)
+    is not there."""
+    def body(ip: links.IPRoute) -> Configured | None:
+        link = links.get(ip, ifname)
+        if link is None:
+            return None
+        gateway = None
+        for r in links.call(f"read routes of {ifname}", ip.get_routes, family=socket.AF_INET,
+                            table=254):
+            if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == link.index:
+                gw = r.get_attr("RTA_GATEWAY")
+                gateway = IPv4Address(gw) if gw else None
+        return Configured(link.mac.lower(), link.addresses, gateway, link.mtu, link.up)
+
+    try:
+        return links.in_netns(netns, body)
+    except ns.NoSuchNetns:
+        return None
+
+
+def pin(netns: str, ifname: str, mac: str, address: IPv4Interface, hostname: str = "",
+        timeout: float = 3.0) -> Lease:
+    """Ask the NI's dnsmasq for `address` again until its ACK says "forever".
+
+    The pinned dhcp-hosts line was written and dnsmasq signalled just before;
+    it re-reads the file asynchronously, so an ACK with the old lease time is
+    asked again (bounded by `timeout`).
+    """
+    end = time.monotonic() + timeout
+    while True:
+        lease = acquire(netns, ifname, mac, hostname, max(0.5, end - time.monotonic()),
+                        reboot=address.ip)
+        if lease.address.ip != address.ip:
+            raise DhcpError(f"pin {address.ip} in {netns}/{ifname}: dnsmasq answered "
+                            f"{lease.address.ip}")
+        if lease.infinite:
+            return lease
+        if time.monotonic() >= end:
+            raise DhcpError(f"pin {address.ip} in {netns}/{ifname}: dnsmasq still gives it for "
+                            f"{lease.lease_time}s, not forever, after {timeout:g}s")
+        time.sleep(0.05)
 
 
 def release_from_client(netns: str, ifname: str, mac: str, lease: Lease) -> None:
@@ -161,6 +221,18 @@ def release_from_ni(ni_netns: str, bridge: str, lease: Lease, mac: str) -> None:
         ns.run_in(ni_netns, body)
     except OSError as e:
         raise DhcpError(f"release {lease.address.ip} in {ni_netns}: {e}") from e
+
+
+def forget_lease(lease_file: str, mac: str, ip: IPv4Address) -> bool:
+    """Remove a lease from dnsmasq's lease file while dnsmasq is not running (it reads
+    the file at start; a released pinned lease would otherwise stay forever)."""
+    path = Path(lease_file)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return False
+    keep = [x for x in lines if x.split()[1:3] != [mac, str(ip)]]
+    return len(keep) != len(lines) and files.write_atomic(path, "".join(keep), durable=False)
 
 
 def deconfigure(netns: str, ifname: str) -> None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from runner.model.types import NetworkInstance, NIType, Resources, SupervisorConfig
+from runner.model.types import NetworkInstance, NIType, PortMap, Resources, SupervisorConfig
 from runner.net import names
 from runner.net.routing import DEFAULT, Route
 from runner.net.rules import NIPortMap, NIRules, NIVpnRules
@@ -36,6 +36,24 @@ NI_SYSCTLS: dict[str, str] = {
     "net/ipv4/conf/all/accept_redirects": "0",
     "net/ipv4/conf/default/accept_redirects": "0",
 }
+
+
+@dataclass(frozen=True)
+class PinnedLease:
+    """An attachment's lease that the NI's dnsmasq keeps forever (dhcp-hosts, `infinite`)."""
+
+    mac: str
+    ip: IPv4Address
+    hostname: str = ""
+    owner: str = ""  # who holds it, for messages: "container c1 (network factory)"
+
+
+@dataclass(frozen=True)
+class NIWorkloads:
+    """What the workloads attached through CNI add to their NI: pinned leases, port maps."""
+
+    pins: tuple[PinnedLease, ...] = ()
+    port_maps: tuple[PortMap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,10 +110,10 @@ def _uplink(ni: NetworkInstance, config: SupervisorConfig) -> UplinkRef | None:
     raise PlanError(f"NI {ni.name}: uplink {ni.uplink!r} is not configured (known: {known})")
 
 
-def _port_maps(ni: NetworkInstance) -> tuple[NIPortMap, ...]:
+def _port_maps(ni: NetworkInstance, extra: tuple[PortMap, ...] = ()) -> tuple[NIPortMap, ...]:
     seen: dict[tuple[str, int], str] = {}
     out = []
-    for pm in ni.port_maps:
+    for pm in (*ni.port_maps, *extra):
         key = (str(pm.protocol), pm.uplink_port)
         if key in seen:
             raise PlanError(f"NI {ni.name}: port maps {seen[key]} and {pm.name} both use "
@@ -109,10 +127,20 @@ def _port_maps(ni: NetworkInstance) -> tuple[NIPortMap, ...]:
     return tuple(out)
 
 
+def _pins(ni: NetworkInstance, w: NIWorkloads) -> tuple[tuple[str, IPv4Address, str], ...]:
+    for pin in w.pins:
+        if pin.ip not in ni.subnet:
+            raise PlanError(f"NI {ni.name}: {pin.owner or pin.mac} holds {pin.ip}, outside "
+                            f"subnet {ni.subnet}: detach it first")
+    return tuple(sorted((p.mac, p.ip, p.hostname) for p in w.pins))
+
+
 def plan_ni(
-    ni: NetworkInstance, config: SupervisorConfig, facts: Facts, slot: int | None
+    ni: NetworkInstance, config: SupervisorConfig, facts: Facts, slot: int | None,
+    workloads: NIWorkloads = NIWorkloads(),
 ) -> NIPlan:
-    """The plan of `ni`; `slot` is its transit slot (None if and only if air-gapped)."""
+    """The plan of `ni`; `slot` is its transit slot (None if and only if air-gapped);
+    `workloads`: what its CNI attachments add (pinned leases, port maps)."""
     if ni.type is NIType.SWITCH:
         raise PlanError(f"NI {ni.name}: type switch is not supported yet")
     uplink = _uplink(ni, config)
@@ -122,7 +150,8 @@ def plan_ni(
         raise PlanError(f"NI {ni.name}: subnet {ni.subnet} overlaps the transit pool "
                         f"{config.transit_pool}")
     transit = None if slot is None else link(config.transit_pool, slot)
-    port_maps = _port_maps(ni)
+    port_maps = _port_maps(ni, workloads.port_maps)
+    pins = _pins(ni, workloads)
     if port_maps and uplink is None:
         raise PlanError(f"NI {ni.name}: port maps need an uplink")
 
@@ -136,7 +165,7 @@ def plan_ni(
     elif uplink is not None:
         upstream = ni.dns.upstream if ni.dns.upstream is not None else facts.resolvers
 
-    files = dnsmasq.render(ni, upstream, mtu)
+    files = dnsmasq.render(ni, upstream, mtu, pins)
     vpn: VpnPlan | None = None
     vpn_rules: NIVpnRules | None = None
     if ni.type is NIType.VPN:

@@ -10,7 +10,7 @@ from runner.plan import transit
 from runner.plan.device import DevicePlan, plan_device
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
-from runner.plan.ni import NIPlan, plan_ni
+from runner.plan.ni import NIPlan, NIWorkloads, plan_ni
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,11 @@ def build(
     facts: Facts,
     nis: Sequence[NetworkInstance],
     previous_slots: Mapping[str, int],
+    workloads: Mapping[str, NIWorkloads] | None = None,
 ) -> Plan:
-    """Plan every NI and the device netns; `previous_slots` keeps transit links stable."""
+    """Plan every NI and the device netns; `previous_slots` keeps transit links stable;
+    `workloads`: what CNI attachments add to their NIs, by NI name."""
+    workloads = workloads or {}
     by_name: dict[str, NetworkInstance] = {}
     for ni in nis:
         if ni.name in by_name:
@@ -37,5 +40,6 @@ def build(
         (n for n, ni in by_name.items() if ni.uplink is not None),
         previous_slots,
     )
-    plans = {n: plan_ni(by_name[n], config, facts, slots.get(n)) for n in sorted(by_name)}
+    plans = {n: plan_ni(by_name[n], config, facts, slots.get(n),
+                        workloads.get(n, NIWorkloads())) for n in sorted(by_name)}
     return Plan(slots, plans, plan_device(config, facts, list(plans.values())))

@@ -6,8 +6,10 @@ never from live reads: the same inputs give the same items.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
 
 from runner.containerd.spec import Limits
 from runner.model.types import Resources
@@ -19,6 +21,7 @@ from runner.plan.ni import NIPlan
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
 from runner.reconcile.items import Item
+from runner.render import dnsmasq
 
 Items = dict[str, Item]
 Stamp = tuple[int, int, int]
@@ -26,13 +29,23 @@ Stamp = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class AppPlug:
-    """An app attachment, as the store keeps it."""
+    """An app attachment, as the store keeps it.
+
+    kind netns: a veth into the app's netns; cni: that, plus `address` configured
+    in the app's netns and its lease pinned; tap: the device interface `ifname`
+    taken onto the bridge (given back with `mtu` and `up`).
+    """
 
     ni: str
-    netns: str  # path of the app's netns
+    netns: str  # path of the app's netns ("" for a tap)
     ifname: str
     host_ifname: str
     mac: str
+    kind: str = "netns"
+    hostname: str = ""
+    address: IPv4Interface | None = None
+    mtu: int = 0  # tap: its own MTU before it was taken
+    up: bool = False  # tap: up before it was taken
 
 
 def limits(r: Resources) -> Limits:
@@ -50,9 +63,11 @@ class TaskPolicy:
 
 def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPlug] = (),
              stamps: Mapping[str, Stamp] | None = None,
-             app_netns: Mapping[str, int] | None = None) -> list[Item]:
+             app_netns: Mapping[str, int] | None = None,
+             taps: Collection[str] = ()) -> list[Item]:
     """Every item of one NI; `app_netns` maps the apps' netns paths that exist to their
-    inodes (facts: a plug waits for its app's netns and follows its re-creation)."""
+    inodes (facts: a plug waits for its app's netns and follows its re-creation);
+    `taps` names the device interfaces to take into NIs that exist."""
     stamps = stamps or {}
     app_netns = app_netns or {}
     ni, ns = p.name, p.netns
@@ -93,11 +108,30 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
         rule = k.Rule(ni, _transit_rule(p), link=links[0])
         out.append(rule)
     for a in plugs:
-        inode = app_netns.get(a.netns)
-        if inode is not None:
-            out.append(k.AppNetns(a.netns, inode))
-        out.append(k.Plug(ni, ns, p.bridge.name, a.host_ifname, a.netns, a.ifname, a.mac,
-                          p.mtu, inode or 0))
+        out.extend(_app_items(p, layout, a, app_netns, taps))
+    return out
+
+
+def _app_items(p: NIPlan, layout: Layout, a: AppPlug, app_netns: Mapping[str, int],
+               taps: Collection[str]) -> list[Item]:
+    ni, ns = p.name, p.netns
+    out: list[Item] = []
+    if a.kind == "tap":
+        if a.ifname in taps:
+            out.append(k.DeviceLink(a.ifname))
+        out.append(k.TakenLink(ni, ns, p.bridge.name, a.host_ifname, a.ifname, a.mac, p.mtu,
+                               a.mtu, a.up))
+        return out
+    inode = app_netns.get(a.netns)
+    if inode is not None:
+        out.append(k.AppNetns(a.netns, inode))
+    out.append(k.Plug(ni, ns, p.bridge.name, a.host_ifname, a.netns, a.ifname, a.mac,
+                      p.mtu, inode or 0))
+    if a.address is not None:  # an air-gapped NI announces no router: no default route
+        gateway = p.bridge.address.ip if p.uplink is not None else None
+        leases = Path(layout.state_dir(ni)) / Path(dnsmasq.LEASE_FILE).name
+        out.append(k.AppAddress(ni, a.host_ifname, a.netns, a.ifname, a.mac, a.address,
+                                gateway, p.mtu, a.hostname, str(leases)))
     return out
 
 
@@ -145,7 +179,7 @@ def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[st
 def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[str, str],
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
           stamps: Mapping[str, Stamp] | None = None,
-          app_netns: Mapping[str, int] | None = None) -> Items:
+          app_netns: Mapping[str, int] | None = None, taps: Collection[str] = ()) -> Items:
     """All intended items of a plan, by id (`tasks`: the policy, or just the image)."""
     policy = TaskPolicy(tasks) if isinstance(tasks, str) else tasks
     out: Items = {}
@@ -155,7 +189,7 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        for x in ni_items(p, layout, policy, by_ni.get(name, ()), stamps, app_netns):
+        for x in ni_items(p, layout, policy, by_ni.get(name, ()), stamps, app_netns, taps):
             if x.id in out and not x.EXTERNAL:
                 raise ValueError(f"item {x.id} planned twice")
             out[x.id] = x

@@ -3,6 +3,7 @@
     rank  kind       object                                   lives in / depends on
     0     uplink     an uplink interface (external)           -
     0     appns      an app's netns (external)                -
+    0     interface  a device interface to take (external)    -
     1     statedir   <stateDir>/ni/<name>                     -
     2     netns      /run/netns/nr-<name>                     (after its state dir)
     3     sysctls    sysctls of a netns (or of an uplink)     netns | uplink
@@ -15,6 +16,8 @@
     9     files      the NI's config dir (dnsmasq, swanctl)   (after its state dir)
     10    task       the NI's containerd container and task   netns (after files, nft)
     11    plug       an app's veth on br0                     bridge, the app's netns
+    11    tap        a device interface taken onto br0        bridge, the interface
+    12    appaddr    a CNI app's address, route, pinned lease its plug (after files, task)
 
 The NI's state dir is created first and removed last: it is the record that
 this supervisor owns the NI's objects (network namespaces are global).
@@ -23,10 +26,11 @@ this supervisor owns the NI's objects (network namespaces are global).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from runner.containerd.spec import Limits
+from runner.net import names
 from runner.net.routing import Route
 from runner.net.routing import Rule as RuleValue
 from runner.reconcile.items import Change, Item
@@ -549,3 +553,118 @@ class Plug(Item):
 
     def changes(self, old: Any) -> list[Change]:
         return [Change("MTU", f"mtu {old.mtu} -> {self.mtu}")] if old.mtu != self.mtu else []
+
+
+def interface_id(name: str) -> str:
+    return _id("interface", name)
+
+
+@dataclass(frozen=True)
+class DeviceLink(Item):
+    """A link of the device netns to be taken into an NI (a VM's tap), as a fact: present
+    while it exists, in the device netns or already taken. Not ours: ordering only."""
+
+    KIND = "interface"
+    RANK = 0
+    EXTERNAL = True
+    name: str
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def describe(self) -> str:
+        return f"interface {self.name}"
+
+
+@dataclass(frozen=True)
+class TakenLink(Item):
+    """A device interface (a VM's tap) taken into the NI's bridge as `host_if`.
+
+    Its delete gives it back to the device netns with its name, MAC, MTU and up
+    state (`orig_*`), so it is never implied by its netns's delete: a netns that
+    goes takes its taps with it, and the VM would lose its tap.
+    """
+
+    KIND = "tap"
+    RANK = 11
+    RECREATE_ON = ("interface", "mac", "host_if")
+    ni: str
+    netns: str  # the NI's
+    bridge: str
+    host_if: str
+    interface: str  # its name in the device netns
+    mac: str
+    mtu: int
+    orig_mtu: int
+    orig_up: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.ni}/{self.host_if}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (_id("bridge", f"{self.netns}/{self.bridge}"), interface_id(self.interface))
+
+    def describe(self) -> str:
+        return f"tap {self.interface} as {self.host_if} on {self.bridge} in {self.netns}"
+
+    def changes(self, old: Any) -> list[Change]:
+        return [Change("MTU", f"mtu {old.mtu} -> {self.mtu}")] if old.mtu != self.mtu else []
+
+
+@dataclass(frozen=True)
+class AppAddress(Item):
+    """A CNI attachment's lease as static configuration inside the app's netns (address,
+    default route, MTU), and held forever by the NI's dnsmasq.
+
+    Creating it configures the interface, then asks dnsmasq again for the address
+    (its pinned dhcp-hosts line is in the NI's files, written before): the ACK
+    makes the lease infinite. `pinned` is read from dnsmasq's lease file.
+    """
+
+    KIND = "appaddr"
+    RANK = 12
+    RECREATE_ON = ("app_netns", "ifname", "mac")
+    ni: str
+    host_if: str  # its plug's bridge port
+    app_netns: str  # path
+    ifname: str
+    mac: str
+    address: IPv4Interface
+    gateway: IPv4Address | None  # None: no default route (an air-gapped NI)
+    mtu: int
+    hostname: str = ""
+    lease_file: str = ""  # dnsmasq's lease file of the NI
+    pinned: bool = True  # dnsmasq's lease file holds the lease forever
+
+    @property
+    def key(self) -> str:
+        return f"{self.ni}/{self.host_if}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (_id("plug", self.key),)
+
+    def after(self) -> tuple[str, ...]:  # dnsmasq runs and has read the pin
+        return (_id("files", self.ni), _id("task", names.container_id(self.ni)))
+
+    @property
+    def inside(self) -> str | None:
+        return _id("plug", self.key)  # its interface goes with the plug
+
+    def describe(self) -> str:
+        via = f" via {self.gateway}" if self.gateway else ""
+        return f"address {self.address}{via} on {self.app_netns} {self.ifname}"
+
+    def changes(self, old: Any) -> list[Change]:
+        out = []
+        if old.address != self.address:
+            out.append(Change("apps", f"address {old.address} -> {self.address}"))
+        if old.gateway != self.gateway:
+            out.append(Change("apps", f"default route via {old.gateway or '(none)'} -> "
+                                      f"{self.gateway or '(none)'}"))
+        if old.mtu != self.mtu:
+            out.append(Change("MTU", f"mtu {old.mtu} -> {self.mtu}"))
+        if old.pinned != self.pinned or old.hostname != self.hostname:
+            out.append(Change("apps", f"lease of {self.address.ip} pinned again"))
+        return out

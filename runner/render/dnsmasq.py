@@ -69,9 +69,13 @@ def conf(ni: NetworkInstance) -> str:
     return _text(ni.name, lines)
 
 
-def dhcp_hosts(ni: NetworkInstance) -> str:
-    """Reservations, one `mac,ip,name` per line."""
-    return _text(ni.name, [f"{r.mac},{r.ip},{r.name}" for r in ni.dhcp.reservations])
+Pin = tuple[str, IPv4Address, str]  # an attachment's pinned lease: mac, ip, hostname
+
+
+def dhcp_hosts(ni: NetworkInstance, pins: Sequence[Pin] = ()) -> str:
+    """Reservations, one `mac,ip,name` per line; then the leases pinned for attachments."""
+    return _text(ni.name, [f"{r.mac},{r.ip},{r.name}" for r in ni.dhcp.reservations]
+                 + [pinned_host(mac, ip, hostname) for mac, ip, hostname in pins])
 
 
 def pinned_host(mac: str, ip: IPv4Address, hostname: str = "") -> str:
@@ -107,11 +111,12 @@ def dhcp_opts(ni: NetworkInstance, mtu: int) -> str:
     return _text(ni.name, lines)
 
 
-def render(ni: NetworkInstance, upstream: Sequence[IPv4Address], mtu: int) -> dict[str, str]:
+def render(ni: NetworkInstance, upstream: Sequence[IPv4Address], mtu: int,
+           pins: Sequence[Pin] = ()) -> dict[str, str]:
     """All files of the NI's config dir that dnsmasq reads, by file name."""
     return {
         CONF: conf(ni),
-        DHCP_HOSTS: dhcp_hosts(ni),
+        DHCP_HOSTS: dhcp_hosts(ni, pins),
         HOSTS: hosts(ni),
         SERVERS: servers(ni, upstream),
         DHCP_OPTS: dhcp_opts(ni, mtu),

@@ -7,7 +7,9 @@ run by the engine, and the op log is the only source of results and events:
 
 - apply / delete / attach / detach: the desired state is saved first, then
   the diff of the NIs concerned runs all or nothing: on any error the ops done
-  are undone and the previous desired state is restored;
+  are undone and the previous desired state is restored; workloads that join
+  through the API (CNI, taps) are runner.supervisor.workloads', over the same
+  `change_attachments`;
 - a light pass (every minute, after a task exit, when containerd is back): task
   states from one containerd list call, then the whole diff, errors per item;
 - a heal (events from the kernel about our objects): the owners concerned are
@@ -45,7 +47,7 @@ from runner.plan import site
 from runner.plan.facts import Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
-from runner.reconcile.build import AppPlug, Items, TaskPolicy, build
+from runner.reconcile.build import Items, TaskPolicy, build
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
@@ -55,7 +57,8 @@ from runner.supervisor import views
 from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
-from runner.supervisor.store import Attachment, Desired, Store
+from runner.supervisor.store import NETNS, Attachment, Desired, Store
+from runner.supervisor.workloads import Workloads, app_plugs, plan_inputs
 from runner.testhooks import crash_point
 
 log = logging.getLogger("nirunner.supervisor")
@@ -133,6 +136,7 @@ class Supervisor:
         self._drifts_lock = threading.Lock()
         self._read_once = False  # nothing read back yet: the record is empty, not the kernel
         self._last_light = self._last_forced = time.monotonic()
+        self.workloads = Workloads(self)  # CNI attachments and taps (the API's *Workload)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -141,8 +145,15 @@ class Supervisor:
             self._facts = self._read_facts()
         return self._facts
 
-    def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int]) -> Plan:
-        return site.build(self.config, self._facts_now(), list(nis.values()), slots)
+    def facts(self) -> Facts:
+        return self._facts_now()
+
+    def _plan(self, nis: dict[str, NetworkInstance], slots: dict[str, int],
+              attachments: Sequence[Attachment] | None = None) -> Plan:
+        """`attachments` (default: the desired ones) add pinned leases and port maps."""
+        atts = self.desired.attachments if attachments is None else attachments
+        return site.build(self.config, self._facts_now(), list(nis.values()), slots,
+                          plan_inputs([a for a in atts if a.ni in nis]))
 
     def plan(self) -> Plan:
         """The plan of the desired state, rebuilt only when it or the uplinks changed."""
@@ -158,14 +169,14 @@ class Supervisor:
         sources = [s for p in plan.nis.values() if p.vpn is not None
                    for s in ([p.vpn.psk_file] if p.vpn.psk_file else [])
                    + [c.source for c in p.vpn.copies]]
-        app_netns = {a.netns: inode for a in attachments
-                     if (inode := ns.inode_of_path(a.netns)) is not None}
-        plugs = [AppPlug(a.ni, a.netns, a.ifname, a.host_ifname, a.mac)
-                 for a in attachments if a.ni in plan.nis]
+        mine = [a for a in attachments if a.ni in plan.nis]
+        app_netns = {a.netns: inode for a in mine
+                     if a.netns and (inode := ns.inode_of_path(a.netns)) is not None}
         return build(plan, self.store, self.task_policy,
                      {u.name: u.interface for u in self.config.uplinks},
-                     [n for n, f in facts.uplinks.items() if f.exists], plugs,
-                     {s: stamp(s) for s in sources}, app_netns)
+                     [n for n, f in facts.uplinks.items() if f.exists], app_plugs(mine),
+                     {s: stamp(s) for s in sources}, app_netns,
+                     self.workloads.links_present(mine))
 
     def intended(self) -> Items:
         return self._intended(self.plan(), self.desired.attachments)
@@ -333,32 +344,40 @@ class Supervisor:
             if ni not in self.desired.nis:
                 raise NirunnerError(f"no such NI: {ni}")
             a = attach_mod.attachment(ni, netns, ifname or "eth0", mac, hostname)
-            others = [x for x in self.desired.attachments if (x.netns, x.ifname)
-                      != (a.netns, a.ifname)]
-            self._change_attachments([*others, a], {ni} | {x.ni for x in self.desired.attachments
-                                                           if (x.netns, x.ifname)
-                                                           == (a.netns, a.ifname)})
+            same = [x for x in self.desired.attachments if (x.netns, x.ifname)
+                    == (a.netns, a.ifname)]
+            if any(x.kind != NETNS for x in same):
+                raise attach_mod.AttachError(f"{a.netns} {a.ifname} was attached through CNI; "
+                                             "its runtime detaches it")
+            others = [x for x in self.desired.attachments if x not in same]
+            self.change_attachments([*others, a], {ni} | {x.ni for x in same})
             return a
 
     def detach(self, ni: str, netns: str, ifname: str) -> None:
         with self.lock:
             key = (ni, netns, ifname or "eth0")
-            keep = [a for a in self.desired.attachments if (a.ni, a.netns, a.ifname) != key]
+            keep = [a for a in self.desired.attachments
+                    if (a.ni, a.netns, a.ifname) != key or a.kind != NETNS]
             if len(keep) == len(self.desired.attachments):
                 raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
-            self._change_attachments(keep, {ni})
+            self.change_attachments(keep, {ni})
 
-    def _change_attachments(self, attachments: list[Attachment], scope: set[str]) -> None:
+    def change_attachments(self, attachments: list[Attachment], scope: set[str],
+                           atomic: bool = True) -> Run:
+        """Save `attachments` as desired, then run the diff of `scope` (NI names, "" for
+        the device): all or nothing (ApplyError; the previous desired state restored),
+        or, not `atomic`, best effort (what fails is retried by the next pass)."""
         self._ensure_read()
-        plan = self.plan()
+        plan = self._plan(self.desired.nis, self.desired.slots, attachments)  # PlanError
         intended = self._intended(plan, attachments)
         d = diff(self.current, intended, scope=scope)
         previous = self.desired
         self._save(Desired(previous.nis, previous.slots, attachments))
-        run = self._run(d, intended, atomic=True, hold=False)
-        if not run.ok:
+        run = self._run(d, intended, atomic=atomic, hold=False)
+        if atomic and not run.ok:
             self._restore(previous)
             raise ApplyError(run.first_error())
+        return run
 
     # -- passes ----------------------------------------------------------------------------
 

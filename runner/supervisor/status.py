@@ -47,6 +47,11 @@ class Attached:
     mac: str
     host_ifname: str
     hostname: str = ""
+    kind: str = "netns"  # netns | cni | tap
+    container_id: str = ""  # cni
+    network: str = ""  # cni
+    address: str = ""  # cni: the pinned lease
+    port_mappings: tuple[str, ...] = ()  # cni: "tcp 8080 -> 80"
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,10 @@ def ni_status(v: NIView, detail: bool = False) -> dict[str, Any]:
     st["services"] = dict(v.services)
     st["apps"] = apps(v)
     st["attached"] = [{"netns": a.netns, "ifname": a.ifname, "mac": a.mac,
-                       "hostIfname": a.host_ifname} for a in v.attached]
+                       "hostIfname": a.host_ifname, "kind": a.kind,
+                       **({"containerId": a.container_id, "network": a.network,
+                           "address": a.address, "portMappings": list(a.port_mappings)}
+                          if a.kind == "cni" else {})} for a in v.attached]
     st["portMaps"] = [
         {"name": pm.name, "protocol": str(pm.protocol), "uplinkPort": pm.uplink_port,
          "target": pm.target, "targetIp": str(ni.target_ip(pm)), "targetPort": pm.target_port}

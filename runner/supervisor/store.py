@@ -2,19 +2,24 @@
 
 One JSON file, written atomically (tmp, fsync, rename) with a checksum of its
 body, so a torn or corrupt file is detected and reported, never silently
-dropped. The layout of the state dir is runner.plan.layout's.
+dropped. The layout of the state dir is runner.plan.layout's. Attachments
+written before CNI and taps existed (no `kind`) read back as `attach --netns`
+ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from runner.cni.api import PortMapping
 from runner.drivers.files import write_atomic
 from runner.errors import NirunnerError
 from runner.model.dump import to_manifest
@@ -29,14 +34,52 @@ class StateCorrupt(NirunnerError):
     pass
 
 
+NETNS, CNI, TAP = "netns", "cni", "tap"  # how an attachment was made
+
+
 @dataclass(frozen=True)
 class Attachment:
+    """An app plugged into an NI: `attach --netns` (kind netns), a CNI ADD (kind cni: a
+    veth, and a DHCP lease taken, configured in the app's netns and pinned), or a
+    device interface taken into the NI's bridge (kind tap: `attach --interface`)."""
+
     ni: str
-    netns: str  # path of the app's netns
-    ifname: str  # inside the app netns
+    netns: str  # path of the app's netns ("" for a tap)
+    ifname: str  # inside the app netns; a tap's name in the device netns
     host_ifname: str  # NI end, on the bridge
     mac: str
     hostname: str = ""
+    kind: str = NETNS
+    network: str = ""  # cni: the CNI network name
+    container_id: str = ""  # cni: CNI_CONTAINERID
+    address: IPv4Interface | None = None  # cni: the pinned lease, configured in the netns
+    port_mappings: tuple[PortMapping, ...] = ()  # cni: uplink port -> container port
+    mtu: int = 0  # tap: its MTU before it was taken (given back with it)
+    up: bool = False  # tap: whether it was up before it was taken
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ni": self.ni, "netns": self.netns, "ifname": self.ifname,
+            "host_ifname": self.host_ifname, "mac": self.mac, "hostname": self.hostname,
+            "kind": self.kind, "network": self.network, "container_id": self.container_id,
+            "address": str(self.address) if self.address else "",
+            "port_mappings": [[p.host_port, p.container_port, p.protocol, p.host_ip]
+                              for p in self.port_mappings],
+            "mtu": self.mtu, "up": self.up,
+        }
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> Attachment:
+        if d.get("kind", NETNS) not in (NETNS, CNI, TAP):
+            raise ValueError(f"attachment of unknown kind {d.get('kind')!r}")
+        return Attachment(
+            ni=d["ni"], netns=d["netns"], ifname=d["ifname"], host_ifname=d["host_ifname"],
+            mac=d["mac"], hostname=d.get("hostname", ""), kind=d.get("kind", NETNS),
+            network=d.get("network", ""), container_id=d.get("container_id", ""),
+            address=IPv4Interface(d["address"]) if d.get("address") else None,
+            port_mappings=tuple(PortMapping(int(h), int(c), str(p), str(ip))
+                                for h, c, p, ip in d.get("port_mappings", ())),
+            mtu=int(d.get("mtu", 0)), up=bool(d.get("up", False)))
 
 
 @dataclass
@@ -78,7 +121,7 @@ class Store(Layout):
             return Desired(
                 nis=nis,
                 slots={k: int(v) for k, v in body["slots"].items()},
-                attachments=[Attachment(**a) for a in body.get("attachments", [])],
+                attachments=[Attachment.from_json(a) for a in body.get("attachments", [])],
             )
         except StateCorrupt:
             raise
@@ -89,7 +132,7 @@ class Store(Layout):
         body = {
             "nis": {n: to_manifest(ni) for n, ni in sorted(d.nis.items())},
             "slots": dict(sorted(d.slots.items())),
-            "attachments": [a.__dict__ for a in d.attachments],
+            "attachments": [a.to_json() for a in d.attachments],
         }
         doc = {"format": FORMAT, "checksum": _checksum(body), "body": body}
         self.root.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from runner.model.types import NIType
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
 from runner.supervisor import status, vpn
+from runner.supervisor.store import Attachment
 
 if TYPE_CHECKING:
     from runner.supervisor.core import Supervisor
@@ -54,8 +55,7 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
         ni=ni, plan=p, task=task, failed_reason=h.failed_reason if h else "",
         last_error=(h.last_error if h and h.last_error else "") or (errors[0] if errors else ""),
         held=held, leases=tuple(status.leases(state_dir / "dnsmasq.leases")),
-        attached=tuple(status.Attached(a.netns, a.ifname, a.mac, a.host_ifname, a.hostname)
-                       for a in sup.desired.attachments if a.ni == name),
+        attached=tuple(_attached(a) for a in sup.desired.attachments if a.ni == name),
         services=svc, usage=usage, vpn=vpn_st, vpn_down=vpn_down, now=time.time(),
     )
     if not detail:
@@ -68,3 +68,10 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
         listing = f"unavailable: {e}"
     return status.NIView(**{**view.__dict__, "items": tuple(sup.item_states(name)),
                             "device_rules": rules, "nft": listing})
+
+
+def _attached(a: Attachment) -> status.Attached:
+    return status.Attached(
+        a.netns, a.ifname, a.mac, a.host_ifname, a.hostname, a.kind, a.container_id,
+        a.network, str(a.address) if a.address else "",
+        tuple(f"{p.protocol} {p.host_port} -> {p.container_port}" for p in a.port_mappings))

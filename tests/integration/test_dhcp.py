@@ -54,22 +54,27 @@ def test_lease_configure_pin_release(lan: MiniNI) -> None:
     assert (lmac, lip, lname) == (mac(1), str(lease.address.ip), "web1")
 
     # configured as static: address and default route, and traffic flows
-    dhcp.configure(app, "eth0", lease)
+    dhcp.configure(app, "eth0", lease.address, lease.gateway, lease.mtu)
     addrs = sh("ip", "-4", "-o", "addr", "show", "eth0", netns=app).stdout
     assert str(lease.address) in addrs
     assert f"default via {lan.gateway}" in sh("ip", "route", netns=app).stdout
     assert sh("ping", "-c1", "-W2", lan.gateway, netns=app, check=False).returncode == 0
-    dhcp.configure(app, "eth0", lease)  # idempotent
+    dhcp.configure(app, "eth0", lease.address, lease.gateway, lease.mtu)  # idempotent
+    seen = dhcp.read_configured(f"/run/netns/{app}", "eth0")
+    assert seen is not None and seen.mac == mac(1) and seen.up
+    assert (seen.addresses, seen.gateway) == ((lease.address,), IPv4Address(lan.gateway))
+    assert dhcp.read_configured(f"/run/netns/{app}", "nosuch0") is None
 
     # the lease's name is in the NI's DNS, as for any app
     other = lan.add_netns(f"{lan.prefix}-a2")
     lan.plug(other, mac(2))
-    dhcp.configure(other, "eth0", dhcp.acquire(other, "eth0", mac(2)))
+    got = dhcp.acquire(other, "eth0", mac(2))
+    dhcp.configure(other, "eth0", got.address, got.gateway, got.mtu)
     assert resolve(other, lan.gateway, "web1.lab.test") == [str(lease.address.ip)]
 
     # pinned: a reservation with an infinite lease time, then one more REQUEST
     lan.set_hosts([pinned_host(mac(1), lease.address.ip, "web1")])
-    pinned = dhcp.acquire(app, "eth0", mac(1), hostname="web1", reboot=lease.address.ip)
+    pinned = dhcp.pin(app, "eth0", mac(1), lease.address, hostname="web1")
     assert pinned.infinite and pinned.address == lease.address
     assert [x[0] for x in lan.lease_lines() if x[1] == mac(1)] == ["0"]  # 0: never expires
 
@@ -81,6 +86,9 @@ def test_lease_configure_pin_release(lan: MiniNI) -> None:
     lan.wait_leases(lambda ls: all(x[1] != mac(1) for x in ls), "the lease to be released")
     assert resolve(other, lan.gateway, "web1.lab.test") == []
     assert [x[1] for x in lan.lease_lines()] == [mac(2)]  # the other one untouched
+    # without the reservation, dnsmasq gives the address for its lease time only
+    with pytest.raises(DhcpError, match="not forever"):
+        dhcp.pin(other, "eth0", mac(2), got.address, timeout=0.5)
 
 
 def test_release_from_the_client_side(lan: MiniNI) -> None:

@@ -133,7 +133,9 @@ SERVICES = {
          "RoleGrantPermission"],
     ),
     "nirunner.v1.Supervisor": (
-        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events"]
+        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events",
+                       "AttachWorkload", "DetachWorkload", "CheckWorkload", "GcWorkloads",
+                       "NiReady"]
     ),
 }  # fmt: skip
 
@@ -411,6 +413,27 @@ def test_nirunner_supervisor() -> None:
         "version": (1, T.TYPE_STRING),
         "containerd_version": (2, T.TYPE_STRING),
     }
+    # the workload calls the CNI plugin makes: an installed plugin may be older or newer
+    assert fields(nirunner_pb2.WorkloadKey.DESCRIPTOR) == {
+        "network": (1, T.TYPE_STRING), "container_id": (2, T.TYPE_STRING),
+        "ifname": (3, T.TYPE_STRING),
+    }  # fmt: skip
+    req = fields(nirunner_pb2.AttachWorkloadRequest.DESCRIPTOR)
+    assert req == {
+        "ni": (1, T.TYPE_STRING), "key": (2, T.TYPE_MESSAGE), "netns": (3, T.TYPE_STRING),
+        "interface": (4, T.TYPE_STRING), "mac": (5, T.TYPE_STRING),
+        "hostname": (6, T.TYPE_STRING), "app": (7, T.TYPE_STRING),
+        "port_mappings": (8, T.TYPE_MESSAGE), "lease_timeout_ms": (9, T.TYPE_UINT32),
+    }  # fmt: skip
+    att = fields(nirunner_pb2.Attachment.DESCRIPTOR)
+    assert att["address"] == (8, T.TYPE_STRING) and att["port_mappings"] == (12, T.TYPE_MESSAGE)
+    assert fields(nirunner_pb2.CheckWorkloadResponse.DESCRIPTOR) == {
+        "known": (1, T.TYPE_BOOL), "intended": (2, T.TYPE_MESSAGE),
+        "problems": (3, T.TYPE_STRING),
+    }  # fmt: skip
+    assert fields(nirunner_pb2.NiReadyResponse.DESCRIPTOR) == {
+        "ready": (1, T.TYPE_BOOL), "reason": (2, T.TYPE_STRING), "degraded": (3, T.TYPE_BOOL),
+    }  # fmt: skip
 
 
 def test_etcd_kv() -> None:

@@ -7,17 +7,20 @@ import subprocess
 import sys
 from concurrent import futures
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 
 from runner.api import client as api_client
+from runner.api.server import Servicer
 from runner.cni import api, plugin
-from runner.cni.api import ErrorKind
-from runner.cni.grpc_backend import ERROR_KIND_KEY, error_kind, readiness
-from runner.pb.nirunner.v1 import nirunner_pb2 as pb
+from runner.cni.api import BackendError, ErrorKind
+from runner.cni.grpc_backend import ERROR_KIND_KEY, STATUS_OF, error_kind
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
+from runner.supervisor.workloads import WorkloadError
+from tests.unit.cni.fake import FakeNI, FakeSupervisor
 
 
 @pytest.fixture(scope="module")
@@ -86,46 +89,94 @@ def test_cli_version_and_launcher() -> None:
     assert plugin.launcher("/usr/bin/python3").startswith("#!/usr/bin/python3 -I\n")
 
 
-# -- the gRPC binding, against a stand-in supervisor serving the Status call -------------
+# -- the gRPC binding: the real API server, a stand-in for the supervisor's workloads ----
 
-class _Status(pb_grpc.SupervisorServicer):
-    def __init__(self, nis: dict[str, dict[str, Any]]) -> None:
-        self.nis = nis
+class _Workloads:
+    """The supervisor's workloads as the server sees them: the in-memory supervisor of
+    the plugin's unit tests, its refusals turned into the server's WorkloadError."""
 
-    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext
-               ) -> pb.StatusResponse:
-        unknown = [n for n in request.names if n not in self.nis]
-        if unknown:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"no such NI: {unknown[0]}")
-        return pb.StatusResponse(ni_json=[json.dumps(self.nis[n]) for n in request.names])
+    def __init__(self, fake: FakeSupervisor) -> None:
+        self.fake = fake
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.fake, name)
+
+        def call(*args: Any) -> Any:
+            try:
+                return method(*args)
+            except BackendError as e:
+                raise WorkloadError(e.kind, str(e)) from None
+
+        return call
 
 
 @pytest.fixture
-def status_server(tmp_path: Path) -> Any:
+def api_server(tmp_path: Path) -> Any:
     sock = str(tmp_path / "api.sock")
+    fake = FakeSupervisor(nis={"factory": FakeNI(uplink_ports={("tcp", 8080)}),
+                               "lab": FakeNI(ready=False)})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    nis = {"factory": {"state": "running", "services": {"dnsmasq": "running"}},
-           "lab": {"state": "pending", "reason": "task exited", "attached": [{"netns": "/x"}]},
-           "quiet": {"state": "pending", "reason": "task missing"}}
-    pb_grpc.add_SupervisorServicer_to_server(_Status(nis), server)
+    pb_grpc.add_SupervisorServicer_to_server(
+        Servicer(SimpleNamespace(workloads=_Workloads(fake))), server)  # type: ignore[arg-type]
     server.add_insecure_port(f"unix://{sock}")
     server.start()
-    yield sock
+    yield sock, fake
     server.stop(None)
 
 
-def test_status_through_grpc(installed: Path, status_server: str) -> None:
-    env = {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}
-    assert exec_plugin(installed, env, netconf(status_server))[:2] == (None, 0)
-    doc, rc, _ = exec_plugin(installed, env, netconf(status_server, ni="lab"))
-    assert rc == 1 and doc is not None and doc["code"] == 51 and "task exited" in doc["msg"]
-    doc, rc, _ = exec_plugin(installed, env, netconf(status_server, ni="quiet"))
-    assert rc == 1 and doc is not None and doc["code"] == 50
-    doc, rc, _ = exec_plugin(installed, env, netconf(status_server, ni="nosuch"))
-    assert rc == 1 and doc is not None and doc["code"] == 50 and "no such NI" in doc["msg"]
-    # the verbs today's API lacks say so, with their own code
-    doc, rc, _ = exec_plugin(installed, ADD, netconf(status_server))
-    assert rc == 1 and doc is not None and doc["code"] == 104
+def test_every_verb_through_grpc(installed: Path, api_server: tuple[str, Any]) -> None:
+    sock, fake = api_server
+    rc = {"runtimeConfig": {"portMappings": [{"hostPort": 9090, "containerPort": 80,
+                                              "protocol": "tcp"}]}}
+    doc, code, err = exec_plugin(installed, ADD, netconf(sock, **rc))
+    assert code == 0, (doc, err)
+    assert doc is not None and doc["ips"] == [{"address": "10.1.0.100/24", "interface": 0,
+                                               "gateway": "10.1.0.1"}]
+    assert doc["interfaces"][0]["sandbox"] == "/run/netns/x" and doc["dns"]["nameservers"] == [
+        "10.1.0.1"]
+    (att,) = fake.attachments.values()
+    assert att.port_mappings == (api.PortMapping(9090, 80, "tcp"),)
+    check = {**ADD, "CNI_COMMAND": "CHECK"}
+    assert exec_plugin(installed, check, netconf(sock, prevResult=doc))[:2] == (None, 0)
+    fake.drift[att.key] = ["plug ap0011aabb: missing"]
+    doc2, code, _ = exec_plugin(installed, check, netconf(sock, prevResult=doc))
+    assert code == 1 and doc2 is not None and doc2["code"] == 100
+    assert "missing" in doc2["details"]
+    # the server's error kinds reach the plugin: exists, conflict, not found, not ready
+    doc2, code, _ = exec_plugin(installed, ADD, netconf(sock))
+    assert code == 1 and doc2 is not None and doc2["code"] == 102
+    other = {**ADD, "CNI_CONTAINERID": "c2"}
+    taken = {"runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}}
+    assert exec_plugin(installed, other, netconf(sock, **taken))[0]["code"] == 101
+    assert exec_plugin(installed, ADD, netconf(sock, ni="nosuch"))[0]["code"] == 7
+    assert exec_plugin(installed, ADD, netconf(sock, ni="lab"))[0]["code"] == 11
+    status = {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}
+    assert exec_plugin(installed, status, netconf(sock))[:2] == (None, 0)
+    doc2, code, _ = exec_plugin(installed, status, netconf(sock, ni="lab"))
+    assert code == 1 and doc2 is not None and doc2["code"] == 50 and "task exited" in doc2["msg"]
+    gc = {"CNI_COMMAND": "GC", "CNI_PATH": "/opt/cni/bin"}
+    keep = netconf(sock, **{"cni.dev/valid-attachments": [{"containerID": "c1",
+                                                            "ifname": "eth0"}]})
+    assert exec_plugin(installed, gc, keep)[:2] == (None, 0)
+    assert fake.attachments
+    delete = {**ADD, "CNI_COMMAND": "DEL"}
+    assert exec_plugin(installed, delete, netconf(sock))[:2] == (None, 0)
+    assert not fake.attachments
+    assert exec_plugin(installed, delete, netconf(sock))[:2] == (None, 0)  # idempotent
+    assert exec_plugin(installed, delete, netconf(sock, ni="nosuch"))[:2] == (None, 0)
+
+
+def test_an_older_supervisor_lacks_the_calls(installed: Path, tmp_path: Path) -> None:
+    sock = str(tmp_path / "old.sock")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    pb_grpc.add_SupervisorServicer_to_server(pb_grpc.SupervisorServicer(), server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    try:
+        doc, code, _ = exec_plugin(installed, ADD, netconf(sock))
+        assert code == 1 and doc is not None and doc["code"] == 104
+    finally:
+        server.stop(None)
 
 
 def test_error_kind_from_metadata_or_status() -> None:
@@ -136,12 +187,5 @@ def test_error_kind_from_metadata_or_status() -> None:
     assert error_kind("UNIMPLEMENTED") is ErrorKind.UNSUPPORTED
     assert error_kind("ABORTED") is ErrorKind.CONFLICT
     assert error_kind("INTERNAL") is ErrorKind.FAILED
-
-
-def test_readiness_from_status() -> None:
-    assert readiness({"state": "running"}).ready
-    assert readiness({"state": "degraded", "services": {"dnsmasq": "running"}}).ready
-    r = readiness({"state": "degraded", "reason": "dnsmasq backoff",
-                   "services": {"dnsmasq": "backoff"}, "apps": [{"ip": "10.1.0.5"}]})
-    assert not r.ready and r.degraded and "dnsmasq backoff" in r.reason
-    assert not readiness({"state": "failed"}).degraded
+    for kind, status in STATUS_OF.items():  # what the server sends, the plugin reads back
+        assert error_kind(status) is kind

@@ -51,7 +51,7 @@ class Fakes:
     def configurators(self) -> dict[str, Any]:
         return {kind: _Fake(self, kind == "task") for kind in
                 ("statedir", "netns", "sysctls", "veth", "bridge", "routes", "rule",
-                 "localrule", "nft", "files", "task", "plug")}
+                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr")}
 
 
 class _Fake:

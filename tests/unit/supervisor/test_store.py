@@ -51,3 +51,38 @@ def test_paths(tmp_path: Path) -> None:
     assert store.config_dir("lab") == tmp_path / "ni" / "lab" / "config"
     assert store.state_dir("lab") == tmp_path / "ni" / "lab" / "state"
     assert store.log_path("lab") == tmp_path / "ni" / "lab" / "task.log"
+
+
+def test_workload_attachments_round_trip_and_old_files_read(tmp_path: Path) -> None:
+    from ipaddress import IPv4Interface
+
+    from runner.cni.api import PortMapping
+    from runner.supervisor.store import CNI, TAP
+
+    store = Store(tmp_path)
+    d = _desired()
+    cni = Attachment("lab", "/run/netns/c1", "eth0", "ap0000aaaa", "02:00:00:00:00:02", "web",
+                     CNI, "lab-net", "c1", IPv4Interface("10.2.0.57/24"),
+                     (PortMapping(8080, 80, "tcp"), PortMapping(5353, 53, "udp", "198.51.100.2")))
+    tap = Attachment("lab", "", "tapvm0", "ap0000bbbb", "02:00:00:00:0a:01", kind=TAP, mtu=1400,
+                     up=True)
+    d.attachments += [cni, tap]
+    store.save(d)
+    assert store.load() == d
+    # a file written before attachments had a kind: they read back as `attach --netns` ones
+    old = {"ni": "lab", "netns": "/run/netns/a", "ifname": "eth0", "host_ifname": "ap12345678",
+           "mac": "02:00:00:00:00:01", "hostname": "plc"}
+    doc = json.loads(store.path.read_text())
+    doc["body"]["attachments"] = [old]
+    from runner.supervisor.store import _checksum
+
+    doc["checksum"] = _checksum(doc["body"])
+    store.path.write_text(json.dumps(doc))
+    (a,) = store.load().attachments
+    assert a == Attachment("lab", "/run/netns/a", "eth0", "ap12345678", "02:00:00:00:00:01",
+                           "plc") and a.kind == "netns" and a.address is None
+    doc["body"]["attachments"] = [{**old, "kind": "vm"}]
+    doc["checksum"] = _checksum(doc["body"])
+    store.path.write_text(json.dumps(doc))
+    with pytest.raises(StateCorrupt, match="unknown kind 'vm'"):
+        store.load()

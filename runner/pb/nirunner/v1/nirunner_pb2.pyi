@@ -147,3 +147,165 @@ class Event(_message.Message):
     level: str
     fields_json: str
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[str] = ..., ni: _Optional[str] = ..., message: _Optional[str] = ..., level: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...
+
+class WorkloadKey(_message.Message):
+    __slots__ = ("network", "container_id", "ifname")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    IFNAME_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    container_id: str
+    ifname: str
+    def __init__(self, network: _Optional[str] = ..., container_id: _Optional[str] = ..., ifname: _Optional[str] = ...) -> None: ...
+
+class PortMapping(_message.Message):
+    __slots__ = ("host_port", "container_port", "protocol", "host_ip")
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HOST_IP_FIELD_NUMBER: _ClassVar[int]
+    host_port: int
+    container_port: int
+    protocol: str
+    host_ip: str
+    def __init__(self, host_port: _Optional[int] = ..., container_port: _Optional[int] = ..., protocol: _Optional[str] = ..., host_ip: _Optional[str] = ...) -> None: ...
+
+class AttachWorkloadRequest(_message.Message):
+    __slots__ = ("ni", "key", "netns", "interface", "mac", "hostname", "app", "port_mappings", "lease_timeout_ms")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    PORT_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    key: WorkloadKey
+    netns: str
+    interface: str
+    mac: str
+    hostname: str
+    app: str
+    port_mappings: _containers.RepeatedCompositeFieldContainer[PortMapping]
+    lease_timeout_ms: int
+    def __init__(self, ni: _Optional[str] = ..., key: _Optional[_Union[WorkloadKey, _Mapping]] = ..., netns: _Optional[str] = ..., interface: _Optional[str] = ..., mac: _Optional[str] = ..., hostname: _Optional[str] = ..., app: _Optional[str] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., lease_timeout_ms: _Optional[int] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("dst", "gw")
+    DST_FIELD_NUMBER: _ClassVar[int]
+    GW_FIELD_NUMBER: _ClassVar[int]
+    dst: str
+    gw: str
+    def __init__(self, dst: _Optional[str] = ..., gw: _Optional[str] = ...) -> None: ...
+
+class Dns(_message.Message):
+    __slots__ = ("nameservers", "domain", "search")
+    NAMESERVERS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    nameservers: _containers.RepeatedScalarFieldContainer[str]
+    domain: str
+    search: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nameservers: _Optional[_Iterable[str]] = ..., domain: _Optional[str] = ..., search: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Attachment(_message.Message):
+    __slots__ = ("ni", "key", "netns", "interface", "host_ifname", "mac", "mtu", "address", "gateway", "routes", "dns", "port_mappings")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    HOST_IFNAME_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    PORT_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    key: WorkloadKey
+    netns: str
+    interface: str
+    host_ifname: str
+    mac: str
+    mtu: int
+    address: str
+    gateway: str
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    dns: Dns
+    port_mappings: _containers.RepeatedCompositeFieldContainer[PortMapping]
+    def __init__(self, ni: _Optional[str] = ..., key: _Optional[_Union[WorkloadKey, _Mapping]] = ..., netns: _Optional[str] = ..., interface: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., address: _Optional[str] = ..., gateway: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., dns: _Optional[_Union[Dns, _Mapping]] = ..., port_mappings: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ...) -> None: ...
+
+class AttachWorkloadResponse(_message.Message):
+    __slots__ = ("attachment",)
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    attachment: Attachment
+    def __init__(self, attachment: _Optional[_Union[Attachment, _Mapping]] = ...) -> None: ...
+
+class DetachWorkloadRequest(_message.Message):
+    __slots__ = ("ni", "key")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    key: WorkloadKey
+    def __init__(self, ni: _Optional[str] = ..., key: _Optional[_Union[WorkloadKey, _Mapping]] = ...) -> None: ...
+
+class DetachWorkloadResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class CheckWorkloadRequest(_message.Message):
+    __slots__ = ("ni", "key")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    key: WorkloadKey
+    def __init__(self, ni: _Optional[str] = ..., key: _Optional[_Union[WorkloadKey, _Mapping]] = ...) -> None: ...
+
+class CheckWorkloadResponse(_message.Message):
+    __slots__ = ("known", "intended", "problems")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    INTENDED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    intended: Attachment
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, known: _Optional[bool] = ..., intended: _Optional[_Union[Attachment, _Mapping]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GcWorkloadsRequest(_message.Message):
+    __slots__ = ("ni", "network", "valid")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    network: str
+    valid: _containers.RepeatedCompositeFieldContainer[WorkloadKey]
+    def __init__(self, ni: _Optional[str] = ..., network: _Optional[str] = ..., valid: _Optional[_Iterable[_Union[WorkloadKey, _Mapping]]] = ...) -> None: ...
+
+class GcWorkloadsResponse(_message.Message):
+    __slots__ = ("removed", "errors")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedCompositeFieldContainer[WorkloadKey]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[_Union[WorkloadKey, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NiReadyRequest(_message.Message):
+    __slots__ = ("ni",)
+    NI_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    def __init__(self, ni: _Optional[str] = ...) -> None: ...
+
+class NiReadyResponse(_message.Message):
+    __slots__ = ("ready", "reason", "degraded")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    reason: str
+    degraded: bool
+    def __init__(self, ready: _Optional[bool] = ..., reason: _Optional[str] = ..., degraded: _Optional[bool] = ...) -> None: ...

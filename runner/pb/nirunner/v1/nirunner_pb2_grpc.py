@@ -69,6 +69,31 @@ class SupervisorStub:
                 request_serializer=nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.SerializeToString,
                 response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.Event.FromString,
                 _registered_method=True)
+        self.AttachWorkload = channel.unary_unary(
+                '/nirunner.v1.Supervisor/AttachWorkload',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadResponse.FromString,
+                _registered_method=True)
+        self.DetachWorkload = channel.unary_unary(
+                '/nirunner.v1.Supervisor/DetachWorkload',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadResponse.FromString,
+                _registered_method=True)
+        self.CheckWorkload = channel.unary_unary(
+                '/nirunner.v1.Supervisor/CheckWorkload',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadResponse.FromString,
+                _registered_method=True)
+        self.GcWorkloads = channel.unary_unary(
+                '/nirunner.v1.Supervisor/GcWorkloads',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsResponse.FromString,
+                _registered_method=True)
+        self.NiReady = channel.unary_unary(
+                '/nirunner.v1.Supervisor/NiReady',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -123,6 +148,64 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachWorkload(self, request, context):
+        """Workloads that join an NI (the CNI plugin's calls, and `attach
+        --interface`). Errors carry, besides a gRPC status and a message naming
+        the object and the operation, the trailing metadata key
+        `nirunner-error-kind`: unavailable | not-found | not-ready | invalid |
+        conflict | exists | no-lease | unsupported | failed (runner/cni/api.py).
+        not-found NOT_FOUND (no such NI), not-ready FAILED_PRECONDITION,
+        invalid INVALID_ARGUMENT, conflict ABORTED (a port mapping collides),
+        exists ALREADY_EXISTS, no-lease RESOURCE_EXHAUSTED, failed INTERNAL.
+
+        Plug a workload into an NI: a container's netns (a veth named key.ifname
+        inside it, a DHCP lease from the NI's dnsmasq taken from inside that
+        netns, configured there as address + default route + MTU and pinned: the
+        lease becomes infinite), with its port mappings as port maps of the NI; or
+        an interface of the device netns (a VM's tap) taken into the NI's bridge.
+        All or nothing, and stored in the desired state before it returns (it
+        survives a supervisor restart). A caller that goes away mid-call does not
+        stop it: the runtime's DEL or GC removes it. Serialized with every other
+        change; the DHCP exchange is bounded by lease_timeout_ms (0: 10 s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachWorkload(self, request, context):
+        """Undo AttachWorkload; idempotent (removed=false when there was nothing).
+        Works with the netns gone: the lease is released from the NI's side. A
+        taken interface goes back to the device netns as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckWorkload(self, request, context):
+        """Intended against actual, changing nothing: the veth (both ends, on br0),
+        the MAC, address, default route and MTU inside the netns, the pinned
+        lease in dnsmasq's lease file, the NI's files and nft tables.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcWorkloads(self, request, context):
+        """Remove NI `ni`'s attachments of CNI network `network` whose key is not in
+        `valid` (the runtime's cni.dev/valid-attachments). Other networks' and
+        `attach` ones are never touched. Best effort: every error is reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NiReady(self, request, context):
+        """Can the NI take attachments now (its task and dnsmasq run)?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +243,31 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Events,
                     request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.FromString,
                     response_serializer=nirunner_dot_v1_dot_nirunner__pb2.Event.SerializeToString,
+            ),
+            'AttachWorkload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachWorkload,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadResponse.SerializeToString,
+            ),
+            'DetachWorkload': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachWorkload,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadResponse.SerializeToString,
+            ),
+            'CheckWorkload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckWorkload,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadResponse.SerializeToString,
+            ),
+            'GcWorkloads': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcWorkloads,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsResponse.SerializeToString,
+            ),
+            'NiReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.NiReady,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +459,141 @@ class Supervisor:
             '/nirunner.v1.Supervisor/Events',
             nirunner_dot_v1_dot_nirunner__pb2.EventsRequest.SerializeToString,
             nirunner_dot_v1_dot_nirunner__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachWorkload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/AttachWorkload',
+            nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.AttachWorkloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachWorkload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/DetachWorkload',
+            nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.DetachWorkloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckWorkload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/CheckWorkload',
+            nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.CheckWorkloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcWorkloads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/GcWorkloads',
+            nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.GcWorkloadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NiReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/NiReady',
+            nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,

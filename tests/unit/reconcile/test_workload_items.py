@@ -1,0 +1,118 @@
+"""Workloads in the plan and as items: a CNI app's pinned lease and port maps in its NI's
+files and nft tables, its address as an item on its plug, a tap taken into an NI."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface
+
+import pytest
+
+from runner.model.types import PortMap, Protocol
+from runner.plan.errors import PlanError
+from runner.plan.ni import NIWorkloads, PinnedLease
+from runner.plan.site import build as plan_site
+from runner.reconcile import kinds as k
+from runner.reconcile.build import AppPlug, build
+from runner.reconcile.diff import check_ranks, diff
+from runner.reconcile.items import Action
+from runner.reconcile.report import result
+from tests.unit.plan.sample import CONFIG, FACTS, NIS
+from tests.unit.reconcile.test_reconcile import LAYOUT, UPLINKS, ids
+
+PIN = PinnedLease("02:00:00:00:00:57", IPv4Address("10.1.0.57"), "web1", "container c1")
+PORT = PortMap("cni-c1-tcp9090", Protocol.TCP, 9090, "10.1.0.57", 80)
+CNI = AppPlug("alpha", "/run/netns/c1", "eth0", "ap0000c001", PIN.mac, "cni", "web1",
+              IPv4Interface("10.1.0.57/24"))
+TAP = AppPlug("alpha", "", "tapvm0", "ap0000t001", "02:00:00:00:0a:01", "tap", mtu=1400, up=True)
+
+
+def plan(workloads: dict[str, NIWorkloads] | None = None):  # type: ignore[no-untyped-def]
+    return plan_site(CONFIG, FACTS, list(NIS), {}, workloads)
+
+
+def items(plugs: tuple[AppPlug, ...] = (CNI,), workloads: dict[str, NIWorkloads] | None = None,
+          taps: tuple[str, ...] = ("tapvm0",)) -> dict[str, k.Item]:
+    w = {"alpha": NIWorkloads((PIN,), (PORT,))} if workloads is None else workloads
+    return build(plan(w), LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), plugs,
+                 app_netns={"/run/netns/c1": 77}, taps=taps)
+
+
+def test_pins_and_port_maps_join_the_nis_files_and_tables() -> None:
+    p = plan({"alpha": NIWorkloads((PIN,), (PORT,))})
+    alpha = p.nis["alpha"]
+    hosts = alpha.files["dhcp-hosts"].splitlines()
+    assert hosts[-1] == "02:00:00:00:00:57,10.1.0.57,web1,infinite"
+    assert "dport 9090 dnat ip to 10.1.0.57:80" in alpha.nft
+    assert any(d.name == "cni-c1-tcp9090" and d.port == 9090 for d in p.device.nft_rules.dnats)
+    assert plan().nis["alpha"].restart_key == alpha.restart_key  # live: no task restart
+
+
+def test_workloads_that_do_not_fit_the_ni_are_refused() -> None:
+    outside = PinnedLease("02:00:00:00:00:58", IPv4Address("10.9.0.5"), "", "container c2")
+    with pytest.raises(PlanError, match="container c2 holds 10.9.0.5, outside subnet"):
+        plan({"alpha": NIWorkloads((outside,))})
+    twice = PortMap("cni-c1-tcp8080", Protocol.TCP, 8080, "10.1.0.57", 80)  # alpha's http
+    with pytest.raises(PlanError, match="both use tcp/8080"):
+        plan({"alpha": NIWorkloads((PIN,), (twice,))})
+    gapped = PortMap("cni-c1-tcp9090", Protocol.TCP, 9090, "10.9.0.57", 80)
+    with pytest.raises(PlanError, match="port maps need an uplink"):
+        plan({"delta": NIWorkloads((), (gapped,))})
+
+
+def test_a_cni_app_is_a_plug_and_its_address() -> None:
+    now = items()
+    check_ranks(now)
+    addr = now["appaddr:alpha/ap0000c001"]
+    assert isinstance(addr, k.AppAddress)
+    assert (addr.address, addr.gateway, addr.mtu) == (CNI.address, IPv4Address("10.1.0.1"), 1500)
+    assert addr.lease_file == "/var/lib/nirunner/ni/alpha/state/dnsmasq.leases"
+    assert addr.deps() == ("plug:alpha/ap0000c001",)
+    assert set(addr.after()) == {"files:alpha", "task:ni-alpha"}
+    # created after its plug, the files with its pin and the task
+    d = diff({}, now)
+    order = [op.id for op in d.ops]
+    assert order.index("appaddr:alpha/ap0000c001") > max(
+        order.index(i) for i in ("plug:alpha/ap0000c001", "files:alpha", "task:ni-alpha"))
+
+
+def test_an_air_gapped_app_has_no_default_route() -> None:
+    gap = AppPlug("delta", "/run/netns/c1", "eth0", "ap0000c002", PIN.mac, "cni",
+                  address=IPv4Interface("10.9.0.57/24"))
+    pin = PinnedLease(PIN.mac, IPv4Address("10.9.0.57"))
+    x = items((gap,), {"delta": NIWorkloads((pin,))})["appaddr:delta/ap0000c002"]
+    assert isinstance(x, k.AppAddress) and x.gateway is None
+
+
+def test_attach_and_detach_of_a_cni_app_are_these_ops() -> None:
+    before = items((), {})
+    after = items()
+    d = diff(before, after, scope={"alpha", ""})
+    assert ids(d) == ["modify nft:nr-alpha/inet ni", "modify nft:device/inet nirunner",
+                      "modify files:alpha", "create plug:alpha/ap0000c001",
+                      "create appaddr:alpha/ap0000c001"]
+    assert result(d.ops, "alpha").line() == "alpha: updated (port maps, DHCP reservations, apps)"
+    back = diff(after, before, scope={"alpha", ""})
+    gone = {op.id: op for op in back.ops}
+    assert gone["appaddr:alpha/ap0000c001"].implied  # its interface goes with the plug
+    assert not gone["plug:alpha/ap0000c001"].implied
+
+
+def test_a_tap_waits_for_its_interface_and_is_given_back_before_its_netns_goes() -> None:
+    absent = items((TAP,), {}, taps=())
+    d = diff({}, absent)
+    assert "tap:alpha/ap0000t001" not in [op.id for op in d.ops]
+    assert [(x.id, why) for x, why in d.pending] == [("tap:alpha/ap0000t001",
+                                                      "interface tapvm0")]
+    present = items((TAP,), {})
+    tap = present["tap:alpha/ap0000t001"]
+    assert isinstance(tap, k.TakenLink) and (tap.mtu, tap.orig_mtu, tap.orig_up) == (1500, 1400,
+                                                                                    True)
+    assert ids(diff(items((), {}), present, scope={"alpha"})) == ["create tap:alpha/ap0000t001"]
+    # the NI deleted: the tap goes back to the device (a real delete, not "with its
+    # netns"), before the netns goes
+    nothing = {i: x for i, x in present.items() if x.owner != "alpha" or x.EXTERNAL}
+    d = diff(present, nothing, scope={"alpha"})
+    ops = [op for op in d.ops if op.action is Action.DELETE]
+    tap_op = next(op for op in ops if op.id == "tap:alpha/ap0000t001")
+    assert not tap_op.implied
+    assert ops.index(tap_op) < next(i for i, op in enumerate(ops) if op.id == "netns:nr-alpha")
