@@ -133,7 +133,8 @@ SERVICES = {
          "RoleGrantPermission"],
     ),
     "nirunner.v1.Supervisor": (
-        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events"]
+        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events",
+                       "Reload", "Roll"]
     ),
 }  # fmt: skip
 
