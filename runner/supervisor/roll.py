@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -168,9 +169,14 @@ def wait_ready(sup: Supervisor, name: str, since_exits: int, timeout: float) -> 
 class Roller:
     """One roll at a time; `roll()` from the API, `start()` in the background."""
 
-    def __init__(self, sup: Supervisor, ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(self, sup: Supervisor, ready_timeout: float = READY_TIMEOUT,
+                 ready: Callable[[Supervisor, str, int, float], str] = wait_ready,
+                 images_present: Callable[[], list[str]] | None = None) -> None:
+        """`ready` and `images_present` replace the DNS probe and containerd in tests."""
         self.sup = sup
         self.ready_timeout = ready_timeout
+        self._ready = ready
+        self._images = images_present or (lambda: images.list_images(sup.client))
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last: RollReport | None = None
@@ -246,12 +252,12 @@ class Roller:
 
     def _check_image(self, image: str) -> None:
         try:
-            present = images.list_images(self.sup.client)
+            present = self._images()
         except ContainerdError as e:
             raise RollError(f"roll to {image}: {e}") from None
         if image not in present:
             raise RollError(f"roll to {image}: no such image in containerd namespace "
-                            f"{self.sup.client.namespace} (nirunner image import)")
+                            f"{self.sup.config.containerd_namespace} (nirunner image import)")
 
     def _one(self, name: str) -> NIRoll:
         sup = self.sup
@@ -268,7 +274,7 @@ class Roller:
             if error:  # undone by the engine: the old task is back
                 sup.task_policy = _repinned(sup.task_policy, name, old)
                 return NIRoll(name, desc_old, desc_new, "failed", error=error)
-        why = wait_ready(sup, name, exits, self.ready_timeout)
+        why = self._ready(sup, name, exits, self.ready_timeout)
         if not why:
             return NIRoll(name, desc_old, desc_new, "rolled", time.monotonic() - t0)
         with sup.lock:  # back to the old image, which stayed in containerd
@@ -276,7 +282,7 @@ class Roller:
             sup.health.pop(name, None)  # its exits were the new image's
             back = self._recreate(name)
         if not back:
-            back = wait_ready(sup, name, 0, self.ready_timeout)
+            back = self._ready(sup, name, 0, self.ready_timeout)
         result = "rolled back" if not back else "failed"
         error = why + ("" if not back else f"; and on the old image: {back}")
         return NIRoll(name, desc_old, desc_new, result, error=error)
