@@ -129,8 +129,9 @@ def dns_answers(netns: str, server: str, timeout: float = 0.2) -> bool:
     """Whether a DNS server answers a query from inside `netns` (any answer counts: a
     name without dots is answered locally by the NI's dnsmasq, never forwarded)."""
     qid = random.randrange(1 << 16)
-    query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\x0fnirunner-probe\x00" + \
-        struct.pack("!HH", 1, 1)
+    label = b"nirunner-probe"
+    query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label + \
+        b"\x00" + struct.pack("!HH", 1, 1)
 
     def ask() -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
