@@ -9,7 +9,8 @@
   NIs whose apps hold TCP flows through the NAT: each NI ends on v2, the apps keep
   their addresses and flows, DHCP, DNS, NAT and a port map work afterwards, and the
   downtime of each NI is printed; then a broken v2 (the same definition with an
-  init that exits) rolls the first NI back and stops the roll.
+  init that exits) rolls the first NI back and stops the roll; a supervisor
+  restarted with v1 in its config adopts the v2 tasks and rolls them back to v1.
 """
 
 from __future__ import annotations
@@ -263,9 +264,23 @@ def test_roll_v1_to_v2_keeps_apps_and_a_broken_v2_rolls_back(site: Site) -> None
     assert lab.dhcp(apps[first], f"ra{i}") == ips[first]
     assert "roll.failed" in site.events()
 
+    # a supervisor started with another image in its config adopts the running tasks
+    # (no mass re-create) and rolls them
+    lab.stop_supervisor()
+    pids = {n: after[n]["task"]["pid"] for n in ROLLED}
+    site.write_config(site.config)  # image: v1 again
+    lab.start_supervisor()
+    wait_for(lambda: "roll.done" in site.events(), 120, "the roll at start")
+    events = site.events()
+    assert "roll.started" in events and f"5 NIs run another image than {lab.image}" in events
+    assert {site.containers()[f"ni-{n}"] for n in ROLLED} == {lab.image}
+    rolled = [ln for ln in events.splitlines() if " ni.rolled " in ln]
+    assert len(rolled) == 5, events  # one at a time, each with its downtime
+    st = site.status()
+    assert all(st[n]["state"] == "running" and st[n]["task"]["pid"] != pids[n]
+               for n in ROLLED)
+
     for n in ROLLED:
         lab.cli("detach", n, "--netns", f"/run/netns/{apps[n]}")
     lab.cli("detach", ROLLED[0], "--netns", f"/run/netns/{web}")
-    site.write_config(site.config.replace(f"image: {lab.image}", f"image: {v2_name}"))
-    lab.cli("reload", "--socket", lab.socket)
     lab.cli("delete", *ROLLED, timeout=300)
