@@ -213,3 +213,32 @@ def test_metrics_hooks_count_passes_and_events(sup: Supervisor) -> None:
                                 {"kind": "task", "action": "create", "result": "ok"}) == 1
     assert reg.get_sample_value("nirunner_reconcile_pass_seconds_count",
                                 {"pass": "light"}) == 1
+
+
+def test_the_unix_socket_endpoint(tmp_path: Path) -> None:
+    import http.client
+    import socket as so
+
+    from runner.metrics.endpoint import Endpoint
+    from runner.model.types import MetricsConfig
+
+    reg = CollectorRegistry()
+    Instruments(reg).events.labels("ni.created").inc()
+    path = tmp_path / "run" / "metrics.sock"
+    ep = Endpoint(MetricsConfig(str(path)), reg)
+    ep.start()
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+
+        class Conn(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+                self.sock.connect(str(path))
+
+        c = Conn("localhost", timeout=5)
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode()
+        assert 'nirunner_events_total{kind="ni.created"} 1.0' in body
+    finally:
+        ep.stop()
+    assert not path.exists()
