@@ -105,7 +105,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    lab = Lab(f"nrr{R}", image_archive=str(build_image().archive))
+    lab = Lab(f"nrl{R}", image_archive=str(build_image().archive))
     try:
         lab.build()
         lab.start_dns({"www.example.test": INET_IP})
