@@ -17,12 +17,13 @@ PY := $(VENV)/bin/python
 # systemd-analyze to verify the unit, setpriv to run the supervisor with the unit's
 # capabilities, zsh to check its completion script; fleets: etcd-server for the
 # lab's etcd cluster, openssl for its throwaway CA; strace derives the NI tasks'
-# seccomp allow-list).
+# seccomp allow-list; prometheus (with promtool) scrapes the metrics endpoint in the
+# lab).
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
-	iperf3 containernetworking-plugins podman systemd zsh strace
+	iperf3 containernetworking-plugins podman systemd zsh strace prometheus
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
 	bench-profile lint clean seccomp-profile seccomp-check

@@ -89,6 +89,12 @@ class ApiClient:
                 return
             raise ApiError(f"events: {e.details() if isinstance(e, grpc.Call) else e}") from None
 
+    def reload(self) -> pb.ReloadResponse:
+        return self._call("Reload", pb.ReloadRequest())
+
+    def roll(self, names: list[str]) -> pb.RollResponse:
+        return self._call("Roll", pb.RollRequest(names=names))
+
     def detach(self, ni: str, netns: str, ifname: str = "") -> None:
         self._call("Detach", pb.DetachRequest(ni=ni, netns=netns, ifname=ifname))
 

@@ -26,6 +26,7 @@ from runner.containerd.errors import ContainerdError, Unavailable
 from runner.drivers.nlwatch import Watcher
 from runner.errors import NirunnerError
 from runner.fleet.wiring import start_source
+from runner.metrics import wiring as metrics_wiring
 from runner.model.errors import ModelError
 from runner.model.types import SupervisorConfig
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
@@ -33,6 +34,8 @@ from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 from runner.supervisor.core import Document, Supervisor
 from runner.supervisor.events import Event
 from runner.supervisor.notify import Notifier, Watchdog
+from runner.supervisor.reload import Reloader
+from runner.supervisor.roll import Roller, pin_running
 from runner.supervisor.store import Store
 from runner.supervisor.workloads import WorkloadError
 
@@ -73,6 +76,8 @@ def _boundary(method: F) -> F:
 class Servicer(pb_grpc.SupervisorServicer):
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
+        self.reloader: Reloader | None = None  # set by serve(): config reload and rolls
+        self.roller: Roller | None = None
 
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext
                 ) -> pb.VersionResponse:
@@ -156,6 +161,24 @@ class Servicer(pb_grpc.SupervisorServicer):
         r = self.sup.workloads.ready(request.ni)
         return pb.NiReadyResponse(ready=r.ready, reason=r.reason, degraded=r.degraded)
 
+    @_boundary
+    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext
+               ) -> pb.ReloadResponse:
+        if self.reloader is None:
+            raise NirunnerError("this supervisor cannot reload its config")
+        ch, rolling = self.reloader.reload()
+        return pb.ReloadResponse(changes=list(ch.lines), rolling=rolling)
+
+    @_boundary
+    def Roll(self, request: pb.RollRequest, context: grpc.ServicerContext) -> pb.RollResponse:
+        if self.roller is None:
+            raise NirunnerError("this supervisor cannot roll images")
+        r = self.roller.roll(list(request.names) or None)
+        return pb.RollResponse(
+            nis=[pb.NIRoll(ni=x.ni, old_image=x.old, new_image=x.new, result=x.result,
+                           downtime_seconds=x.downtime, error=x.error) for x in r.nis],
+            stopped=r.stopped, pending=r.pending)
+
     def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext
                ) -> Iterator[pb.Event]:
         def message(e: Event) -> pb.Event:
@@ -234,8 +257,9 @@ def _listen(server: grpc.Server, path: str) -> None:
     os.chmod(path, 0o600)
 
 
-def serve(config: SupervisorConfig) -> int:
+def serve(config: SupervisorConfig, config_path: str | None = None) -> int:
     stopping = threading.Event()
+    reload_asked = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     Store(config.state_dir).load()  # a torn or corrupt state file: refuse to start, now
@@ -250,6 +274,16 @@ def serve(config: SupervisorConfig) -> int:
     sup.stopping = stopping
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sup.stop())  # also wakes the main loop
+    metrics = metrics_wiring.attach(sup)  # counts from the first pass on
+    roller = Roller(sup)
+    reloader = Reloader(sup, config_path, roller)
+    pinned = pin_running(sup)  # tasks on another image: adopted, then rolled
+
+    def on_sighup(*_: object) -> None:
+        reload_asked.set()
+        sup.wake.set()
+
+    signal.signal(signal.SIGHUP, on_sighup)
     subs: list[tasks.TaskExits] = []
     # watch before the first reconcile, so no exit or kernel change falls in between
     watcher.watch("", None)
@@ -262,6 +296,7 @@ def serve(config: SupervisorConfig) -> int:
     watchdog.busy()
     try:
         results = sup.reconcile(force=True)
+        sup.on_pass("forced", time.monotonic() - t0)
         adopted = sum(r.action == "unchanged" for r in results)
         sup.events.emit("supervisor.started", "",
                         f"{len(sup.desired.nis)} NIs, {adopted} adopted as they were, "
@@ -269,9 +304,19 @@ def serve(config: SupervisorConfig) -> int:
     except Exception as e:  # logged; the loop's passes try again
         log.exception("initial reconcile")
         status += f"; first reconcile failed: {e}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    pb_grpc.add_SupervisorServicer_to_server(Servicer(sup), server)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=(
+        [metrics.instruments.interceptor()] if metrics else []))
+    servicer = Servicer(sup)
+    servicer.reloader, servicer.roller = reloader, roller
+    pb_grpc.add_SupervisorServicer_to_server(servicer, server)
     _listen(server, config.api_socket)
+    if metrics is not None:
+        try:
+            metrics.serve()
+        except NirunnerError as e:  # the NIs are served all the same
+            sup.events.emit("metrics.error", "", str(e), logging.ERROR)
+    if pinned:
+        roller.start(f"{len(pinned)} NIs run another image than {config.image}")
     log.info("nirunner %s serving on %s (containerd %s, namespace %s)", __version__,
              config.api_socket, config.containerd_address, config.containerd_namespace)
     # the fleet's etcd, when configured: after the local store is served (offline first)
@@ -284,6 +329,12 @@ def serve(config: SupervisorConfig) -> int:
         if stopping.is_set():
             break
         watchdog.busy()
+        if reload_asked.is_set():
+            reload_asked.clear()
+            try:
+                reloader.reload()
+            except NirunnerError as e:  # said in the event config.refused
+                log.debug("reload: %s", e)
         try:
             sup.work()
         except Exception:  # logged once; the next pass tries again
@@ -294,6 +345,8 @@ def serve(config: SupervisorConfig) -> int:
         sup.source.stop()  # its status keys stay until their lease's TTL
     watchdog.stop()
     watcher.stop()
+    if metrics is not None:
+        metrics.stop()
     for sub in subs:
         sub.cancel()
     server.stop(grace=2).wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 # gRPC core logs a line each time a subprocess is forked while it has threads
@@ -32,7 +33,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_image_build(args: argparse.Namespace) -> int:
     from runner.image.build import build_image
 
-    res = build_image(force=args.force)
+    res = build_image(force=args.force, **({"version": args.tag} if args.tag else {}))
     print(f"image {res.image_name}")
     print(f"archive {res.archive}  ({_mib(res.archive_size)} compressed, "
           f"{_mib(res.rootfs_size)} unpacked){'  [cached]' if res.cached else ''}")
@@ -66,6 +67,17 @@ def cmd_image_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # an OCI reference's tag
+
+
+def _tag(text: str) -> str:
+    if not _TAG.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image tag (1-128 letters, digits, '_', '.', '-'; not "
+            "starting with '.' or '-')")
+    return text
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -97,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     b = isub.add_parser("build", help="build the NI image archive (cached) with mmdebstrap")
     containerd_options(b)
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--tag", type=_tag, help="the image's tag (default: nirunner's version): "
+                   "nirunner/ni:TAG; builds of different tags are cached side by side")
     b.add_argument("--import", dest="do_import", action="store_true",
                    help="import it into containerd afterwards")
     b.set_defaults(func=cmd_image_build)

@@ -290,7 +290,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     logformat.setup(args.log_format, args.verbose)
-    return serve(config)
+    return serve(config, args.config)
 
 
 def add_commands(sub: Any) -> None:

@@ -56,7 +56,59 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from runner.api.client import ApiClient
+
+    with ApiClient(args.socket) as api:
+        resp = api.reload()
+    for line in resp.changes:
+        print(line)
+    if not resp.changes:
+        print("no changes")
+    if resp.rolling:
+        print(f"rolling to the new image, one at a time: {', '.join(resp.rolling)} "
+              "(`nirunner roll` waits for it and shows the downtimes)")
+    return 0
+
+
+def cmd_roll(args: argparse.Namespace) -> int:
+    from runner.api.client import ApiClient
+
+    with ApiClient(args.socket) as api:
+        resp = api.roll(args.names)
+    rows = [["NI", "RESULT", "FROM", "TO", "DOWNTIME"]]
+    for x in resp.nis:
+        rows.append([x.ni, x.result, x.old_image, x.new_image,
+                     f"{x.downtime_seconds:.2f}s" if x.result == "rolled" else "-"])
+    if resp.nis:
+        from runner.cli.ni_commands import table
+
+        print(table(rows))
+    for x in resp.nis:
+        if x.error:
+            print(f"{x.ni}: {x.error}")
+    if resp.stopped:
+        print(f"roll stopped: {resp.stopped}")
+    if resp.pending:
+        print(f"still on their old image: {', '.join(resp.pending)}")
+    if not resp.nis and not resp.stopped:
+        print("nothing to roll: every NI runs the configured image")
+    return 1 if resp.stopped else 0
+
+
 def add_commands(sub: Any) -> None:
+    p = sub.add_parser("reload", help="re-read the supervisor's config (as SIGHUP does)")
+    p.add_argument("--socket", default=argparse.SUPPRESS,
+                   help="the supervisor's API socket (env NIRUNNER_SOCKET)")
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("roll", help="move NIs to the configured NI image, one at a time")
+    p.add_argument("names", nargs="*", help="only these NIs (default: every NI on an "
+                   "older image)")
+    p.add_argument("--socket", default=argparse.SUPPRESS,
+                   help="the supervisor's API socket (env NIRUNNER_SOCKET)")
+    p.set_defaults(func=cmd_roll)
+
     p = sub.add_parser("install", help="install the systemd unit, a default config (if "
                        "missing) and the shell completions")
     p.add_argument("--root", default="/", help="write everything under this directory "

@@ -24,6 +24,8 @@ class Usage:
     cpu_throttled_periods: int
     pids: int
     pids_limit: int | None
+    cpu_periods: int = 0  # CFS periods that ran (throttled ones included)
+    cpu_throttled_ns: int = 0  # time the task was held back by its CPU limit
 
 
 def _limit(value: int) -> int | None:
@@ -51,6 +53,8 @@ def decode(data: any_pb2.Any) -> Usage:
             cpu_throttled_periods=m1.cpu.throttling.throttled_periods,
             pids=m1.pids.current,
             pids_limit=_limit(m1.pids.limit),
+            cpu_periods=m1.cpu.throttling.periods,
+            cpu_throttled_ns=m1.cpu.throttling.throttled_time,
         )
     if name == v2.Metrics.DESCRIPTOR.full_name:
         m2 = v2.Metrics.FromString(data.value)
@@ -65,5 +69,7 @@ def decode(data: any_pb2.Any) -> Usage:
             cpu_throttled_periods=m2.cpu.nr_throttled,
             pids=m2.pids.current,
             pids_limit=_limit(m2.pids.limit),
+            cpu_periods=m2.cpu.nr_periods,
+            cpu_throttled_ns=m2.cpu.throttled_usec * 1000,
         )
     raise ValueError(f"unknown metrics type {data.type_url!r}")

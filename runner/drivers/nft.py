@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
+import re
 import subprocess
 import threading
+from collections.abc import Mapping
 
 from runner.drivers import netns as ns
 from runner.drivers import nfnl
@@ -67,14 +70,50 @@ def apply(ruleset: str, netns: str | None = None, what: str = "apply nft ruleset
 
 
 def apply_table(text: str, family: str, table: str, netns: str | None = None) -> None:
-    """Apply a rendered table (see runner.render.nft) with its tag as the table's comment."""
+    """Apply a rendered table (see runner.render.nft) with its tag as the table's comment.
+
+    A table with named counters keeps their values: the table is replaced whole, so
+    they are read first and written into the new text (the tag is of the rendered
+    text, without values, so reading the table back never sees a difference).
+    """
     head = f"table {family} {table} {{\n"
     at = text.rfind(head)
     if at < 0:
         raise NftError(f"apply nft table {family} {table}: the text defines no such table")
     at += len(head)
     tagged = text[:at] + f'\tcomment "{tag(text)}"\n' + text[at:]
+    if _COUNTER.search(text) and read_tag(family, table, netns) is not None:
+        tagged = keep_counters(tagged, counters(family, table, netns))
     _nft(["-f", "-"], tagged, netns, f"apply nft table {family} {table}")
+
+
+_COUNTER = re.compile(r"^\tcounter ([A-Za-z0-9_]+) \{\}$", re.M)
+
+
+def keep_counters(text: str, values: Mapping[str, tuple[int, int]]) -> str:
+    """`text` with each empty named counter declaration set to its (packets, bytes)."""
+    def sub(m: re.Match[str]) -> str:
+        v = values.get(m.group(1))
+        return m.group(0) if v is None else \
+            f"\tcounter {m.group(1)} {{ packets {v[0]} bytes {v[1]} }}"
+
+    return _COUNTER.sub(sub, text)
+
+
+def counters(family: str, table: str, netns: str | None = None) -> dict[str, tuple[int, int]]:
+    """The table's named counters: name -> (packets, bytes); one nft process."""
+    out = _nft(["-j", "list", "counters", "table", family, table], None, netns,
+               f"list counters of nft table {table}")
+    return parse_counters(out)
+
+
+def parse_counters(text: str) -> dict[str, tuple[int, int]]:
+    try:
+        items = json.loads(text).get("nftables", [])
+        return {c["name"]: (int(c["packets"]), int(c["bytes"]))
+                for c in (x.get("counter") for x in items if isinstance(x, dict)) if c}
+    except (ValueError, AttributeError, KeyError, TypeError) as e:
+        raise NftError(f"nft's JSON of counters cannot be read: {e}") from None
 
 
 def read_tag(family: str, table: str, netns: str | None = None) -> str | None:

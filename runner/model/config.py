@@ -8,6 +8,9 @@
     ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
     taskSeccomp: true         # NI tasks under the seccomp allow-list; false | log to debug
     secretsDir: /etc/nirunner/secrets   # VPN credential files must be below it
+    metrics:                  # optional: a Prometheus endpoint (off by default)
+      listen: 127.0.0.1:9464  # or a Unix socket path; nothing else (see README)
+      cacheSeconds: 5         # the expensive reads are this old at most (1..60)
     uplinks:
       - {name: eth0, interface: eth0}
     source:                   # optional: desired state from a fleet's etcd (see README)
@@ -34,6 +37,7 @@ from runner.model.types import (
     EtcdSource,
     EtcdTls,
     IpsecBackend,
+    MetricsConfig,
     SupervisorConfig,
     TaskSeccomp,
     Uplink,
@@ -56,7 +60,7 @@ _DIR_RULE = ("must be an absolute path without control characters, '//', '.' or 
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 _IMAGE_RULE = "an image reference such as 'nirunner/ni:0.1.0'"
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "ipsecBackend", "secretsDir", "uplinks", "source", "taskSeccomp")
+           "ipsecBackend", "secretsDir", "uplinks", "source", "taskSeccomp", "metrics")
 # Fleet names reach etcd keys: a device id is a DNS label, a prefix a plain path.
 DEVICE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DEVICE_ID_RULE = "1-63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label)"
@@ -120,6 +124,7 @@ def _config(c: Checker) -> SupervisorConfig | None:
         uplinks=_uplinks(c, top.get("uplinks")),
         source=_source(c, top.get("source")),
         task_seccomp=_task_seccomp(c, top.get("taskSeccomp")) or default.task_seccomp,
+        metrics=_metrics(c, top.get("metrics")),
     )
 
 
@@ -143,6 +148,39 @@ def _directory(c: Checker, value: object, path: str) -> str | None:
         c.error(path, f"{show(text)} is not valid: {_DIR_RULE}")
         return None
     return text.rstrip("/") or "/"
+
+
+_LOOPBACK_PORT = re.compile(r"127\.0\.0\.1:([0-9]{1,5})")
+_UNIX_PATH_MAX = 107  # sun_path
+
+
+def _metrics(c: Checker, value: object) -> MetricsConfig | None:
+    m = c.mapping(value, "metrics", ("listen", "cacheSeconds"), ("listen",))
+    if m is None:
+        return None
+    path = "metrics.listen"
+    listen = c.string(m.get("listen"), path)
+    cache = c.integer(m.get("cacheSeconds"), "metrics.cacheSeconds", 1, 60)
+    if listen is None:
+        return None
+    if listen.startswith("/"):
+        if not _PATH.fullmatch(listen) or len(listen) > _UNIX_PATH_MAX:
+            c.error(path, f"{show(listen)} is not a usable Unix socket path "
+                          f"(absolute, no control characters, at most {_UNIX_PATH_MAX})")
+            return None
+    else:
+        port = _LOOPBACK_PORT.fullmatch(listen)
+        if port is None:
+            c.error(path, f"{show(listen)} is refused: metrics are served only on "
+                          "127.0.0.1:PORT or a Unix socket path, never on an address other "
+                          "hosts can reach (they tell about every NI, and have no "
+                          "authentication)")
+            return None
+        if not 1 <= int(port.group(1)) <= 65535:
+            c.error(path, f"{show(listen)} has a port out of range 1..65535")
+            return None
+    default = MetricsConfig("")
+    return MetricsConfig(listen, cache or default.cache_seconds)
 
 
 def _ipsec_backend(c: Checker, value: object) -> IpsecBackend | None:

@@ -166,6 +166,22 @@ class EtcdSource:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (supervisor config `metrics`): loopback or a Unix socket."""
+
+    listen: str  # "/run/nirunner/metrics.sock" or "127.0.0.1:9464"
+    cache_seconds: int = 5  # the expensive reads (nft, cgroups, VICI) are this old at most
+
+    @property
+    def unix_path(self) -> str | None:
+        return self.listen if self.listen.startswith("/") else None
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2]) if self.unix_path is None else 0
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     containerd_address: str = "/run/containerd/containerd.sock"
     containerd_namespace: str = "nirunner"
@@ -179,6 +195,7 @@ class SupervisorConfig:
     uplinks: tuple[Uplink, ...] = ()
     source: EtcdSource | None = None  # None: manifests through the local API only
     task_seccomp: TaskSeccomp = TaskSeccomp.ENFORCE
+    metrics: MetricsConfig | None = None  # None: no metrics endpoint (the default)
 
     def uplink(self, name: str) -> Uplink | None:
         return next((u for u in self.uplinks if u.name == name), None)

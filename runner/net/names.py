@@ -116,5 +116,26 @@ def transit_rule_priority(slot: int) -> int:
     return priority
 
 
+# Named nft counters in the device table (metrics): bytes and packets of each transit
+# link, and of each port map's flows. Counter names are nft identifiers.
+TRANSIT_IN, TRANSIT_OUT = "in", "out"  # into the NI / out of it, seen from the NI
+
+
+def transit_counter(ifname: str, direction: str) -> str:
+    """The counter of traffic into (`in`) or out of (`out`) the NI behind transit `ifname`."""
+    if direction not in (TRANSIT_IN, TRANSIT_OUT):
+        raise NetValueError(f"counter direction {direction!r} is not in or out")
+    if transit_slot(ifname) is None:
+        raise NetValueError(f"{ifname!r} is not a transit interface")
+    return f"ni_{ifname}_{direction}"
+
+
+def port_map_counter(ifname: str, protocol: str, port: int) -> str:
+    """The counter of the flows of the port map `protocol`/`port` to transit `ifname`'s NI."""
+    if protocol not in ("tcp", "udp") or not 1 <= port <= 65535 or transit_slot(ifname) is None:
+        raise NetValueError(f"no port map counter for {ifname} {protocol}/{port}")
+    return f"pm_{ifname}_{protocol}_{port}"
+
+
 def _hex8(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:8]

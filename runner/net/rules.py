@@ -53,6 +53,7 @@ class DeviceDnat:
     iifs: tuple[str, ...]  # the uplink's interface + transit ifs of NIs on that uplink
     daddrs: tuple[IPv4Address, ...]  # the uplink's current addresses
     to: IPv4Address  # the NI's transit address
+    transit_if: str = ""  # the device end of that NI's transit link (names its counter)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,8 @@ def _dnats(config: SupervisorConfig, facts: Facts, linked: list[_Linked]) -> lis
                                     f"already used by NI {owner[key]}")
                 owner[key] = x.plan.name
                 dnats.append(DeviceDnat(x.plan.name, pm.name, u.name, pm.protocol, pm.port,
-                                        iifs, daddrs, x.transit.ni_addr.ip))
+                                        iifs, daddrs, x.transit.ni_addr.ip,
+                                        x.transit.device_if))
     return dnats
 
 

@@ -59,6 +59,12 @@ class TaskPolicy:
     image: str
     seccomp: str = "enforce"  # taskSeccomp: enforce | log | off
     seccomp_profile: str = ""  # a fingerprint of the profile in force ("" when off)
+    # NIs kept on an earlier policy until a roll moves them (runner.supervisor.roll)
+    pinned: tuple[tuple[str, TaskPolicy], ...] = ()
+
+    def of(self, ni: str) -> TaskPolicy:
+        """The policy of NI `ni`'s task."""
+        return dict(self.pinned).get(ni, self)
 
 
 def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPlug] = (),
@@ -189,7 +195,8 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        for x in ni_items(p, layout, policy, by_ni.get(name, ()), stamps, app_netns, taps):
+        for x in ni_items(p, layout, policy.of(name), by_ni.get(name, ()), stamps, app_netns,
+                          taps):
             if x.id in out and not x.EXTERNAL:
                 raise ValueError(f"item {x.id} planned twice")
             out[x.id] = x

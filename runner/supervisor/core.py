@@ -70,6 +70,15 @@ _CRASH_POINTS = {"netns": "netns", "veth": "links", "bridge": "links", "task": "
                  "rule": "rules"}
 
 
+def task_policy(config: SupervisorConfig) -> TaskPolicy:
+    """What every NI task gets from the config: image, seccomp mode and profile."""
+    mode = config.task_seccomp
+    if mode is not TaskSeccomp.OFF:
+        seccomp.for_task(mode)  # SeccompError: another arch, a bad profile
+    return TaskPolicy(config.image, str(mode), (
+        "" if mode is TaskSeccomp.OFF else seccomp.fingerprint(mode).split(":")[-1]))
+
+
 class ApplyError(NirunnerError):
     """An apply that failed while running; everything it did was undone."""
 
@@ -106,16 +115,14 @@ class Supervisor:
         self.client = client
         self.store = Store(config.state_dir)
         self.desired: Desired = self.store.load()  # StateCorrupt: refuse to start
-        mode = config.task_seccomp
-        if mode is not TaskSeccomp.OFF:
-            seccomp.for_task(mode)  # SeccompError now (another arch, a bad profile), not later
-        self.task_policy = TaskPolicy(config.image, str(mode), (
-            "" if mode is TaskSeccomp.OFF else seccomp.fingerprint(mode).split(":")[-1]))
+        self.task_policy = task_policy(config)  # SeccompError now (another arch, a bad
+        #                                         profile), not later
         self.confs = confs if confs is not None else configurators(
             client, self.store, config.secrets_dir)
         self.tasks: TaskConf = self.confs["task"]
-        self._read_facts = read_facts or (
-            lambda: live_facts.read(self.config, self.config.resolv_conf))
+        self.read_facts_of: Callable[[SupervisorConfig], Facts] = (
+            lambda c: live_facts.read(c, c.resolv_conf))  # also of a config to reload
+        self._read_facts = read_facts or (lambda: self.read_facts_of(self.config))
         self.engine = Engine(self.confs, after_op=self._after_op)
         self.events = EventLog()
         self.watcher = watcher
@@ -137,8 +144,16 @@ class Supervisor:
         self._read_once = False  # nothing read back yet: the record is empty, not the kernel
         self._last_light = self._last_forced = time.monotonic()
         self.workloads = Workloads(self)  # CNI attachments and taps (the API's *Workload)
+        # observers (runner.metrics): a pass's kind and duration; every engine run
+        self.on_pass: Callable[[str, float], None] = lambda kind, seconds: None
+        self.on_run: Callable[[Run], None] = lambda run: None
 
     # -- inputs ----------------------------------------------------------------------------
+
+    def config_changed(self) -> None:
+        """`self.config` was replaced (a reload): facts and plan are made anew."""
+        self._facts = None
+        self._version += 1
 
     def _facts_now(self) -> Facts:
         if self._facts is None:
@@ -208,6 +223,7 @@ class Supervisor:
         finally:
             if self.watcher is not None and owners:
                 self.watcher.unmute(owners)
+        self.on_run(run)
         externals = {i: x for i, x in intended.items() if x.EXTERNAL}
         self.current = {i: x for i, x in run.current.items() if not x.EXTERNAL} | externals
         now = time.monotonic()
@@ -534,10 +550,14 @@ class Supervisor:
         now = time.monotonic()
         if self._drifts.owners and now >= self._drifts.since + SETTLE:
             self.heal()
+            self.on_pass("heal", time.monotonic() - now)
         restarts = any(0 < h.next_try <= now for h in self.health.values())
         if self._resync.is_set() or restarts or now >= self._last_light + RESYNC_EVERY:
             self._resync.clear()
-            self.reconcile(force=now >= self._last_forced + FORCE_EVERY)
+            force = now >= self._last_forced + FORCE_EVERY
+            t0 = time.monotonic()
+            self.reconcile(force=force)
+            self.on_pass("forced" if force else "light", time.monotonic() - t0)
 
     # -- task exits ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ class EventLog:
         self._ring: collections.deque[Event] = collections.deque(maxlen=size)
         self._seq = itertools.count(1)
         self._cond = threading.Condition()
+        self.listeners: list[Callable[[Event], None]] = []  # e.g. the metrics' counters
 
     def emit(self, kind: str, ni: str, message: str, level: int = logging.INFO,
              **fields: Any) -> Event:
@@ -50,6 +51,8 @@ class EventLog:
             self._ring.append(ev)
             self._cond.notify_all()
         log.log(level, ev.line(), extra={"nirunner_event": ev})  # JSON logs: its fields
+        for listener in self.listeners:
+            listener(ev)
         return ev
 
     def since(self, seq: int) -> list[Event]:

@@ -286,7 +286,7 @@ def _best(items: list[dict[str, Any]], key: str,
 
 def _ike(sa: dict[str, Any], now: float) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "state": _s(sa.get("state")),
+        "state": _s(sa.get("state")), "uniqueId": _s(sa.get("uniqueid")),
         "localHost": f"{_s(sa.get('local-host'))}:{_s(sa.get('local-port'))}",
         "remoteHost": f"{_s(sa.get('remote-host'))}:{_s(sa.get('remote-port'))}",
         "localId": _s(sa.get("local-id")), "remoteId": _s(sa.get("remote-id")),
@@ -301,7 +301,7 @@ def _ike(sa: dict[str, Any], now: float) -> dict[str, Any]:
 
 def _child(sa: dict[str, Any], now: float) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "state": _s(sa.get("state")),
+        "state": _s(sa.get("state")), "uniqueId": _s(sa.get("uniqueid")),
         "mode": _s(sa.get("mode")) + ("-in-UDP" if _s(sa.get("encap")) == "yes" else ""),
         "bytesIn": _int(sa.get("bytes-in", 0)), "bytesOut": _int(sa.get("bytes-out", 0)),
         "packetsIn": _int(sa.get("packets-in", 0)),

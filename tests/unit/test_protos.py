@@ -135,7 +135,7 @@ SERVICES = {
     "nirunner.v1.Supervisor": (
         nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events",
                        "AttachWorkload", "DetachWorkload", "CheckWorkload", "GcWorkloads",
-                       "NiReady"]
+                       "NiReady", "Reload", "Roll"]
     ),
 }  # fmt: skip
 

@@ -25,6 +25,9 @@ def test_decode_cgroup_v1() -> None:
     m.memory.usage.failcnt = 3
     m.memory_oom_control.oom_kill = 1
     m.cpu.usage.total = 12345
+    m.cpu.throttling.periods = 40
+    m.cpu.throttling.throttled_periods = 7
+    m.cpu.throttling.throttled_time = 9_000_000
     m.pids.current = 2
     m.pids.limit = 128
     data = any_pb2.Any()
@@ -33,6 +36,7 @@ def test_decode_cgroup_v1() -> None:
     assert (u.cgroup, u.memory_bytes, u.memory_limit, u.oom_kills, u.memory_failcnt) == (
         "v1", 5 << 20, 64 << 20, 1, 3)
     assert (u.cpu_ns, u.pids, u.pids_limit) == (12345, 2, 128)
+    assert (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_ns) == (40, 7, 9_000_000)
 
 
 def test_decode_cgroup_v1_unlimited() -> None:
@@ -50,6 +54,9 @@ def test_decode_cgroup_v2() -> None:
     m.memory.usage_limit = 32 << 20
     m.memory_events.oom_kill = 2
     m.cpu.usage_usec = 10
+    m.cpu.nr_periods = 30
+    m.cpu.nr_throttled = 3
+    m.cpu.throttled_usec = 250
     m.pids.current = 4
     m.pids.limit = 50
     data = any_pb2.Any()
@@ -57,6 +64,7 @@ def test_decode_cgroup_v2() -> None:
     u = metrics.decode(data)
     assert (u.cgroup, u.memory_bytes, u.memory_limit, u.oom_kills, u.cpu_ns, u.pids) == (
         "v2", 7 << 20, 32 << 20, 2, 10_000, 4)
+    assert (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_ns) == (30, 3, 250_000)
 
 
 def test_decode_unknown_type() -> None:

@@ -208,3 +208,37 @@ def test_task_seccomp_bad(value: str) -> None:
     [problem] = err.value.problems
     assert problem.path == "taskSeccomp" and problem.line == 2
     assert "is not one of true, false, log" in problem.message
+
+
+@pytest.mark.parametrize("value,listen,port,path", [
+    ("{listen: '127.0.0.1:9464'}", "127.0.0.1:9464", 9464, None),
+    ("{listen: /run/nirunner/metrics.sock, cacheSeconds: 2}", "/run/nirunner/metrics.sock", 0,
+     "/run/nirunner/metrics.sock"),
+])
+def test_metrics(value: str, listen: str, port: int, path: str | None) -> None:
+    config = parse_config(FULL + f"metrics: {value}\n")
+    assert config.metrics is not None
+    assert (config.metrics.listen, config.metrics.port, config.metrics.unix_path) == \
+        (listen, port, path)
+    assert config.metrics.cache_seconds == (2 if "cacheSeconds" in value else 5)
+    assert parse_config(FULL).metrics is None  # off by default
+
+
+@pytest.mark.parametrize("value,message", [
+    ("{listen: '0.0.0.0:9464'}", "never on an address other hosts can reach"),
+    ("{listen: '198.51.100.2:9464'}", "only on 127.0.0.1:PORT or a Unix socket path"),
+    ("{listen: 'localhost:9464'}", "only on 127.0.0.1:PORT"),
+    ("{listen: '[::]:9464'}", "only on 127.0.0.1:PORT"),
+    ("{listen: '127.0.0.1:0'}", "port out of range"),
+    ("{listen: '127.0.0.1:70000'}", "port out of range"),
+    ("{listen: 'metrics.sock'}", "only on 127.0.0.1:PORT or a Unix socket path"),
+    ("{listen: '/" + "x" * 120 + "'}", "not a usable Unix socket path"),
+    ("{listen: '127.0.0.1:9464', cacheSeconds: 0}", "metrics.cacheSeconds 0 is out of range 1..60"),
+    ("{}", "metrics.listen"),
+    ("{listen: '127.0.0.1:9464', port: 1}", "metrics.port"),
+])
+def test_metrics_refused(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(FULL + f"metrics: {value}\n", "s.yaml")
+    assert message in str(e.value)
+    assert "(line 13)" in str(e.value)

@@ -106,3 +106,28 @@ def test_ruleset_applies_twice_in_a_private_netns(tmp_path: Path) -> None:
     done = subprocess.run([*NFT[:-1], "sh", "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == ["table inet nirunner"]
+
+
+def test_device_table_counts_every_transit_link_and_port_map() -> None:
+    rules = PLAN.device.nft_rules
+    counted = nft.device_counters(rules)
+    links = {f"{d} {i}" for i in rules.transit_ifs for d in ("in", "out")}
+    maps = {f"port map {d.ni}/{d.name}" for d in rules.dnats}
+    assert set(counted.values()) == links | maps
+    text = PLAN.device.nft
+    for name in counted:  # declared empty: values are carried over by the driver
+        assert f"\tcounter {name} {{}}\n" in text
+    for i in rules.transit_ifs:
+        assert f'"{i}" : "ni_{i}_in"' in text and f'"{i}" : "ni_{i}_out"' in text
+    for d in rules.dnats:
+        assert f'{d.to} . {d.protocol} . {d.port} : "pm_{d.transit_if}_{d.protocol}_{d.port}"' \
+            in text
+
+
+def test_counting_chains_only_count() -> None:
+    text = PLAN.device.nft
+    for chain in ("count_from_nis", "count_to_nis", "count_port_maps"):
+        body = text.split(f"chain {chain} {{")[1].split("}\n")[0]
+        assert "policy accept;" in body
+        assert not any(v in body for v in (" accept\n", " drop", "dnat ip to", "masquerade"))
+    assert all("counter" not in p.nft for p in PLAN.nis.values())

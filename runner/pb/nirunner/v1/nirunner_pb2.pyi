@@ -309,3 +309,47 @@ class NiReadyResponse(_message.Message):
     reason: str
     degraded: bool
     def __init__(self, ready: _Optional[bool] = ..., reason: _Optional[str] = ..., degraded: _Optional[bool] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("changes", "rolling")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    rolling: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, changes: _Optional[_Iterable[str]] = ..., rolling: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RollRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NIRoll(_message.Message):
+    __slots__ = ("ni", "old_image", "new_image", "result", "downtime_seconds", "error")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    OLD_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    NEW_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DOWNTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    old_image: str
+    new_image: str
+    result: str
+    downtime_seconds: float
+    error: str
+    def __init__(self, ni: _Optional[str] = ..., old_image: _Optional[str] = ..., new_image: _Optional[str] = ..., result: _Optional[str] = ..., downtime_seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class RollResponse(_message.Message):
+    __slots__ = ("nis", "stopped", "pending")
+    NIS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    nis: _containers.RepeatedCompositeFieldContainer[NIRoll]
+    stopped: str
+    pending: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nis: _Optional[_Iterable[_Union[NIRoll, _Mapping]]] = ..., stopped: _Optional[str] = ..., pending: _Optional[_Iterable[str]] = ...) -> None: ...

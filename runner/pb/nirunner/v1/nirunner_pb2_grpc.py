@@ -94,6 +94,16 @@ class SupervisorStub:
                 request_serializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.SerializeToString,
                 response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Reload',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.Roll = channel.unary_unary(
+                '/nirunner.v1.Supervisor/Roll',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.RollRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.RollResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -206,6 +216,23 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Re-read the supervisor's config file (as SIGHUP does): the changes are
+        taken live, or the reload is refused with the reason and the old config
+        stays. A new NI image starts a roll in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Roll(self, request, context):
+        """Move NIs to the configured NI image, one at a time (those still on an
+        older one, or the named ones); waits for a roll already under way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +295,16 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.NiReady,
                     request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.FromString,
                     response_serializer=nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.ReloadRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.ReloadResponse.SerializeToString,
+            ),
+            'Roll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Roll,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.RollRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.RollResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -594,6 +631,60 @@ class Supervisor:
             '/nirunner.v1.Supervisor/NiReady',
             nirunner_dot_v1_dot_nirunner__pb2.NiReadyRequest.SerializeToString,
             nirunner_dot_v1_dot_nirunner__pb2.NiReadyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Reload',
+            nirunner_dot_v1_dot_nirunner__pb2.ReloadRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Roll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Roll',
+            nirunner_dot_v1_dot_nirunner__pb2.RollRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.RollResponse.FromString,
             options,
             channel_credentials,
             insecure,
