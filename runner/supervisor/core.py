@@ -214,6 +214,13 @@ class Supervisor:
 
     # -- running ops -----------------------------------------------------------------------
 
+    def converge(self, scope: set[str], atomic: bool = True) -> Run:
+        """Run the diff of `scope` (NI names; "" the device's items) against the intended
+        state as it is now: all or nothing when `atomic`. Call it holding the lock."""
+        intended = self.intended()
+        return self._run(diff(self.current, intended, scope=scope), intended, atomic,
+                         hold=False)
+
     def _run(self, d: Diff, intended: Items, atomic: bool, hold: bool = True) -> Run:
         owners = {op.item.owner for op in d.ops}
         if self.watcher is not None and owners:

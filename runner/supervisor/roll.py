@@ -31,7 +31,6 @@ from runner.drivers import netns as ns
 from runner.errors import NirunnerError
 from runner.net import names
 from runner.reconcile.build import TaskPolicy
-from runner.reconcile.diff import diff
 
 if TYPE_CHECKING:
     from runner.supervisor.core import Supervisor
@@ -290,9 +289,6 @@ class Roller:
 
     def _recreate(self, name: str) -> str:
         """Run NI `name`'s diff (its task re-created) all or nothing; "" or the error."""
-        sup = self.sup
-        intended = sup.intended()
-        d = diff(sup.current, intended, scope={name})
-        run = sup._run(d, intended, atomic=True, hold=False)
+        run = self.sup.converge({name})
         return "" if run.ok else run.first_error()
 
