@@ -293,13 +293,14 @@ def test_vpn_sa_state_and_bytes(site: Site) -> None:
     peer.add(PeerConn("edge", "hq", "edge@metrics", "10.50.0.0/24", psk=psk.encode()))
     peer.start()
     peer.serve(7000, "site")
-    (lab.base / "v.psk").write_text(psk + "\n")
-    (lab.base / "v.psk").chmod(0o600)
+    lab.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (lab.secrets_dir / "v.psk").write_text(psk + "\n")
+    (lab.secrets_dir / "v.psk").chmod(0o600)
     v = f"v-{R}"
     site.apply(
         f"apiVersion: nirunner/v1\nkind: NetworkInstance\nmetadata: {{name: {v}}}\n"
         f"spec:\n  type: vpn\n  uplink: eth0\n  subnet: 10.50.0.0/24\n  vpn:\n"
-        f"    remote: {peer.address}\n    auth: {{psk: {{secretFile: {lab.base / 'v.psk'}}}}}\n"
+        f"    remote: {peer.address}\n    auth: {{psk: {{secretFile: {lab.secrets_dir / 'v.psk'}}}}}\n"
         "    localId: edge@metrics\n    remoteId: hq\n    remoteSubnets: [10.99.1.0/24]\n"
         "    ike: {proposals: [aes256-sha256-modp2048]}\n"
         "    esp: {proposals: [aes256gcm16]}\n")
