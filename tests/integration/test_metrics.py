@@ -300,7 +300,8 @@ def test_vpn_sa_state_and_bytes(site: Site) -> None:
     site.apply(
         f"apiVersion: nirunner/v1\nkind: NetworkInstance\nmetadata: {{name: {v}}}\n"
         f"spec:\n  type: vpn\n  uplink: eth0\n  subnet: 10.50.0.0/24\n  vpn:\n"
-        f"    remote: {peer.address}\n    auth: {{psk: {{secretFile: {lab.secrets_dir / 'v.psk'}}}}}\n"
+        f"    remote: {peer.address}\n"
+        f"    auth: {{psk: {{secretFile: {lab.secrets_dir / 'v.psk'}}}}}\n"
         "    localId: edge@metrics\n    remoteId: hq\n    remoteSubnets: [10.99.1.0/24]\n"
         "    ike: {proposals: [aes256-sha256-modp2048]}\n"
         "    esp: {proposals: [aes256gcm16]}\n")
