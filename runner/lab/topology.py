@@ -6,6 +6,10 @@
                \\--- 203.0.113.0/24 ---- device eth1 (203.0.113.2)
     device: the supervisor runs here; NI netns nr-<ni> hang off it; apps plug into NIs
 
+    add_segment(): eth1's segment becomes a LAN: on the wan router w1 joins a bridge
+    s1 (which takes the gateway 203.0.113.1), a DHCP server serves 203.0.113.100-149
+    there, and a segment host (netns <prefix>-seg, 203.0.113.20) sits on it.
+
 Every namespace, process and file the lab makes carries its prefix and is
 removed by name at teardown. The machine's own netns is never changed.
 """
@@ -30,6 +34,9 @@ UPLINKS = {  # device interface -> (device address, gateway on the wan router)
     "eth0": ("198.51.100.2/24", "198.51.100.1/24"),
     "eth1": ("203.0.113.2/24", "203.0.113.1/24"),
 }
+SEGMENT_HOST_IP = "203.0.113.20"  # the segment host on eth1's LAN (add_segment)
+SEGMENT_DHCP_RANGE = ("203.0.113.100", "203.0.113.149")
+SEGMENT_BRIDGE_MAC = "02:5e:00:00:00:01"  # fixed: the gateway's MAC must not move
 
 
 class LabError(RuntimeError):
@@ -94,6 +101,34 @@ class Lab:
         sh("ip", "link", "set", "eth0", "up", netns=self.inet)
         sh("ip", "route", "add", "default", "via", "192.0.2.1", netns=self.inet)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=self.wan)
+
+    def add_segment(self) -> str:
+        """Make eth1's link a LAN with a DHCP server and a host; returns the host's netns."""
+        seg = f"{self.prefix}-seg"
+        gw = UPLINKS["eth1"][1]
+        sh("ip", "netns", "add", seg)
+        sh("ip", "link", "set", "lo", "up", netns=seg)
+        sh("ip", "-batch", "-", netns=self.wan, input="\n".join([
+            f"link add s1 address {SEGMENT_BRIDGE_MAC} type bridge",
+            f"addr del {gw} dev w1",
+            "link set w1 master s1",
+            f"addr add {gw} dev s1",
+            "link set s1 up",
+            f"link add w8 type veth peer name eth0 netns {seg}",
+            "link set w8 master s1",
+            "link set w8 up",
+        ]) + "\n")
+        sh("ip", "addr", "add", f"{SEGMENT_HOST_IP}/24", "dev", "eth0", netns=seg)
+        sh("ip", "link", "set", "eth0", "up", netns=seg)
+        sh("ip", "route", "add", "default", "via", gw.split("/")[0], netns=seg)
+        start, end = SEGMENT_DHCP_RANGE
+        self.spawn(self.wan, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                   "--no-resolv", "--no-hosts", "--port=0", "--interface=s1",
+                   "--bind-interfaces", "--pid-file=", "--user=root", "--no-ping",
+                   "--dhcp-authoritative", f"--dhcp-range={start},{end},255.255.255.0,1h",
+                   f"--dhcp-option=option:router,{gw.split('/')[0]}",
+                   f"--dhcp-leasefile={self.base / 'segment.leases'}")
+        return seg
 
     def start_dns(self, records: dict[str, str]) -> None:
         """An upstream DNS server on the inet host."""
