@@ -53,10 +53,9 @@ def parse(output: str, returncode: int = 0, stderr: str = "") -> KernelFeatures:
     failed = f"the probe failed (exit {returncode}): {stderr.strip() or 'no output'}"
     missing = []
     for feature in KernelFeature:
-        if feature not in answers:
-            missing.append((feature, failed))
-        elif (why := answers[feature]) is not None:
-            missing.append((feature, why))
+        answer = answers.get(feature, failed)
+        if answer is not None:
+            missing.append((feature, answer))
     return KernelFeatures(tuple(missing))
 
 
