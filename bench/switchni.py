@@ -72,6 +72,7 @@ SHIM_MAC = "02:00:00:00:0e:01"
 NI_BRIDGE_MAC = "02:00:00:00:0e:02"
 SERVE_SECONDS = 3600
 GUARD_TABLE = "swguard"
+REFERENCE = "reference: wan router -> segment host"
 
 
 def _ms(t0: float) -> float:
@@ -554,6 +555,15 @@ def ping(netns: str, host: str) -> str:
     return "answered" if ok else "no answer"
 
 
+def arp_macs(netns: str, ip: str) -> str:
+    """The MACs that answer a broadcast ARP request for `ip` (two: ARP flux)."""
+    sh("ip", "neigh", "flush", "all", netns=netns, check=False)
+    out = sh("busybox", "arping", "-b", "-c", "3", "-w", "3", "-I", "eth0", ip, netns=netns,
+             check=False, timeout=10).stdout
+    macs = sorted(set(re.findall(r"\[([0-9a-fA-F:]{17})\]", out)))
+    return ", ".join(macs) or "nobody"
+
+
 def reach_matrix(sl: SwitchLab, who: str) -> dict[str, str]:
     """What `who` reaches of the device and the local NI, with routes to them via the
     device's eth1 address (the worst case: a host that routes through the device)."""
@@ -675,7 +685,18 @@ def run_candidate(sl: SwitchLab, m: Mechanism, rounds: int, seconds: float) -> R
         res.checks["lease in the segment's range"] = _in_range(ip)
         learned = m.learned_in_ni()
         res.checks["learned in the NI (nft sets)"] = learned or "n/a (nothing learns)"
+        _note(res, m.refresh())
+        res.checks["app -> port map before its lease is routed"] = connect(
+            app, "tcp", DEV_IP, 8080)
         m.learned(ip)
+        res.checks["segment host's ARP for eth1's address answered by"] = arp_macs(seg, DEV_IP)
+        if isinstance(m, Macvlan):
+            shim_rpf = f"net.ipv4.conf.{SHIM}.rp_filter"
+            sh("sysctl", "-qw", f"{shim_rpf}=0", netns=dev)
+            res.checks["... with the shim's rp_filter=0 (shim MAC "
+                       f"{SHIM_MAC})"] = arp_macs(seg, DEV_IP)
+            sh("sysctl", "-qw", f"{shim_rpf}=1", netns=dev)
+            sh("ip", "neigh", "flush", "all", netns=seg, check=False)
         res.snapshot_during = snapshot(dev, UPLINK)
         res.checks["device's own DHCP client on eth1: renewal"] = dhcp.renew()
         res.checks["device's own DHCP client on eth1: release + discover"] = dhcp.rebind()
@@ -714,7 +735,10 @@ def run_candidate(sl: SwitchLab, m: Mechanism, rounds: int, seconds: float) -> R
 
         paths: list[tuple[str, str, Callable[[], None], Callable[[], None]]] = [
             ("app (switch NI)", app, nothing, nothing), ("floor", floor_ns, nothing, nothing),
-            ("device", dev, nothing, nothing)]
+            ("device", dev, nothing, nothing),
+            # not through the device at all: the machine's state in this round, so that
+            # candidates measured at different times compare through it
+            (REFERENCE, sl.lab.wan, nothing, nothing)]
         if isinstance(m, Eve):
             # bridged frames pass the device netns's inet hooks (br_netfilter, as in every
             # new netns): nirunner's forward chain and conntrack see each app packet
@@ -821,14 +845,12 @@ def report(results: list[Result], meta: dict[str, str]) -> str:
         if r.throughput:
             # paths run one after another in each round: the ratio within a round is what
             # the machine's load (shared, noisy) disturbs least
-            out += ["", "| iperf3 to the segment host | Gbit/s, median (min-max) | / floor, "
-                    "median of the rounds' ratios |", "|---|---|---|"]
-            floor = r.throughput.get("floor", [])
+            out += ["", "| iperf3 to the segment host | Gbit/s, median (min-max) | / floor "
+                    "| / reference |", "|---|---|---|---|"]
             for k, v in r.throughput.items():
-                ratios = [x / f for x, f in zip(v, floor, strict=False) if f]
-                ratio = f"{statistics.median(ratios):.2f}x" if ratios else "n/a"
                 out.append(f"| {k} | {statistics.median(v) / 1e9:.2f} ({min(v) / 1e9:.2f}-"
-                           f"{max(v) / 1e9:.2f}) | {ratio} |")
+                           f"{max(v) / 1e9:.2f}) | {_ratio(v, r.throughput.get('floor'))} "
+                           f"| {_ratio(v, r.throughput.get(REFERENCE))} |")
         during = r.snapshot_during
         if during:
             out += ["", f"eth1 while it existed: link {json.dumps(during['link'])}; "
@@ -839,6 +861,13 @@ def report(results: list[Result], meta: dict[str, str]) -> str:
                    if not r.uplink_changed else "; ".join(r.uplink_changed)), ""]
         out += [f"- {n}" for n in r.notes]
     return "\n".join(out) + "\n"
+
+
+def _ratio(xs: list[float], refs: list[float] | None) -> str:
+    """The median of each round's ratio (paths run one after another in a round: the
+    ratio within a round is what the shared machine's load disturbs least)."""
+    ratios = [x / f for x, f in zip(xs, refs or [], strict=False) if f]
+    return f"{statistics.median(ratios):.2f}x" if ratios else "n/a"
 
 
 def _route_text(encoded: str) -> str:
