@@ -33,8 +33,8 @@ from runner.plan.errors import PlanError
 from runner.plan.facts import Facts, KernelFeature
 from runner.plan.ni import DEFAULT_MTU, UplinkRef
 
-# In the NI netns. The ports carry the apps' MACs: their IPv6 link-local addresses
-# would be the apps' own, and duplicate address detection would fail in the apps.
+# In the NI netns. The ports carry the apps' MACs: with IPv6 on, they would take the
+# apps' own link-local addresses and answer neighbour solicitations for them.
 SWITCH_SYSCTLS: dict[str, str] = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
