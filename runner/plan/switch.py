@@ -86,6 +86,7 @@ class Segment:
 class SwitchPort:
     """One app's plug: its veth's NI end and, on a segment, its macvlan."""
 
+    key: str  # the app's key ("<ni>/<app>")
     app_if: str  # ap<hex>, NI end of the app's veth (the app end becomes its interface)
     port_if: str | None  # mv<hex> on segment.lower, moved into the NI netns; None: air-gapped
     mac: str
@@ -152,6 +153,7 @@ def plan_switch(spec: SwitchSpec, apps: Sequence[SwitchApp], config: SupervisorC
         seen_macs[app.mac] = app.key
         app_if = names.app_if(app.key)
         ports.append(SwitchPort(
+            key=app.key,
             app_if=app_if,
             port_if=None if segment is None else names.switch_port_if(app.key),
             mac=app.mac,
@@ -269,6 +271,18 @@ def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
         if b.mac not in newest or b.expires_ms > newest[b.mac].expires_ms:
             newest[b.mac] = b
     return sorted({b.ip for b in newest.values()})
+
+
+def app_bindings(sw: SwitchPlan, learned: Mapping[str, Sequence[Binding]]
+                 ) -> dict[str, list[Binding]]:
+    """What status shows per app (by key): the bindings its port's table learned (by
+    app_if, as parse_learned gives them) for its own MAC, leases first, newest first."""
+    out = {}
+    for port in sw.ports:
+        mine = [b for b in learned.get(port.app_if, ()) if b.mac == port.mac]
+        out[port.key] = sorted(mine, key=lambda b: (b.source != "dhcp", -b.expires_ms,
+                                                    int(b.ip)))
+    return out
 
 
 def with_shims(rules: DeviceRules, shims: Iterable[Shim]) -> DeviceRules:

@@ -14,6 +14,7 @@ from runner.plan.switch import (
     SwitchApp,
     SwitchSpec,
     app_addresses,
+    app_bindings,
     plan_switch,
     plan_switch_device,
     with_shims,
@@ -148,3 +149,13 @@ def test_shims_join_their_uplink_in_the_device_ruleset() -> None:
                               else before.iifs)
     assert any(shim.name in d.iifs for d in out.dnats)  # gamma's port map on eth1
     assert with_shims(rules, []) is rules
+
+
+def test_status_shows_each_apps_own_bindings_leases_first() -> None:
+    p = plant()
+    plc_if = names.app_if(PLC.key)
+    seen = Binding(PLC.mac, A("203.0.113.114"), "seen", 500_000)
+    old = Binding(PLC.mac, A("203.0.113.120"), "dhcp", 10_000)
+    stranger = Binding("02:00:00:00:ff:ff", A("203.0.113.99"), "seen")
+    got = app_bindings(p, {plc_if: [seen, old, stranger, LEASE]})
+    assert got == {PLC.key: [LEASE, old, seen], HMI.key: []}
