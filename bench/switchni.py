@@ -59,6 +59,10 @@ from runner.lab.topology import (
     sh,
     wait_for,
 )
+from runner.model.types import SupervisorConfig, Uplink
+from runner.plan.facts import Facts
+from runner.plan.switch import SwitchApp, SwitchSpec, plan_switch
+from runner.render import switch as render_switch
 
 UPLINK = "eth1"
 UPLINK_TABLE = 1001  # nirunner's route table of eth1 (the second uplink in the lab config)
@@ -357,54 +361,14 @@ def _mtu(dev: str) -> int:
     return int(jcmd(dev, "ip", "-j", "link", "show", "dev", UPLINK)[0]["mtu"])
 
 
-# The switch NI's own table: per app a cross-connect between its veth (ap<N>) and its
-# macvlan (mv<N>), the app edge (its MAC only), and learning: DHCP ACKs towards the app
-# (chaddr . yiaddr) and the app's ARP and IPv4 sources, each with a timeout.
-# BOOTP in a UDP packet: op at bit 64 (2: reply), yiaddr at 192, chaddr at 288, options
-# from 1984 (option 53, the message type, comes first: 0x35 0x01 0x05 is an ACK)
-DHCP_ACK = "udp sport 67 udp dport 68 @th,64,8 2 @th,1984,24 0x350105"
-SWITCH_NFT = """table netdev ni {{}}
-delete table netdev ni
-table netdev ni {{
-	set leases {{
-		typeof @th,288,48 . @th,192,32
-		flags dynamic,timeout
-		timeout 1h
-	}}
-	set seen {{
-		type ether_addr . ipv4_addr
-		flags dynamic,timeout
-		timeout 10m
-	}}
-	chain from_app {{
-		type filter hook ingress device "ap1" priority filter; policy drop;
-		ether saddr != {mac} drop
-		arp saddr ip != 0.0.0.0 update @seen {{ ether saddr . arp saddr ip }}
-		ip saddr != 0.0.0.0 update @seen {{ ether saddr . ip saddr }}
-		fwd to "mv1";
-	}}
-	chain to_app {{
-		type filter hook ingress device "mv1" priority filter; policy drop;
-		{ack} update @leases {{ @th,288,48 . @th,192,32 }}
-		fwd to "ap1";
-	}}
-}}
-"""
-
-
-BARE_NFT = """table netdev ni {}
-delete table netdev ni
-table netdev ni {
-	chain from_app {
-		type filter hook ingress device "ap1" priority filter; policy accept;
-		fwd to "mv1";
-	}
-	chain to_app {
-		type filter hook ingress device "mv1" priority filter; policy accept;
-		fwd to "ap1";
-	}
-}
-"""
+def bare_table(app_if: str, port_if: str) -> str:
+    """The cross-connect alone, in the port's table: what the port table's rules cost."""
+    return (f"table netdev {app_if} {{}}\ndelete table netdev {app_if}\n"
+            f"table netdev {app_if} {{\n"
+            f"\tchain from_app {{\n\t\ttype filter hook ingress device \"{app_if}\" "
+            f"priority filter; policy accept;\n\t\tfwd to \"{port_if}\";\n\t}}\n"
+            f"\tchain to_app {{\n\t\ttype filter hook ingress device \"{port_if}\" "
+            f"priority filter; policy accept;\n\t\tfwd to \"{app_if}\";\n\t}}\n}}\n")
 
 
 class Macvlan(Mechanism):
@@ -471,15 +435,25 @@ class Macvlan(Mechanism):
         sh("ip", "link", "set", "lo", "up", netns=self.ni)
 
     def plug(self, app: str, mac: str) -> None:
+        """The port as runner.plan.switch plans it and runner.render.switch renders its
+        table: the design measured, not a copy of it."""
+        sw = plan_switch(SwitchSpec(self.ni.replace("-", ""), UPLINK),
+                         [SwitchApp(f"{self.ni}/app", mac)],
+                         SupervisorConfig(uplinks=(Uplink("eth0", "eth0"),
+                                                   Uplink(UPLINK, UPLINK))), Facts())
+        port = sw.ports[0]
+        assert port.port_if is not None
+        self.port = port
         mtu = _mtu(self.dev)
-        sh("ip", "link", "add", "mv1", "link", UPLINK, "netns", self.ni, "address", mac,
+        sh("ip", "link", "add", port.port_if, "link", UPLINK, "netns", self.ni, "address", mac,
            "type", "macvlan", "mode", "bridge", netns=self.dev)
-        batch(self.ni, ["link set mv1 allmulticast on", "link set mv1 up",
-                        f"link add ap1 mtu {mtu} type veth peer name eth0 mtu {mtu} "
+        batch(self.ni, [f"link set {port.port_if} allmulticast on",
+                        f"link set {port.port_if} up",
+                        f"link add {port.app_if} mtu {mtu} type veth peer name eth0 mtu {mtu} "
                         f"netns {app} address {mac}",
-                        "link set ap1 up"])
+                        f"link set {port.app_if} up"])
         sh("ip", "link", "set", "eth0", "up", netns=app)
-        self.port_table = SWITCH_NFT.format(mac=mac, ack=DHCP_ACK)
+        self.port_table = render_switch.port_table(sw, port)
         nft(self.ni, self.port_table)
 
     def learned(self, ip: str) -> None:
@@ -491,16 +465,9 @@ class Macvlan(Mechanism):
                          f"route del {ip}/32 dev {SHIM} table {UPLINK_TABLE}"])
 
     def learned_in_ni(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for s in ("leases", "seen"):
-            res = sh("nft", "-j", "list", "set", "netdev", "ni", s, netns=self.ni, check=False)
-            if res.returncode != 0:
-                continue
-            for item in json.loads(res.stdout)["nftables"]:
-                for e in item.get("set", {}).get("elem", []):
-                    mac, ip = e["elem"]["val"]["concat"]
-                    out[_mac(mac)] = _ip(ip)
-        return out
+        text = sh("nft", "-j", "list", "sets", netns=self.ni).stdout
+        return {f"{b.mac} ({b.source})": str(b.ip)
+                for bs in render_switch.parse_learned(text).values() for b in bs}
 
     def floor(self, netns: str, mac: str) -> None:
         sh("ip", "link", "add", "eth0", "link", UPLINK, "netns", netns, "address", mac,
@@ -508,18 +475,6 @@ class Macvlan(Mechanism):
 
     def unfloor(self, netns: str) -> None:
         sh("ip", "link", "del", "eth0", netns=netns, check=False)
-
-
-def _mac(v: Any) -> str:
-    if isinstance(v, int):
-        return ":".join(f"{b:02x}" for b in v.to_bytes(6, "big"))
-    return str(v)
-
-
-def _ip(v: Any) -> str:
-    if isinstance(v, int):
-        return ".".join(str(b) for b in v.to_bytes(4, "big"))
-    return str(v)
 
 
 # -- one candidate, end to end ------------------------------------------------------------------
@@ -605,12 +560,15 @@ def iperf(netns: str, seconds: float) -> float:
 
 class DeviceDhcp:
     """A DHCP client of the device's own on eth1 (busybox udhcpc, as a device's network
-    manager would run one), whose events are only recorded: does a renewal still work?"""
+    manager would run one): it adds its lease to eth1 (a second address: the server
+    answers a renewal to it) and records its events. Does a renewal still work?"""
 
     def __init__(self, sl: SwitchLab) -> None:
         self.sl = sl
         script = sl.lab.base / "dhcp-event.sh"
-        script.write_text('#!/bin/sh\necho "event $1 ${ip:-}"\n')
+        script.write_text('#!/bin/sh\necho "event $1 ${ip:-}"\n'
+                          'case "$1" in bound|renew) ip addr replace "$ip/${mask:-24}" '
+                          'dev "$interface";; esac\nexit 0\n')
         script.chmod(0o755)
         self.log = sl.lab.base / "device-dhcp.log"
         self.proc = subprocess.Popen(
@@ -747,9 +705,10 @@ def run_candidate(sl: SwitchLab, m: Mechanism, rounds: int, seconds: float) -> R
                       ("floor, device netns bridge-nf-call-iptables=0", floor_ns,
                        sysctl("0"), sysctl("1"))]
         if isinstance(m, Macvlan):
-            # the learning rules update a set element per packet: their cost alone
-            paths.append(("app, port table without learning", app,
-                          lambda: nft(m.ni, BARE_NFT), lambda: nft(m.ni, m.port_table)))
+            # the port table's rules: their cost alone
+            paths.append(("app, port table with nothing but fwd", app,
+                          lambda: nft(m.ni, bare_table(m.port.app_if, m.port.port_if or "")),
+                          lambda: nft(m.ni, m.port_table)))
         for _ in range(rounds):
             for key, netns, before_run, after_run in paths:
                 before_run()

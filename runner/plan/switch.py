@@ -6,7 +6,7 @@ the app's MAC) of the segment's lower device: the uplink itself, or VLAN N of it
 802.1Q sub-interface nirunner owns, shared by the switch NIs on that VLAN). The two
 are cross-connected in the NI netns by nft netdev `fwd` in a table of the app's own,
 which also enforces the app's MAC, drops DHCP answers from apps, and learns the app's
-addresses in sets (DHCP ACKs from the segment, ARP and IPv4 sources of the app). No
+addresses in sets (DHCP ACKs from the segment, the app's ARP). No
 bridge: two macvlans of one lower on one bridge form a loop through that lower.
 
 The device reaches its apps (and they the uplink's address: port maps of local NIs)
@@ -124,7 +124,7 @@ class Binding:
 
     mac: str
     ip: IPv4Address
-    source: str  # "dhcp": an ACK from the segment's server; "seen": its ARP or IPv4 source
+    source: str  # "dhcp": an ACK from the segment's server; "seen": the app's ARP
     expires_ms: int = 0  # what is left of the set element's timeout
 
 

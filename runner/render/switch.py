@@ -3,8 +3,8 @@ they learned (`nft -j list sets`).
 
 On a segment (table netdev <app_if>): the app's veth and its macvlan are
 cross-connected by `fwd` at ingress; only the app's MAC leaves, never a DHCP answer
-(an app must not forge a lease for itself or others); the app's ARP and IPv4 sources
-go to set `seen`, DHCP ACKs from the segment for its MAC to set `leases`. Air-gapped
+(an app must not forge a lease for itself or others); the app's ARP senders go to set
+`seen`, DHCP ACKs from the segment for its MAC to set `leases`. Air-gapped
 (table bridge <app_if>, the veth a port of br0): the same MAC check and learning.
 
 BOOTP in a UDP packet, as raw offsets from the UDP header (@th, in bits): op at 64
@@ -55,10 +55,11 @@ def _sets() -> list[str]:
 
 
 def _learn_from_app(mac: str) -> list[str]:
+    # ARP only: an app ARPs before it talks and every few minutes after, and a set update
+    # per IPv4 packet cost ~6% of the throughput (docs/switch-ni.md)
     return [
         f"ether saddr != {mac} drop",
         "arp saddr ip != 0.0.0.0 update @seen { ether saddr . arp saddr ip }",
-        "ip saddr != 0.0.0.0 update @seen { ether saddr . ip saddr }",
     ]
 
 
