@@ -291,7 +291,9 @@ class Eve(Mechanism):
                  .get("operstate") == "UP", 5, "the uplink bridge's carrier", step=0.005)
         lines = [f"addr add {a['local']}/{a['prefixlen']} dev {UPLINK}" for a in addrs]
         lines += [_route("replace", r, UPLINK) for r in routes]
-        lines += [f"addr del {a['local']}/{a['prefixlen']} dev {self.KEPT}" for a in addrs]
+        # secondaries first: deleting a primary address takes its secondaries with it
+        lines += [f"addr del {a['local']}/{a['prefixlen']} dev {self.KEPT}"
+                  for a in reversed(addrs)]
         batch(self.dev, lines)
         sh("sysctl", "-qw", *(f"net.ipv4.conf.{UPLINK}.{k}={v}" for k, v in sysctls.items()),
            netns=self.dev)
@@ -302,7 +304,8 @@ class Eve(Mechanism):
         lines = [f"addr add {a['local']}/{a['prefixlen']} dev {self.KEPT}" for a in addrs]
         lines += [_route("replace", r, self.KEPT) for r in routes]
         lines += [f"link set {self.KEPT} nomaster"]
-        lines += [f"addr del {a['local']}/{a['prefixlen']} dev {UPLINK}" for a in addrs]
+        lines += [f"addr del {a['local']}/{a['prefixlen']} dev {UPLINK}"
+                  for a in reversed(addrs)]
         lines += [f"link set {UPLINK} name {self.TMP}",
                   f"link set {self.KEPT} name {UPLINK}",
                   f"link del {self.TMP}"]
