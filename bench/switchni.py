@@ -395,8 +395,8 @@ class Macvlan(Mechanism):
         By hand here, so the supervisor's next apply of its table drops it again."""
         text = sh("nft", "list", "chain", "inet", "nirunner", "prerouting", netns=self.dev).stdout
         rules = [re.sub(r'iifname (\{[^}]*\}|"[^"]*")', f'iifname "{SHIM}"', line.strip())
-                 for line in text.splitlines() if f"ip daddr {DEV_IP} " in line
-                 and f'"{SHIM}"' not in line]
+                 for line in text.splitlines() if " dnat " in line
+                 and f'"{UPLINK}"' in line and f'"{SHIM}"' not in line]
         if not rules:
             raise LabError("no port-map DNAT of eth1 in table inet nirunner")
         pairs = sh("nft", "list", "set", "inet", "nirunner", "transit_uplink",
@@ -864,7 +864,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(idle_watch(sl))
         for k in a.only.split(","):
             print(f"candidate {k}", file=sys.stderr)
-            results.append(kinds[k]())
+            try:
+                results.append(kinds[k]())
+            except Exception as e:  # the others still run; the report says what failed
+                print(f"candidate {k} failed: {e!r}", file=sys.stderr)
+                results.append(Result(k, notes=[f"FAILED: {e}"]))
     finally:
         if a.supervisor_log:
             log = sl.lab.base / "supervisor.log"
