@@ -1,7 +1,7 @@
 """Switch NIs (issue 16): how an uplink's L2 segment gets into an NI, built by hand and measured.
 
     python -m bench.switchni [--rounds N] [--seconds S] [--only eve,macvlan,passthru]
-                             [--json FILE] [--out FILE]
+                             [--json FILE] [--out FILE] [--supervisor-log FILE]
 
 Root. The lab: runner.lab.topology's device (eth0, eth1) and wan router, eth1's link
 made a LAN (Lab.add_segment: a DHCP server for 203.0.113.100-149, a segment host
@@ -13,8 +13,9 @@ hand (ip, sysctl, nft), checked on real traffic, measured, and removed again:
             with eth1's MAC takes it as a port and takes over the device's addresses
             and routes; a veth from that bridge into the switch NI's br0; apps on br0.
   macvlan   per app, a macvlan of eth1 (bridge mode) with the app's MAC, in the switch
-            NI, cross-connected to the app's veth by nft netdev `fwd` (no bridge: two
-            macvlans of one lower on one bridge are a loop); the device reaches its
+            NI, cross-connected to the app's veth by nft netdev `fwd` in the port table
+            runner.render.switch renders (no bridge: two macvlans of one lower on one
+            bridge are a loop); the device reaches its
             apps through one macvlan "shim" of eth1 that carries eth1's address as /32,
             with host routes to the apps' learned IPs and strict rp_filter (so it
             answers ARP for those apps only, not for the segment).
