@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from runner.drivers import xfrm
+from runner.drivers import kernel, xfrm
 from runner.drivers.links import index, ipr
 from runner.model.types import IpsecBackend, SupervisorConfig
 from runner.plan.facts import Facts, UplinkFacts
@@ -38,7 +38,8 @@ def read(config: SupervisorConfig, resolv_conf: str = "/etc/resolv.conf") -> Fac
                 bool(link["flags"] & IFF_UP) and link.get_attr("IFLA_OPERSTATE") != "DOWN",
             )
     kernel_esp = config.ipsec_backend is IpsecBackend.AUTO and xfrm.kernel_esp()
-    return Facts(uplinks=uplinks, resolvers=read_resolvers(resolv_conf), kernel_esp=kernel_esp)
+    return Facts(uplinks=uplinks, resolvers=read_resolvers(resolv_conf), kernel_esp=kernel_esp,
+                 kernel=kernel.features())
 
 
 def read_resolvers(path: str) -> tuple[IPv4Address, ...]:

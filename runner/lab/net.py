@@ -2,6 +2,7 @@
 
     python -m runner.lab.net serve tcp|udp PORT [--seconds N]
     python -m runner.lab.net connect tcp|udp HOST PORT      # prints the reply
+    python -m runner.lab.net watch HOST PORT [--interval S]  # a held flow, until SIGTERM
 
 A server answers every client with `<name> sees <client ip>`, so a test can
 tell which NAT the packets went through. Servers stop by themselves.
@@ -10,6 +11,8 @@ tell which NAT the packets went through. Servers stop by themselves.
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import socket
 import sys
 import threading
@@ -67,6 +70,38 @@ def hold(host: str, port: int, seconds: float, timeout: float = 3.0) -> int:
     return n
 
 
+def watch(host: str, port: int, interval: float, timeout: float = 3.0) -> dict[str, object]:
+    """Hold one TCP connection with a round trip every `interval` until SIGTERM; the
+    result says whether it survived and the longest time between two answered round
+    trips (the outage a change caused to this flow)."""
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    n, max_gap, error = 0, 0.0, ""
+    with socket.create_connection((host, port), timeout=timeout) as c:
+        c.settimeout(60)  # TCP retransmits carry the flow over an outage; only this ends it
+        last = time.monotonic()
+        while not stop:
+            try:
+                c.sendall(b"ping\n")
+                if not c.recv(256):
+                    error = f"closed after {n} round trips"
+                    break
+            except OSError as e:
+                if stop:
+                    break
+                error = f"{e} after {n} round trips"
+                break
+            now = time.monotonic()
+            max_gap, last, n = max(max_gap, now - last), now, n + 1
+            time.sleep(interval)
+    return {"round_trips": n, "max_gap_ms": round(max_gap * 1000, 1), "error": error}
+
+
 def connect(proto: str, host: str, port: int, timeout: float = 3.0, source: str = "") -> str:
     if proto == "tcp":
         with socket.create_connection((host, port), timeout=timeout,
@@ -95,7 +130,18 @@ def main() -> int:
     c.add_argument("--source", default="", help="the TCP client's source address")
     c.add_argument("--hold", type=float, default=0.0,
                    help="keep the TCP connection this many seconds, one round trip each 0.1 s")
+    w = sub.add_parser("watch")
+    w.add_argument("host")
+    w.add_argument("port", type=int)
+    w.add_argument("--interval", type=float, default=0.01)
     a = ap.parse_args()
+    if a.cmd == "watch":
+        try:
+            print(json.dumps(watch(a.host, a.port, a.interval)), flush=True)
+            return 0
+        except OSError as e:
+            print(json.dumps({"round_trips": 0, "max_gap_ms": 0, "error": str(e)}), flush=True)
+            return 1
     if a.cmd == "serve":
         threads = []
         for proto in (["tcp", "udp"] if a.proto == "both" else [a.proto]):

@@ -6,6 +6,10 @@
                \\--- 203.0.113.0/24 ---- device eth1 (203.0.113.2)
     device: the supervisor runs here; NI netns nr-<ni> hang off it; apps plug into NIs
 
+    add_segment(): eth1's segment becomes a LAN: on the wan router w1 joins a bridge
+    s1 (which takes the gateway 203.0.113.1), a DHCP server serves 203.0.113.100-149
+    there, and a segment host (netns <prefix>-seg, 203.0.113.20) sits on it.
+
 Every namespace, process and file the lab makes carries its prefix and is
 removed by name at teardown. The machine's own netns is never changed. The
 processes it starts are recorded under /run/<prefix>/pids, so that a new Lab
@@ -35,6 +39,8 @@ UPLINKS = {  # device interface -> (device address, gateway on the wan router)
     "eth0": ("198.51.100.2/24", "198.51.100.1/24"),
     "eth1": ("203.0.113.2/24", "203.0.113.1/24"),
 }
+SEGMENT_HOST_IP = "203.0.113.20"  # the segment host on eth1's LAN (add_segment)
+SEGMENT_DHCP_RANGE = ("203.0.113.100", "203.0.113.149")
 
 
 class LabError(RuntimeError):
@@ -131,6 +137,19 @@ class Lab:
         sh("ip", "link", "set", "eth0", "up", netns=ns)
         sh("ip", "route", "add", "default", "via", gw.split("/")[0], netns=ns)
         return ns
+
+    def add_segment(self) -> str:
+        """Make eth1's link a LAN with a DHCP server and a host; returns the host's netns."""
+        seg = self.segment_host("eth1", "seg", f"{SEGMENT_HOST_IP}/24")
+        gw = UPLINKS["eth1"][1]
+        start, end = SEGMENT_DHCP_RANGE
+        self.spawn(self.wan, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                   "--no-resolv", "--no-hosts", "--port=0", "--interface=s1",
+                   "--bind-interfaces", "--pid-file=", "--user=root", "--no-ping",
+                   "--dhcp-authoritative", f"--dhcp-range={start},{end},255.255.255.0,1h",
+                   f"--dhcp-option=option:router,{gw.split('/')[0]}",
+                   f"--dhcp-leasefile={self.base / 'segment.leases'}")
+        return seg
 
     def start_dns(self, records: dict[str, str]) -> None:
         """An upstream DNS server on the inet host."""

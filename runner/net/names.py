@@ -21,6 +21,10 @@ TRANSIT_PREFIX = "nr"  # device end of a transit veth: nr<slot>
 NI_TRANSIT_IF = "uplink0"  # NI end of the transit veth
 BRIDGE_IF = "br0"  # the NI's bridge, the apps' gateway
 APP_PREFIX = "ap"  # NI end of an app veth: ap<8 hex>
+SWITCH_PORT_PREFIX = "mv"  # a switch NI app's macvlan on the segment: mv<the app's 8 hex>
+SHIM_PREFIX = "nrs"  # the device's macvlan shim on an uplink with switch NIs: nrs<8 hex>
+VLAN_PREFIX = "nrv"  # a VLAN sub-interface whose conventional name is too long: nrv<6 hex>.<id>
+VLAN_MIN, VLAN_MAX = 1, 4094  # 802.1Q ids (0 and 4095 are reserved)
 
 VPN_TUN_IF = "ipsec0"  # the TUN device strongSwan's kernel-libipsec makes in a VPN NI
 VPN_ROUTE_TABLE = 220  # where charon puts the routes into the tunnel (its default)
@@ -90,8 +94,7 @@ def bridge_mac(ni: str) -> str:
     Without it the bridge takes its lowest port's MAC and the gateway MAC changes
     whenever an app is plugged or unplugged.
     """
-    digest = hashlib.sha256(f"nirunner/bridge/{check_ni_name(ni)}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+    return _mac(f"nirunner/bridge/{check_ni_name(ni)}")
 
 
 def app_if(app_key: str) -> str:
@@ -102,6 +105,36 @@ def app_if(app_key: str) -> str:
 def app_peer_if(app_key: str) -> str:
     """The app end of that veth while both ends are still in the same netns."""
     return check_ifname(APP_PREFIX + _hex8(app_key) + "p")
+
+
+def switch_port_if(app_key: str) -> str:
+    """A switch NI app's macvlan on the segment (in the NI netns), paired with app_if(key)."""
+    return check_ifname(SWITCH_PORT_PREFIX + _hex8(app_key))
+
+
+def shim_if(uplink_if: str) -> str:
+    """The device's macvlan shim on uplink interface `uplink_if` (in the device netns)."""
+    return check_ifname(SHIM_PREFIX + _hex8(f"shim/{check_ifname(uplink_if)}"))
+
+
+def shim_mac(uplink_if: str) -> str:
+    """A fixed MAC for the shim: apps keep their ARP entry for the device across restarts."""
+    return _mac(f"nirunner/shim/{check_ifname(uplink_if)}")
+
+
+def check_vlan(vlan: int) -> int:
+    if not VLAN_MIN <= vlan <= VLAN_MAX:
+        raise NetValueError(f"VLAN id {vlan} is out of range {VLAN_MIN}-{VLAN_MAX}")
+    return vlan
+
+
+def vlan_if(uplink_if: str, vlan: int) -> str:
+    """VLAN `vlan` of `uplink_if`: `eth1.100` as everyone names it, or nrv<6 hex>.<id>
+    when that would not fit IFNAMSIZ."""
+    name = f"{check_ifname(uplink_if)}.{check_vlan(vlan)}"
+    if len(name) <= IFNAMSIZ:
+        return name
+    return check_ifname(f"{VLAN_PREFIX}{_hex8(uplink_if)[:6]}.{vlan}")
 
 
 def uplink_table(index: int) -> int:
@@ -135,6 +168,12 @@ def port_map_counter(ifname: str, protocol: str, port: int) -> str:
     if protocol not in ("tcp", "udp") or not 1 <= port <= 65535 or transit_slot(ifname) is None:
         raise NetValueError(f"no port map counter for {ifname} {protocol}/{port}")
     return f"pm_{ifname}_{protocol}_{port}"
+
+
+def _mac(key: str) -> str:
+    """Locally administered unicast (02:...), stable for `key`."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def _hex8(key: str) -> str:

@@ -7,6 +7,7 @@ resolvers) is a change of input that gives a new plan.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
@@ -24,6 +25,32 @@ class UplinkFacts:
     exists: bool = True  # the interface is there at all
 
 
+class KernelFeature(enum.StrEnum):
+    """A kernel capability some NIs need; probed once at start (runner.drivers.kernel)."""
+
+    VLAN = "802.1Q VLAN devices"  # `ip link add link X name Y type vlan id N`
+    VLAN_BRIDGE = "VLAN-filtering bridges"  # `ip link add B type bridge vlan_filtering 1`
+    MACVLAN = "macvlan devices"  # a switch NI's ports on its uplink's segment
+    NETDEV_FWD = "nftables netdev fwd"  # `fwd to` at ingress: a switch NI's cross-connects
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """What this kernel has, with the probe's answer for each feature it lacks."""
+
+    missing: tuple[tuple[KernelFeature, str], ...] = ()  # (feature, what the probe answered)
+
+    def has(self, feature: KernelFeature) -> bool:
+        return all(f is not feature for f, _ in self.missing)
+
+    def why_not(self, feature: KernelFeature) -> str:
+        """A sentence for a refusal: "this kernel has no 802.1Q VLAN devices (...)"."""
+        for f, answer in self.missing:
+            if f is feature:
+                return f"this kernel has no {f.value}" + (f" ({answer})" if answer else "")
+        return ""
+
+
 @dataclass(frozen=True)
 class Facts:
     """The live values planning depends on."""
@@ -31,6 +58,7 @@ class Facts:
     uplinks: dict[str, UplinkFacts] = field(default_factory=dict)  # by uplink name
     resolvers: tuple[IPv4Address, ...] = ()  # the device's DNS servers
     kernel_esp: bool = False  # the kernel can do ESP (XFRM with esp4); else VPNs use libipsec
+    kernel: KernelFeatures = KernelFeatures()  # default: everything (tests); probed live
 
     def uplink(self, name: str) -> UplinkFacts | None:
         return self.uplinks.get(name)

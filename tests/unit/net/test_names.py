@@ -62,3 +62,24 @@ def test_tables_and_priorities() -> None:
     assert names.uplink_table(0) == 1000 and names.uplink_table(1) == 1001
     assert names.transit_rule_priority(0) == 1000
     assert names.transit_rule_priority(names.MAX_SLOTS - 1) < names.LOCAL_RULE_PRIORITY
+
+
+def test_switch_names_fit_and_pair_with_the_app() -> None:
+    port = names.switch_port_if("plant/plc")
+    assert port.startswith("mv") and port[2:] == names.app_if("plant/plc")[2:]
+    shim = names.shim_if("eth1")
+    assert shim.startswith("nrs") and len(shim) == 11 and shim != names.shim_if("eth0")
+    assert names.transit_slot(shim) is None  # never taken for a transit link
+    mac = [int(o, 16) for o in names.shim_mac("eth1").split(":")]
+    assert mac[0] & 0x02 and not mac[0] & 0x01 and names.shim_mac("eth1") != names.shim_mac("eth0")
+
+
+def test_vlan_names_are_conventional_when_they_fit() -> None:
+    assert names.vlan_if("eth1", 100) == "eth1.100"
+    assert names.vlan_if("enp0s31f6", 4094) == "enp0s31f6.4094"
+    long = names.vlan_if("enp0s31f6u2", 4094)
+    assert long.startswith("nrv") and long.endswith(".4094") and len(long) <= names.IFNAMSIZ
+    assert long != names.vlan_if("enp0s31f6u3", 4094)
+    for bad in (0, 4095):
+        with pytest.raises(NetValueError, match="out of range 1-4094"):
+            names.vlan_if("eth1", bad)
