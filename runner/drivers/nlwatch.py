@@ -115,6 +115,7 @@ class Watcher:
         self._by_owner: dict[str, _Source] = {}
         self._muted: dict[str, float] = {}  # owner -> until (inf while busy)
         self._names: dict[tuple[str, int], str] = {}  # (owner, ifindex) -> ifname
+        self._uplink_state: dict[str, object] = {}  # uplink -> (up, operstate, mtu) last seen
         self._marshal = MarshalRtnl()
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -296,8 +297,18 @@ class Watcher:
         get = getattr(msg, "get_attr")  # noqa: B009
         uplinks = self.ours.uplinks
         if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-            name = self._ifname(src, msg, msg.get("index"))  # type: ignore[attr-defined]
-            if name in uplinks:
+            idx = msg.get("index")  # type: ignore[attr-defined]
+            name = self._ifname(src, msg, idx)
+            if name not in uplinks:
+                return
+            # what planning reads of a link: it exists, is up with carrier, its MTU; a
+            # NEWLINK that changes none of it (a promiscuity count: every macvlan of the
+            # uplink made or removed) is no reason to plan again
+            seen = None if event == "RTM_DELLINK" else (
+                bool(msg["flags"] & IFF_UP), get("IFLA_OPERSTATE"),  # type: ignore[index]
+                get("IFLA_MTU"))
+            if self._uplink_state.get(name, ()) != seen:
+                self._uplink_state[name] = seen
                 self.on_uplink(f"link {name} {event[4:].lower()}")
         elif event in ("RTM_NEWADDR", "RTM_DELADDR"):
             name = self._ifname(src, msg, msg.get("index"))  # type: ignore[attr-defined]
@@ -312,11 +323,15 @@ class Watcher:
                     self.on_uplink(f"default route via {name} changed")
 
     def prime(self) -> None:
-        """Learn the device's current link names (addresses and routes carry only indexes)."""
+        """Learn the device's current links: their names (addresses and routes carry only
+        indexes) and what planning reads of them (to tell a real change from noise)."""
         from runner.drivers import links
 
-        def dump(ip: links.IPRoute) -> list[tuple[int, str]]:
-            return [(int(x["index"]), str(x.get_attr("IFLA_IFNAME"))) for x in ip.get_links()]
+        def dump(ip: links.IPRoute) -> list[tuple[int, str, object]]:
+            return [(int(x["index"]), str(x.get_attr("IFLA_IFNAME")),
+                     (bool(x["flags"] & IFF_UP), x.get_attr("IFLA_OPERSTATE"),
+                      x.get_attr("IFLA_MTU"))) for x in ip.get_links()]
 
-        for idx, name in links.in_netns(None, dump):
+        for idx, name, state in links.in_netns(None, dump):
             self._names[(DEVICE, idx)] = name
+            self._uplink_state[name] = state

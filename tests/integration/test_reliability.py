@@ -245,6 +245,22 @@ def test_uplink_down_and_up(site: Site) -> None:
              is not None, 5, "the port map after the uplink came back")
 
 
+def test_a_macvlan_on_an_uplink_is_no_uplink_change(site: Site) -> None:
+    """Making or removing a macvlan of an uplink changes only its promiscuity count: the
+    supervisor must not take that for an uplink change and plan again."""
+    lab, dev = site.lab, site.lab.device
+    before = _events(site).count("uplink.changed")
+    sh("ip", "link", "add", "link", "eth1", "name", "mvx", "type", "macvlan", "mode",
+       "bridge", netns=dev)
+    sh("ip", "link", "del", "mvx", netns=dev)
+    sh("ip", "link", "set", "eth1", "mtu", "1400", netns=dev)  # this one is a change
+    try:
+        wait_for(lambda: _events(site).count("uplink.changed") > before, 5, "the MTU change")
+        assert _events(site).count("uplink.changed") == before + 1
+    finally:
+        sh("ip", "link", "set", "eth1", "mtu", "1500", netns=dev)
+
+
 def test_live_changes_keep_the_task(site: Site) -> None:
     lab = site.lab
     before = site.pids()
