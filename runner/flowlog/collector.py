@@ -46,8 +46,10 @@ class Listener:
     """Conntrack events (ends, and starts if asked) and one nflog group, from one netns."""
 
     def __init__(self, netns: str, group: int = names.FLOWLOG_GROUP, starts: bool = False,
-                 rcvbuf: int = 8 << 20) -> None:
+                 rcvbuf: int = 8 << 20, conntrack: bool = True) -> None:
+        """`conntrack` False: nflog only (DNS answers and drops), no flow ends."""
         self.netns, self.group, self.starts, self.rcvbuf = netns, group, starts, rcvbuf
+        self.conntrack = conntrack
         self.sock: socket.socket | None = None
         self.lost = 0  # times the kernel found our buffer full (events lost)
 
@@ -66,8 +68,8 @@ class Listener:
         except PermissionError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         s.bind((0, 0))
-        groups = [nl.NFNLGRP_CONNTRACK_DESTROY] + ([nl.NFNLGRP_CONNTRACK_NEW]
-                                                   if self.starts else [])
+        groups = [nl.NFNLGRP_CONNTRACK_DESTROY] if self.conntrack else []
+        groups += [nl.NFNLGRP_CONNTRACK_NEW] if self.starts and self.conntrack else []
         for g in groups:
             s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
         return s
@@ -142,7 +144,11 @@ class Collector:
         self._next_flush = self._next_reap = 0.0
 
     def poll(self, timeout: float) -> int:
-        ready = select.select([self.listener], [], [], timeout)[0]
+        return self.handle(bool(select.select([self.listener], [], [], timeout)[0]))
+
+    def handle(self, ready: bool) -> int:
+        """Read what is waiting (if `ready`), write records, run the timers; the number of
+        records written. For a loop that waits on many listeners at once."""
         now = time.time()
         records, refresh = [], []
         if ready:
@@ -166,7 +172,7 @@ class Collector:
         if now >= self._next_flush:
             records += self.recorder.flush(now)
             self._next_flush = now + 1.0
-        if self.reap_every and now >= self._next_reap:
+        if self.reap_every and self.listener.conntrack and now >= self._next_reap:
             self._next_reap = now + self.reap_every
             try:
                 self.listener.reap()

@@ -54,7 +54,8 @@ def _noun(op: Op) -> str:
     """A topic for an op without field changes: "+ plug ..." -> "apps"."""
     kind = op.item.KIND
     return {"plug": "apps", "task": "task", "routes": "routes", "rule": "routes",
-            "nft": "firewall", "files": "config files"}.get(kind, kind)
+            "nft": "firewall", "files": "config files", "edgeport": "apps", "edge": "firewall",
+            "acl": "ACLs"}.get(kind, kind)
 
 
 def result(ops: Sequence[Op], ni: str, new: bool = False, deleted: bool = False) -> NIResult:

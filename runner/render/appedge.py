@@ -26,6 +26,7 @@ the flow log's DNS refresher fill (`acl_ruleset(..., present=...)`).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 
@@ -202,6 +203,14 @@ def lease_delete(lease: Lease, acl_app: str | None = None) -> str:
     if acl_app is not None:
         out += _idempotent_delete(ACL, "ingress", [f"{lease.ip} : jump {_in(acl_app)}"])
     return "".join(f"{line}\n" for line in out)
+
+
+def ingress_delete(ip: IPv4Address, chain: str) -> str:
+    """Remove an ingress dispatch found in the kernel (a lease that ended meanwhile)."""
+    if not re.fullmatch(r"in_[a-z0-9_]{1,63}", chain):
+        raise ValueError(f"{chain!r} is not an ACL app's ingress chain")
+    return "".join(f"{line}\n" for line in
+                   _idempotent_delete(ACL, "ingress", [f"{ip} : jump {chain}"]))
 
 
 # -- table inet acl ------------------------------------------------------------------

@@ -14,6 +14,8 @@ from tests.unit.flowlog import messages as m
 
 
 class FakeListener:
+    conntrack = True
+
     def __init__(self, datagrams: list[bytes]) -> None:
         self.a, self.b = socket.socketpair()
         self.datagrams = datagrams
