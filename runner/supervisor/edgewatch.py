@@ -47,6 +47,7 @@ log = logging.getLogger("nirunner.edge")
 QUIET = 0.05  # seconds without lease-file events before gone leases are removed
 TICK = 0.5  # collectors' timers (drop aggregation, conntrack reaping)
 RETRY = 5.0  # seconds before a follower that failed to start is tried again
+HOST_GRACE = 1  # seconds a host's address stays allowed past its DNS answer's TTL
 _MASK = inflags.MODIFY | inflags.CLOSE_WRITE | inflags.MOVED_TO | inflags.CREATE
 _LEASES = ("ni", "netns", "inode", "lease_path", "acl_apps")
 _LOG = ("ni", "netns", "inode", "listen", "log_path", "max_bytes", "keep")
@@ -128,12 +129,12 @@ class EdgeWatch:
         if state is None:
             return {}
         c = state.collector
-        out: dict[str, Any] = {"leases": state.leases is not None}
+        out: dict[str, Any] = {"leasesFollowed": state.leases is not None}
         if state.error:
-            out["error"] = state.error
+            out["followError"] = state.error
         if c is not None:
-            out["flowLog"] = {"records": c.records, "lost": c.listener.lost,
-                              "refreshErrors": c.refresh_errors}
+            out["collector"] = {"records": c.records, "lost": c.listener.lost,
+                                "refreshErrors": c.refresh_errors}
         return out
 
     # -- following ----------------------------------------------------------------------------
@@ -207,7 +208,8 @@ class EdgeWatch:
     def _open(self, ni: str, state: _NI, f: Follow) -> None:
         listener = Listener(f.netns, conntrack=bool(f.log_path))
         listener.open()
-        recorder = Recorder(ni, lambda: state.index, f.hosts, dict(f.labels))
+        recorder = Recorder(ni, lambda: state.index, f.hosts, dict(f.labels),
+                            host_grace=HOST_GRACE)
         writer = (RotatingJsonl(Path(f.log_path), f.max_bytes, f.keep) if f.log_path
                   else _Discard())
         netns = f.netns

@@ -13,7 +13,7 @@ from runner.drivers import nft
 from runner.model.types import NIType
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
-from runner.supervisor import status, vpn
+from runner.supervisor import apps, status, vpn
 
 if TYPE_CHECKING:
     from runner.supervisor.core import Supervisor
@@ -67,4 +67,5 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
     except Exception as e:  # the netns may be gone mid-rebuild
         listing = f"unavailable: {e}"
     return status.NIView(**{**view.__dict__, "items": tuple(sup.item_states(name)),
-                            "device_rules": rules, "nft": listing})
+                            "device_rules": rules, "nft": listing,
+                            "edge": apps.gather(sup, p.netns, name)})

@@ -133,7 +133,8 @@ SERVICES = {
          "RoleGrantPermission"],
     ),
     "nirunner.v1.Supervisor": (
-        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events"]
+        nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events",
+                       "Flows"]
     ),
 }  # fmt: skip
 
@@ -162,6 +163,7 @@ def test_streaming_methods() -> None:
     assert streaming("etcdserverpb.Watch", "Watch") == (True, True)
     assert streaming("etcdserverpb.Lease", "LeaseKeepAlive") == (True, True)
     assert streaming("etcdserverpb.KV", "Range") == (False, False)
+    assert streaming("nirunner.v1.Supervisor", "Flows") == (False, True)
 
 
 def test_grpc_method_paths() -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anirunner/v1/nirunner.proto\x12\x0bnirunner.v1\"\x10\n\x0eVersionRequest\">\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontainerd_version\x18\x02 \x01(\t\"(\n\x08\x44ocument\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\"Z\n\x0c\x41pplyRequest\x12(\n\tdocuments\x18\x01 \x03(\x0b\x32\x15.nirunner.v1.Document\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0f\n\x07verbose\x18\x03 \x01(\x08\"4\n\x06\x43hange\x12\n\n\x02ni\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"R\n\rApplyResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.nirunner.v1.Change\x12\x0b\n\x03ops\x18\x02 \x03(\t\x12\x0e\n\x06writes\x18\x03 \x01(\r\"\x1e\n\rDeleteRequest\x12\r\n\x05names\x18\x01 \x03(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x0b\n\x03ops\x18\x02 \x03(\t\".\n\rStatusRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\x08\"6\n\x0eStatusResponse\x12\x0f\n\x07ni_json\x18\x01 \x03(\t\x12\x13\n\x0bsource_json\x18\x02 \x01(\t\"Y\n\rAttachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\"2\n\x0e\x41ttachResponse\x12\x13\n\x0bhost_ifname\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\":\n\rDetachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\"\x10\n\x0e\x44\x65tachResponse\".\n\rEventsRequest\x12\x0e\n\x06\x66ollow\x18\x01 \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\"q\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\n\n\x02ni\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05level\x18\x06 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x07 \x01(\t2\xda\x03\n\nSupervisor\x12\x44\n\x07Version\x12\x1b.nirunner.v1.VersionRequest\x1a\x1c.nirunner.v1.VersionResponse\x12>\n\x05\x41pply\x12\x19.nirunner.v1.ApplyRequest\x1a\x1a.nirunner.v1.ApplyResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.nirunner.v1.DeleteRequest\x1a\x1b.nirunner.v1.DeleteResponse\x12\x41\n\x06Status\x12\x1a.nirunner.v1.StatusRequest\x1a\x1b.nirunner.v1.StatusResponse\x12\x41\n\x06\x41ttach\x12\x1a.nirunner.v1.AttachRequest\x1a\x1b.nirunner.v1.AttachResponse\x12\x41\n\x06\x44\x65tach\x12\x1a.nirunner.v1.DetachRequest\x1a\x1b.nirunner.v1.DetachResponse\x12:\n\x06\x45vents\x12\x1a.nirunner.v1.EventsRequest\x1a\x12.nirunner.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anirunner/v1/nirunner.proto\x12\x0bnirunner.v1\"\x10\n\x0eVersionRequest\">\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1a\n\x12\x63ontainerd_version\x18\x02 \x01(\t\"(\n\x08\x44ocument\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\"Z\n\x0c\x41pplyRequest\x12(\n\tdocuments\x18\x01 \x03(\x0b\x32\x15.nirunner.v1.Document\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0f\n\x07verbose\x18\x03 \x01(\x08\"4\n\x06\x43hange\x12\n\n\x02ni\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"R\n\rApplyResponse\x12$\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.nirunner.v1.Change\x12\x0b\n\x03ops\x18\x02 \x03(\t\x12\x0e\n\x06writes\x18\x03 \x01(\r\"\x1e\n\rDeleteRequest\x12\r\n\x05names\x18\x01 \x03(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x0b\n\x03ops\x18\x02 \x03(\t\".\n\rStatusRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\x08\"6\n\x0eStatusResponse\x12\x0f\n\x07ni_json\x18\x01 \x03(\t\x12\x13\n\x0bsource_json\x18\x02 \x01(\t\"f\n\rAttachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03\x61pp\x18\x06 \x01(\t\"2\n\x0e\x41ttachResponse\x12\x13\n\x0bhost_ifname\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\":\n\rDetachRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\r\n\x05netns\x18\x02 \x01(\t\x12\x0e\n\x06ifname\x18\x03 \x01(\t\"\x10\n\x0e\x44\x65tachResponse\".\n\rEventsRequest\x12\x0e\n\x06\x66ollow\x18\x01 \x01(\x08\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\"q\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\n\n\x02ni\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05level\x18\x06 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x07 \x01(\t\"E\n\x0c\x46lowsRequest\x12\n\n\x02ni\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x0c\n\x04last\x18\x04 \x01(\r\"\x1a\n\nFlowRecord\x12\x0c\n\x04json\x18\x01 \x01(\t2\x99\x04\n\nSupervisor\x12\x44\n\x07Version\x12\x1b.nirunner.v1.VersionRequest\x1a\x1c.nirunner.v1.VersionResponse\x12>\n\x05\x41pply\x12\x19.nirunner.v1.ApplyRequest\x1a\x1a.nirunner.v1.ApplyResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.nirunner.v1.DeleteRequest\x1a\x1b.nirunner.v1.DeleteResponse\x12\x41\n\x06Status\x12\x1a.nirunner.v1.StatusRequest\x1a\x1b.nirunner.v1.StatusResponse\x12\x41\n\x06\x41ttach\x12\x1a.nirunner.v1.AttachRequest\x1a\x1b.nirunner.v1.AttachResponse\x12\x41\n\x06\x44\x65tach\x12\x1a.nirunner.v1.DetachRequest\x1a\x1b.nirunner.v1.DetachResponse\x12:\n\x06\x45vents\x12\x1a.nirunner.v1.EventsRequest\x1a\x12.nirunner.v1.Event0\x01\x12=\n\x05\x46lows\x12\x19.nirunner.v1.FlowsRequest\x1a\x17.nirunner.v1.FlowRecord0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,17 +52,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSRESPONSE']._serialized_start=525
   _globals['_STATUSRESPONSE']._serialized_end=579
   _globals['_ATTACHREQUEST']._serialized_start=581
-  _globals['_ATTACHREQUEST']._serialized_end=670
-  _globals['_ATTACHRESPONSE']._serialized_start=672
-  _globals['_ATTACHRESPONSE']._serialized_end=722
-  _globals['_DETACHREQUEST']._serialized_start=724
-  _globals['_DETACHREQUEST']._serialized_end=782
-  _globals['_DETACHRESPONSE']._serialized_start=784
-  _globals['_DETACHRESPONSE']._serialized_end=800
-  _globals['_EVENTSREQUEST']._serialized_start=802
-  _globals['_EVENTSREQUEST']._serialized_end=848
-  _globals['_EVENT']._serialized_start=850
-  _globals['_EVENT']._serialized_end=963
-  _globals['_SUPERVISOR']._serialized_start=966
-  _globals['_SUPERVISOR']._serialized_end=1440
+  _globals['_ATTACHREQUEST']._serialized_end=683
+  _globals['_ATTACHRESPONSE']._serialized_start=685
+  _globals['_ATTACHRESPONSE']._serialized_end=735
+  _globals['_DETACHREQUEST']._serialized_start=737
+  _globals['_DETACHREQUEST']._serialized_end=795
+  _globals['_DETACHRESPONSE']._serialized_start=797
+  _globals['_DETACHRESPONSE']._serialized_end=813
+  _globals['_EVENTSREQUEST']._serialized_start=815
+  _globals['_EVENTSREQUEST']._serialized_end=861
+  _globals['_EVENT']._serialized_start=863
+  _globals['_EVENT']._serialized_end=976
+  _globals['_FLOWSREQUEST']._serialized_start=978
+  _globals['_FLOWSREQUEST']._serialized_end=1047
+  _globals['_FLOWRECORD']._serialized_start=1049
+  _globals['_FLOWRECORD']._serialized_end=1075
+  _globals['_SUPERVISOR']._serialized_start=1078
+  _globals['_SUPERVISOR']._serialized_end=1615
 # @@protoc_insertion_point(module_scope)
