@@ -41,8 +41,10 @@ class EdgeTableConf:
         self.watch, self.layout = watch, layout
 
     def create(self, item: EdgeTable) -> EdgeTable:
+        fixed = set(item.fixed)
         with self.watch.lock(item.ni):
-            text = appedge.edge_ruleset(item.ni, (), _leases(self.layout, item.ni))
+            leases = [x for x in _leases(self.layout, item.ni) if (x.mac, str(x.ip)) not in fixed]
+            text = appedge.edge_ruleset(item.ni, (), leases)
             nft.apply_table(text, "bridge", names.EDGE_NFT_TABLE, item.netns, tag_of=item.text)
         return item
 

@@ -81,7 +81,12 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
 
 class Tail:
     """The records written to a log from the moment a Tail is made, as they come, across
-    rotations (a new file at `path`). A line is given once it is complete."""
+    rotations (a new file at `path`). A line is given once it is complete.
+
+    After a rotation it finishes the file it had open, then reads the new one from its
+    start; a file that came and went between two polls (a whole file written within
+    `poll` seconds) is skipped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -31,7 +31,8 @@ def edge_items(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug]) -> list[Item
         return []
     ni, ns = p.name, p.netns
     out: list[Item] = [
-        k.EdgeTable(ni, ns, appedge.edge_ruleset(ni, ())),
+        k.EdgeTable(ni, ns, appedge.edge_ruleset(ni, ()),
+                    tuple((a.mac, str(ip)) for a in edge.apps for ip in a.ips)),
         k.AclTable(ni, ns, appedge.acl_ruleset(edge.acls), edge.acls),
     ]
     for a in plugs:

@@ -419,6 +419,9 @@ class EdgeTable(Item):
     ni: str
     netns: str
     text: str  # the table without ports or leases (runner.render.appedge.edge_ruleset)
+    # (MAC, IP) of the declared apps' fixed addresses: when the table is made with the
+    # current leases, those leases are left to the ports (allowed for good)
+    fixed: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:

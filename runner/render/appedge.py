@@ -44,6 +44,7 @@ from runner.net.appedge import (
     Per,
     RateUnit,
     SpoofCase,
+    check_mac,
     host_set,
 )
 from runner.render.nft import comment, quote
@@ -202,6 +203,13 @@ def lease_delete(lease: Lease, acl_app: str | None = None) -> str:
     out = _idempotent_delete(EDGE, "mac_ip", [_lease_element(lease, timeout=False)])
     if acl_app is not None:
         out += _idempotent_delete(ACL, "ingress", [f"{lease.ip} : jump {_in(acl_app)}"])
+    return "".join(f"{line}\n" for line in out)
+
+
+def fixed_again(mac: str, ip: IPv4Address) -> str:
+    """An app's fixed address for good again (it had been given a lease's timeout)."""
+    out = _idempotent_delete(EDGE, "mac_ip", [f"{check_mac(mac)} . {ip}"])
+    out.append(f"add element {EDGE} mac_ip {_elements([f'{mac} . {ip}'])}")
     return "".join(f"{line}\n" for line in out)
 
 

@@ -49,7 +49,7 @@ TICK = 0.5  # collectors' timers (drop aggregation, conntrack reaping)
 RETRY = 5.0  # seconds before a follower that failed to start is tried again
 HOST_GRACE = 1  # seconds a host's address stays allowed past its DNS answer's TTL
 _MASK = inflags.MODIFY | inflags.CLOSE_WRITE | inflags.MOVED_TO | inflags.CREATE
-_LEASES = ("ni", "netns", "inode", "lease_path", "acl_apps")
+_LEASES = ("ni", "netns", "inode", "lease_path", "acl_apps", "apps")
 _LOG = ("ni", "netns", "inode", "listen", "log_path", "max_bytes", "keep")
 
 
@@ -188,7 +188,8 @@ class EdgeWatch:
         netns = f.netns
         sync = LeaseSync(ni, Path(f.lease_path), dict(f.acl_apps),
                          lambda text: nft.apply(text, netns, f"leases of NI {ni}"),
-                         lambda: (edge_driver.read_edge(netns), edge_driver.read_acl(netns)))
+                         lambda: (edge_driver.read_edge(netns), edge_driver.read_acl(netns)),
+                         {(mac, ip) for _name, mac, ips in f.apps for ip in ips})
         wd = self._inotify.add_watch(str(Path(f.lease_path).parent), _MASK)  # then read:
         with self._lock:                                                   # none is missed
             self._wds[wd] = ni

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -63,13 +63,17 @@ def hostnames(path: Path) -> dict[str, str]:
 
 
 def changes(applied: Mapping[Key, Applied], found: Mapping[Key, tuple[Lease, int]],
-            acl_apps: Mapping[str, str], deletes: bool = True
-            ) -> tuple[str, dict[Key, Applied]]:
+            acl_apps: Mapping[str, str], deletes: bool = True,
+            fixed: Collection[Key] = ()) -> tuple[str, dict[Key, Applied]]:
     """(nft text, what is applied after it) for leases that are new, renewed and (with
-    `deletes`) gone since `applied` (pure)."""
+    `deletes`) gone since `applied` (pure). A lease of an app's fixed address (`fixed`:
+    DHCP gives a declared app its address) is left alone: that address is allowed for
+    good, not until the lease ends."""
     text: list[str] = []
     after = dict(applied)
     for key, (lease, expiry) in sorted(found.items()):
+        if key in fixed:
+            continue
         app = acl_apps.get(lease.mac)
         before = applied.get(key)
         if before is None or before.expiry != expiry or before.acl_app != app:
@@ -86,11 +90,15 @@ def changes(applied: Mapping[Key, Applied], found: Mapping[Key, tuple[Lease, int
     return "".join(text), after
 
 
-def stale(edge: EdgeView | None, acl: AclView | None, found: Mapping[Key, object]) -> str:
-    """nft text removing what the tables hold of leases the file no longer has (pure)."""
+def stale(edge: EdgeView | None, acl: AclView | None, found: Mapping[Key, object],
+          fixed: Collection[Key] = ()) -> str:
+    """nft text removing what the tables hold of leases the file no longer has, and making
+    a fixed address that holds a lease's timeout (an older supervisor's) fixed again (pure)."""
     text = []
-    for (mac, ip) in sorted(set(edge.leased) - set(found) if edge else ()):
+    for (mac, ip) in sorted(set(edge.leased) - set(found) - set(fixed) if edge else ()):
         text.append(appedge.lease_delete(Lease(mac, IPv4Address(ip), 0)))
+    for (mac, ip) in sorted(set(edge.leased) & set(fixed) if edge else ()):
+        text.append(appedge.fixed_again(mac, IPv4Address(ip)))
     live = {ip for _mac, ip in found}
     for ip, chain in sorted(acl.leased.items() if acl else ()):
         if ip not in live:
@@ -101,9 +109,12 @@ def stale(edge: EdgeView | None, acl: AclView | None, found: Mapping[Key, object
 class LeaseSync:
     def __init__(self, ni: str, path: Path, acl_apps: Mapping[str, str],
                  apply: Callable[[str], None],
-                 read: Callable[[], tuple[EdgeView | None, AclView | None]]) -> None:
-        """`apply` runs nft text in the NI's netns; `read` the tables as they are."""
+                 read: Callable[[], tuple[EdgeView | None, AclView | None]],
+                 fixed: Collection[Key] = ()) -> None:
+        """`apply` runs nft text in the NI's netns; `read` the tables as they are;
+        `fixed`: (MAC, IP) of the declared apps' fixed addresses."""
         self.ni, self.path, self.acl_apps = ni, path, dict(acl_apps)
+        self.fixed = frozenset(fixed)
         self.apply, self.read = apply, read
         self.applied: dict[Key, Applied] = {}
         self.errors = 0
@@ -115,15 +126,15 @@ class LeaseSync:
         """Make the tables hold exactly the file's leases (from what they hold now)."""
         found = read_file(self.path, time.time())
         edge, acl = self.read()
-        text, after = changes({}, found, self.acl_apps)
-        self.apply(stale(edge, acl, found) + text)
+        text, after = changes({}, found, self.acl_apps, fixed=self.fixed)
+        self.apply(stale(edge, acl, found, self.fixed) + text)
         self.applied = after
 
     def changed(self, deletes: bool = True) -> None:
         """Apply what differs from what was applied last; a failure (a table changed
         meanwhile) falls back to a full sync."""
         text, after = changes(self.applied, read_file(self.path, time.time()), self.acl_apps,
-                              deletes)
+                              deletes, self.fixed)
         if not text:
             return
         try:
