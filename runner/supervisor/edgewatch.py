@@ -48,6 +48,8 @@ QUIET = 0.05  # seconds without lease-file events before gone leases are removed
 TICK = 0.5  # collectors' timers (drop aggregation, conntrack reaping)
 RETRY = 5.0  # seconds before a follower that failed to start is tried again
 HOST_GRACE = 1  # seconds a host's address stays allowed past its DNS answer's TTL
+REAP_BUSY, REAP_IDLE = 5.0, 60.0  # conntrack reaps (ends recorded at once): while flows end,
+#                                   and once they did not (a hundred quiet NIs cost nothing)
 _MASK = inflags.MODIFY | inflags.CLOSE_WRITE | inflags.MOVED_TO | inflags.CREATE
 _LEASES = ("ni", "netns", "inode", "lease_path", "acl_apps", "apps")
 _LOG = ("ni", "netns", "inode", "listen", "log_path", "max_bytes", "keep")
@@ -219,7 +221,8 @@ class EdgeWatch:
             with state.lock:
                 nft.apply(text, netns, "refresh host-name sets")
 
-        state.collector = Collector(listener, recorder, writer, refresh)  # type: ignore[arg-type]
+        state.collector = Collector(listener, recorder, writer, refresh,  # type: ignore[arg-type]
+                                    reap_every=REAP_BUSY, reap_idle=REAP_IDLE)
         with self._lock:
             self._fds[listener.fileno()] = ni
             self._epoll.register(listener.fileno(), select.EPOLLIN)

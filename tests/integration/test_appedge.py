@@ -558,3 +558,43 @@ def test_a_new_host_name_restarts_dnsmasq_alone(edge: Edge) -> None:
     edge.apply(manifest())  # its set goes with the rule
     assert edge.connect("plc", INET_2, 80, timeout=1) is None
     assert edge.task_pid() == pid
+
+
+# -- the reconciler's view: healing and adoption ------------------------------------------
+
+
+def test_edge_tables_removed_behind_its_back_are_healed(edge: Edge) -> None:
+    """table bridge edge is made anew with its ports and the leases of the moment (its
+    ports are items that live in it), table inet acl with the leased addresses."""
+    lab, rogue = edge.lab, edge.apps["rogue"]
+    assert lab.ping(rogue, GW)
+    pid = edge.task_pid()
+    for family, table in (("bridge", "edge"), ("inet", "acl")):
+        name = f"table {family} {table}"
+        sh("nft", "delete", "table", family, table, netns=NS)
+        t0 = time.monotonic()
+        wait_for(lambda name=name: name in sh("nft", "list", "tables", netns=NS).stdout,  # type: ignore[misc]
+                 3, f"{name} restored")
+        print(f"{name}: restored in {time.monotonic() - t0:.2f} s")
+        wait_for(lambda: lab.ping(rogue, GW), 3, "the leased app's traffic")
+    assert edge.resolve("plc") == [INET_IP]  # the next answer refills the host set
+    assert edge.connect("plc", INET_IP, 80) == f"inet sees {UPLINK}"
+    assert lab.connect(lab.wan, "tcp", UPLINK, 8085) == f"plc sees {WAN_GW}"
+    assert edge.task_pid() == pid
+    assert "healed" in lab.cli("events").stdout
+
+
+def test_a_restarted_supervisor_adopts_the_edge_as_it_is(edge: Edge) -> None:
+    lab = edge.lab
+    pid = edge.task_pid()
+    lab.stop_supervisor()
+    lab.start_supervisor()
+    events = lab.cli("events").stdout
+    assert "1 NIs, 1 adopted as they were" in events, events[-2000:]
+    assert edge.task_pid() == pid
+    assert lab.ping(edge.apps["rogue"], GW)  # its lease followed again
+    scada = edge.apps["scada"]
+    ip = edge.ips["scada"]
+    edge.ips["scada"] = lab.dhcp(scada, "scada")  # a renewal, after the restart
+    assert edge.ips["scada"] == ip and lab.ping(scada, GW)
+    wait_for(lambda: bool(edge.flows(type="dns")), 5, "the flow log still there")
