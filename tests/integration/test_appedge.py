@@ -28,6 +28,7 @@ import pytest
 
 from runner.image.build import build_image
 from runner.lab.topology import INET_IP, Lab, sh, wait_for
+from runner.lab.witness import unwitness, witness, witnessed, witnessed_bytes
 from runner.supervisor.edgewatch import HOST_GRACE
 from tests.integration.conftest import RUN_ID
 
@@ -254,26 +255,14 @@ def test_gateway_arp_poisoning_is_dropped(edge: Edge) -> None:
     assert edge.drops("rogue").get("arp", 0) >= before + 3
 
 
-def _witness(netns: str, match: str) -> None:
-    sh("nft", "-f", "-", netns=netns, input=(
-        "table inet witness {}\ndelete table inet witness\n"
-        f"table inet witness {{ chain c {{ type filter hook input priority -300; "
-        f"{match} counter; }}; }}\n"))
-
-
-def _witnessed(netns: str) -> int:
-    out = sh("nft", "list", "chain", "inet", "witness", "c", netns=netns).stdout
-    return int(out.split("counter packets ")[1].split()[0])
-
-
 def test_rogue_dhcp_server_is_dropped(edge: Edge) -> None:
     hmi = edge.apps["hmi"]
-    _witness(hmi, "udp sport 67 udp dport 68")
+    witness(hmi, "udp sport 67 udp dport 68")
     edge.spoof("rogue", "dhcp-offer", "--yiaddr", "10.5.0.99")
     time.sleep(0.2)
-    assert _witnessed(hmi) == 0
+    assert witnessed(hmi) == 0
     assert edge.drops("rogue").get("dhcp_server", 0) >= 3
-    sh("nft", "delete", "table", "inet", "witness", netns=hmi)
+    unwitness(hmi)
 
 
 def test_rogue_router_advertisement_is_dropped(edge: Edge) -> None:
@@ -348,14 +337,10 @@ def test_limit_rule_caps_a_udp_stream(edge: Edge) -> None:
     server = lab.spawn(lab.inet, "iperf3", "-s", "-p", "5201", "-B", INET_IP)
     wait_for(lambda: bool(sh("ss", "-Hlnt", "sport = :5201", netns=lab.inet).stdout.strip()),
              10, "iperf3 server")
-    sh("nft", "-f", "-", netns=lab.inet, input=(
-        "table inet witness {}\ndelete table inet witness\n"
-        "table inet witness { chain c { type filter hook input priority 0; "
-        "udp dport 5201 counter; }; }\n"))
+    witness(lab.inet, "udp dport 5201")
 
     def received() -> tuple[int, float]:
-        out = sh("nft", "list", "chain", "inet", "witness", "c", netns=lab.inet).stdout
-        return int(out.split("bytes ")[1].split()[0]), time.monotonic()
+        return witnessed_bytes(lab.inet), time.monotonic()
 
     iperf = lab.spawn(edge.apps["plc"], "iperf3", "-c", INET_IP, "-p", "5201", "-u",
                       "-b", "40M", "-l", "1200", "-t", "6")
@@ -371,7 +356,7 @@ def test_limit_rule_caps_a_udp_stream(edge: Edge) -> None:
     assert 8e6 <= got <= 12e6, f"{got / 1e6:.1f} Mbit/s through a 10 Mbit/s limit"
     assert edge.rules()["plc egress 1"]["bytes"] > (b2 - b1) * 2  # offered 40, passed 10
     server.kill()
-    sh("nft", "delete", "table", "inet", "witness", netns=lab.inet)
+    unwitness(lab.inet)
 
 
 # -- 4. ingress drop of a port map's source range ------------------------------------------
@@ -394,27 +379,6 @@ def test_ingress_drop_refuses_a_port_maps_source_range(edge: Edge) -> None:
 
 
 # -- 5. the flow log -------------------------------------------------------------------------
-
-_SINK = """
-import socket, sys
-srv = socket.create_server((sys.argv[1], 5202)); srv.settimeout(30)
-c, _ = srv.accept(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    n += len(b)
-c.close(); print(n)
-"""
-_SOURCE = """
-import socket, sys
-n = int(sys.argv[2]); chunk = b"x" * (1 << 16)
-c = socket.create_connection((sys.argv[1], 5202), timeout=30)
-while n > 0:
-    n -= c.send(chunk[:n])
-c.shutdown(socket.SHUT_WR); c.recv(1)
-"""
-
 
 def _follow(lab: Lab) -> tuple[subprocess.Popen[str], list[dict[str, Any]], threading.Event]:
     """`nirunner flows NI -f --json` running, its records collected as they come."""
@@ -440,12 +404,14 @@ def test_flow_log_has_apps_byte_counts_drops_and_dns_and_streams(edge: Edge) -> 
     try:
         time.sleep(0.5)  # it follows from here on
         started = len(streamed)
-        sink = subprocess.Popen(["ip", "netns", "exec", lab.inet, sys.executable, "-c", _SINK,
-                                 INET_IP], stdout=subprocess.PIPE, text=True)
+        # a transfer whose size is known at both ends
+        sink = subprocess.Popen(["ip", "netns", "exec", lab.inet, sys.executable, "-m",
+                                 "runner.lab.net", "sink", INET_IP, "5202"],
+                                stdout=subprocess.PIPE, text=True)
         wait_for(lambda: bool(sh("ss", "-Hlnt", "sport = :5202",
                                  netns=lab.inet).stdout.strip()), 10, "the sink")
-        sh(sys.executable, "-c", _SOURCE, INET_IP, str(20 << 20), netns=edge.apps["plc"],
-           timeout=60)
+        sh(sys.executable, "-m", "runner.lab.net", "send", INET_IP, "5202", str(20 << 20),
+           netns=edge.apps["plc"], timeout=60)
         sent = int(sink.communicate(timeout=30)[0])
         assert sent == 20 << 20
         assert edge.resolve("plc") == [INET_IP]
