@@ -123,10 +123,10 @@ def main() -> int:
     k = sub.add_parser("sink")
     k.add_argument("host")
     k.add_argument("port", type=int)
-    t = sub.add_parser("send")
-    t.add_argument("host")
-    t.add_argument("port", type=int)
-    t.add_argument("bytes", type=int)
+    w = sub.add_parser("send")
+    w.add_argument("host")
+    w.add_argument("port", type=int)
+    w.add_argument("bytes", type=int)
     a = ap.parse_args()
     if a.cmd in ("sink", "send"):
         if a.cmd == "sink":
