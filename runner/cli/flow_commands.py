@@ -25,8 +25,10 @@ def _size(n: int) -> str:
 
 
 def _ends(r: dict[str, Any]) -> str:
+    ports = r.get("proto") in ("tcp", "udp")  # else sport holds an ICMP type, ARP opcode
+
     def one(ip: Any, port: Any) -> str:
-        return f"{ip}:{port}" if port else str(ip)
+        return f"{ip}:{port}" if port and ports else str(ip)
 
     return f"{one(r.get('src'), r.get('sport'))} -> {one(r.get('dst'), r.get('dport'))}"
 

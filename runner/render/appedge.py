@@ -368,6 +368,9 @@ def _acl_body(acls: NIAcls, gen: int) -> tuple[list[str], list[str]]:
     stale = f"ct direction original ct mark and 0x{GEN_MASK:08x} != {gen_hex}"
     block("chain forward", [
         "type filter hook forward priority filter - 10; policy accept;",
+        # a DHCP broadcast is for the NI's dnsmasq (input); its copies that the bridge
+        # floods to the other ports are not a flow of the app's
+        f"iifname {br} ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
         "ct state new,invalid jump decide",
         f"{stale} jump decide",  # decided by rules that have changed since
         "ct mark vmap @flows",  # the deciding rule's counter (and limiter)

@@ -124,6 +124,18 @@ class EdgeWatch:
         """Until everything wanted is followed (or failed, to be tried again)."""
         return self._converged.wait(timeout)
 
+    def sync_leases(self, ni: str) -> bool:
+        """Apply the NI's new and renewed leases now, in the caller's thread (for a caller
+        that takes a lease itself and must send from its address at once, as the CNI
+        attach does); False if its leases are not followed (yet)."""
+        state = self._ni(ni)
+        with state.lock:
+            if state.leases is None:
+                return False
+            state.leases.changed(deletes=False)
+            self._reindex(state)
+        return True
+
     def stats(self, ni: str) -> dict[str, Any]:
         """What `inspect` shows of the NI's followers."""
         with self._lock:

@@ -445,6 +445,7 @@ def test_flow_log_has_apps_byte_counts_drops_and_dns_and_streams(edge: Edge) -> 
     assert flow["pkts_in"] > 0 and flow["end"] >= flow["start"] > 0
     drop = edge.flows(verdict="drop", dport=9)[-1]
     assert drop["app"] == "plc" and drop["reason"] == "acl plc egress 3"
+    assert not edge.flows(verdict="drop", dport=67)  # DHCP broadcasts are no app flows
     assert drop["pkts_logged"] == 5
     dns = edge.flows(type="dns", app="plc", query=WWW)[-1]
     assert dns["answers"][0]["data"] == INET_IP and dns["client"] == PLC[2]
@@ -457,6 +458,7 @@ def test_flow_log_has_apps_byte_counts_drops_and_dns_and_streams(edge: Edge) -> 
     assert only_hmi and {r["app"] for r in only_hmi} == {"hmi"}
     human = edge.lab.cli("flows", NI, "--app", "plc", "--last", "3").stdout.splitlines()
     assert len(human) == 3 and all("  plc  " in line for line in human), human
+    print("\n".join(edge.lab.cli("flows", NI, "--last", "8").stdout.splitlines()))
 
 
 # -- 6. a live ACL change --------------------------------------------------------------------

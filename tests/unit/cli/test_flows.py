@@ -14,7 +14,7 @@ def test_a_flow_a_drop_and_a_dns_answer() -> None:
     assert text.endswith("plc        egress  tcp 10.1.0.10:40000 -> 192.0.2.10:80  out "
                          "2.0 KiB/3 pkts, in 100 B/2 pkts, 1.5s (plc egress 0)")
     drop = {"type": "flow", "verdict": "drop", "app": None, "mac": "02:00:00:00:00:66",
-            "reason": "edge ip", "proto": "icmp", "src": "10.1.0.11", "sport": 0,
+            "reason": "edge ip", "proto": "icmp", "src": "10.1.0.11", "sport": 8,
             "dst": "10.1.0.1", "dport": 0, "start": 1.0, "end": 2.0, "pkts_logged": 2}
     assert line(drop).endswith("02:00:00:00:00:66 drop  icmp 10.1.0.11 -> 10.1.0.1  edge ip, "
                                "2 pkts logged")

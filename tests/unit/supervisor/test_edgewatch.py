@@ -75,6 +75,12 @@ def test_leases_are_followed_live(watch: tuple[edgewatch.EdgeWatch, FakeNft],
     with open(leases, "w") as f:
         f.write("")
     fake.wait("delete element bridge edge mac_ip { 02:00:00:00:00:10 . 10.1.0.100 }")
+    # a caller that cannot wait for inotify (the CNI attach, say): applied in its thread
+    before = len(fake.applied)
+    leases.write_text(f"{end} {PLC} 10.1.0.102 plc *\n")
+    assert w.sync_leases("n")
+    assert any("10.1.0.102 timeout" in t for _, t in fake.applied[before:])
+    assert not w.sync_leases("other")
     w.follow({})  # and no more
     assert w.wait(5) and w.stats("n") == {}
     before = len(fake.applied)
