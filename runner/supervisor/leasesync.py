@@ -15,6 +15,7 @@ an ACL change takes too.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from runner.render import appedge
 log = logging.getLogger("nirunner.leases")
 
 Key = tuple[str, str]  # (MAC, IP)
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,14 @@ def read_file(path: Path, now: float) -> dict[Key, tuple[Lease, int]]:
 
 
 def hostnames(path: Path) -> dict[str, str]:
-    """MAC -> the hostname its client sent, from a dnsmasq lease file."""
+    """MAC -> the hostname its client sent, from a dnsmasq lease file (names that are
+    not DNS labels are left out: the file is the task's, and names reach terminals)."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return {}
     return {w[1].lower(): w[3] for w in (line.split() for line in text.splitlines())
-            if len(w) >= 4 and w[0].isdigit() and w[3] != "*"}
+            if len(w) >= 4 and w[0].isdigit() and _NAME.fullmatch(w[3])}
 
 
 def changes(applied: Mapping[Key, Applied], found: Mapping[Key, tuple[Lease, int]],

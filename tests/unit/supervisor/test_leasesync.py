@@ -30,6 +30,8 @@ def test_read_file_keeps_live_ipv4_leases(tmp_path: Path) -> None:
     assert found[(PLC, "10.1.0.100")][1] == now + 600
     assert found[("02:00:00:00:00:12", "10.1.0.102")][0].seconds == 0  # infinite
     assert hostnames(f) == {PLC: "plc", HMI: "hmi"}
+    f.write_text(f"{now + 60} {PLC} 10.1.0.100 \x1b[2J 01:x\n")
+    assert hostnames(f) == {}  # not a name: not shown anywhere
     assert read_file(tmp_path / "missing", now) == {}
 
 
