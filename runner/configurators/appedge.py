@@ -30,6 +30,13 @@ from runner.supervisor.leasesync import read_file
 DIFFERS = "(not the table nirunner applied)"
 
 
+def _delete_table(family: str, table: str, netns: str) -> None:
+    try:
+        nft.delete_table(family, table, netns)
+    except ns.NoSuchNetns:  # it went with its netns
+        pass
+
+
 def _leases(layout: Layout, ni: str) -> list[Lease]:
     return [lease for lease, _ in read_file(layout.leases_path(ni), time.time()).values()]
 
@@ -52,10 +59,7 @@ class EdgeTableConf:
         return self.create(new)
 
     def delete(self, item: EdgeTable) -> None:
-        try:
-            nft.delete_table("bridge", names.EDGE_NFT_TABLE, item.netns)
-        except ns.NoSuchNetns:
-            pass
+        _delete_table(*edge_driver.EDGE, item.netns)
 
     def read(self, item: EdgeTable) -> EdgeTable | None:
         try:
@@ -142,10 +146,7 @@ class AclTableConf:
         return self.create(new)
 
     def delete(self, item: AclTable) -> None:
-        try:
-            nft.delete_table("inet", names.ACL_NFT_TABLE, item.netns)
-        except ns.NoSuchNetns:
-            pass
+        _delete_table(*edge_driver.ACL, item.netns)
 
     def read(self, item: AclTable) -> AclTable | None:
         view = edge_driver.read_acl(item.netns)
