@@ -33,16 +33,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import bringup, change, scale, throughput
+from bench import appedge, bringup, change, scale, throughput
 from bench.lab import BenchLab, leftovers
 from bench.stats import Stat, fmt, mib, ratio
 
 PREFIX = "nrbench"
 
 QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, n_scale=20, restarts=1, noops=1,
-             idle=3.0, rounds=2, change=3, iperf_s=1.0, iperf_reps=1)
+             idle=3.0, rounds=2, change=3, iperf_s=1.0, iperf_reps=1, edge_reps=1, flows=1000,
+             flow_window=3.0)
 FULL = dict(reps1=10, cli_reps=5, n_many=50, reps_many=3, n_scale=100, restarts=3, noops=3,
-            idle=65.0, rounds=5, change=10, iperf_s=5.0, iperf_reps=3)
+            idle=65.0, rounds=5, change=10, iperf_s=5.0, iperf_reps=3, edge_reps=5,
+            flows=1000, flow_window=10.0)
 
 _t_start = time.monotonic()
 
@@ -149,6 +151,14 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> di
     section("change", lambda: change.run(blab, cfg["change"]))
     say(f"throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} per path")
     section("throughput", lambda: throughput.run(blab, cfg["iperf_s"], cfg["iperf_reps"]))
+    say(f"app edge: throughput with anti-spoofing + 50 ACL rules and with the flow log "
+        f"(hand-made NI, {cfg['edge_reps']} rotated rounds); the flow log at "
+        f"{cfg['flows']} new flows/s, standalone and in the supervisor")
+    section("appedge", lambda: appedge.handmade(cfg["iperf_s"], cfg["edge_reps"],
+                                                cfg["flows"], cfg["flow_window"],
+                                                f"{blab.prefix}e"))
+    section("appedge_sup", lambda: appedge.in_supervisor(blab, cfg["flows"],
+                                                         cfg["flow_window"]))
     return r
 
 
@@ -242,6 +252,8 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
         row("… of which the apply call", _stat(ch.nirunner_apply))
     if "throughput" in r:
         _rows_throughput(r["throughput"], row, rows)
+    if "appedge" in r or "appedge_sup" in r:
+        _rows_appedge(r.get("appedge"), r.get("appedge_sup"), row, rows)
 
     head = ["measurement", "nirunner", "floor", "CNI", "nirunner/floor", "nirunner/CNI",
             "target", "met"]
@@ -343,6 +355,28 @@ def _rows_throughput(tp: throughput.Throughput, row: Any, rows: list[list[str]])
                      "", "", "", "", "", ""])
 
 
+def _rows_appedge(h: appedge.Handmade | None, sup: appedge.InSupervisor | None, row: Any,
+                  rows: list[list[str]]) -> None:
+    if h is not None and h.throughput:
+        none = _stat(h.throughput[appedge.NONE])
+        for setup in (appedge.EDGE_ACL, appedge.FLOW_LOG):
+            ratios = h.ratios(setup)
+            med = sorted(ratios)[len(ratios) // 2]
+            rows.append([f"TCP app → inet, NI bridge + NAT by hand: {setup} (per-round ratio "
+                         f"to none, {len(ratios)} rounds; none: {fmt(none, 'Gbit/s')})",
+                         f"{med:.2f}x ({min(ratios):.2f}–{max(ratios):.2f})", "", "", "", "",
+                         "≥ 0.9x", _met(med >= 0.9)])
+        for what, (share, achieved, recs) in h.collector.items():
+            rows.append([f"flow-log collector, standalone, {what}: CPU at {achieved:.0f} new "
+                         f"flows/s ({recs} records in the window)", f"{share * 100:.1f}% of a "
+                         "core", "", "", "", "", "", ""])
+    if sup is not None:
+        rows.append([f"flow log in the supervisor (one NI, its app at {sup.achieved:.0f} new "
+                     f"flows/s; {sup.records} records in {sup.window:g} s): supervisor CPU",
+                     f"{sup.cpu * 100:.1f}% of a core (idle: {sup.idle_cpu * 100:.1f}%)", "",
+                     "", "", "", "", ""])
+
+
 def steps_table(st: dict[str, Any], sc: scale.Scale | None) -> list[str]:
     cols = [(f"apply {k} NI{'s' if k != '1' else ''}", st[k]["steps"], st[k]["apply"])
             for k in st]
@@ -395,6 +429,12 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
         out["change"] = change.Change(**r["change"])
     if "throughput" in r:
         out["throughput"] = throughput.Throughput(**r["throughput"])
+    if "appedge" in r:
+        h = r["appedge"]
+        out["appedge"] = appedge.Handmade(h["throughput"], {
+            k: (v[0], v[1], v[2]) for k, v in h["collector"].items()})
+    if "appedge_sup" in r:
+        out["appedge_sup"] = appedge.InSupervisor(**r["appedge_sup"])
     return out
 
 

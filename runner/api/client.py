@@ -76,9 +76,9 @@ class ApiClient:
         return [json.loads(s) for s in resp.ni_json], source
 
     def attach(self, ni: str, netns: str, ifname: str = "", mac: str = "",
-               hostname: str = "") -> pb.AttachResponse:
+               hostname: str = "", app: str = "") -> pb.AttachResponse:
         return self._call("Attach", pb.AttachRequest(ni=ni, netns=netns, ifname=ifname,
-                                                      mac=mac, hostname=hostname))
+                                                      mac=mac, hostname=hostname, app=app))
 
     def events(self, follow: bool = False) -> Iterator[pb.Event]:
         try:
@@ -94,6 +94,20 @@ class ApiClient:
 
     def roll(self, names: list[str]) -> pb.RollResponse:
         return self._call("Roll", pb.RollRequest(names=names))
+
+    def flows(self, ni: str, follow: bool = False, app: str = "", last: int = 0
+              ) -> Iterator[dict[str, Any]]:
+        """An NI's flow-log records: those kept, then (follow) new ones as they come."""
+        req = pb.FlowsRequest(ni=ni, follow=follow, app=app, last=last)
+        try:
+            for r in self._stub.Flows(req, timeout=None if follow else self.timeout):
+                yield json.loads(r.json)
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ApiError(f"the supervisor is not answering on {self.socket}") from None
+            raise ApiError(f"flows: {e.details() if isinstance(e, grpc.Call) else e}") from None
 
     def detach(self, ni: str, netns: str, ifname: str = "") -> None:
         self._call("Detach", pb.DetachRequest(ni=ni, netns=netns, ifname=ifname))

@@ -31,6 +31,7 @@ from runner.model.errors import ModelError
 from runner.model.types import SupervisorConfig
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
+from runner.supervisor import flows
 from runner.supervisor.core import Document, Supervisor
 from runner.supervisor.events import Event
 from runner.supervisor.notify import Notifier, Watchdog
@@ -116,7 +117,7 @@ class Servicer(pb_grpc.SupervisorServicer):
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
                ) -> pb.AttachResponse:
         a = self.sup.attach(request.ni, request.netns, request.ifname, request.mac,
-                            request.hostname)
+                            request.hostname, request.app)
         return pb.AttachResponse(host_ifname=a.host_ifname, mac=a.mac)
 
     @_boundary
@@ -195,6 +196,17 @@ class Servicer(pb_grpc.SupervisorServicer):
             if self.sup.stopping.is_set():
                 return
             yield message(e)
+
+
+    @_boundary
+    def Flows(self, request: pb.FlowsRequest, context: grpc.ServicerContext
+              ) -> Iterator[pb.FlowRecord]:
+        path = flows.log_path(self.sup.desired.nis, self.sup.store, request.ni)
+        done = threading.Event()
+        context.add_callback(done.set)  # the client went away
+        found = flows.records(path, request.app, request.last, request.follow,
+                              lambda: done.is_set() or self.sup.stopping.is_set())
+        return (pb.FlowRecord(json=json.dumps(r, sort_keys=True)) for r in found)
 
 
 def _connect(config: SupervisorConfig, stopping: threading.Event) -> Client:
@@ -347,6 +359,8 @@ def serve(config: SupervisorConfig, config_path: str | None = None) -> int:
     watcher.stop()
     if metrics is not None:
         metrics.stop()
+    if sup.edge is not None:
+        sup.edge.stop()  # the flow logs' last records written
     for sub in subs:
         sub.cancel()
     server.stop(grace=2).wait()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from runner import __version__
 from runner.api.client import DEFAULT_SOCKET
-from runner.cli import fleet_commands, ops_commands
+from runner.cli import fleet_commands, flow_commands, ops_commands
 from runner.cli.ni_commands import UserError, add_commands
 from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
 from runner.errors import NirunnerError
@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     containerd_options(ls)
     ls.set_defaults(func=cmd_image_ls)
     add_commands(sub)
+    flow_commands.add_commands(sub)
     ops_commands.add_commands(sub)
     fleet_commands.add_commands(sub)
     # list only the commands with a help text (not the completion scripts' helper)

@@ -235,9 +235,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("\nITEMS\n" + table([["STATE", "OBJECT", "NOTE"]] + [
             [x["state"], x["object"], x.get("error") or
              (f"waiting for {x['waiting']}" if x.get("waiting") else "")] for x in items]))
+    if s.get("appEdge"):
+        print(_app_edge(s["appEdge"]))
     if s.get("nft"):
         print("\nNFT (NI netns)\n" + s["nft"].rstrip())
     return 0
+
+
+def _app_edge(e: dict[str, Any]) -> str:
+    """The app ports with their drops (anti-spoofing), and the ACL rules' counters."""
+    out = []
+    if e.get("ports"):
+        out.append("\nAPP PORTS (anti-spoofing)\n" + table([["PORT", "APP", "MAC", "DROPS"]] + [
+            [p["port"], p["app"] or "-", p["mac"],
+             ", ".join(f"{case} {n}" for case, n in sorted(p["drops"].items())) or "-"]
+            for p in e["ports"]]))
+    if e.get("rules"):
+        out.append("\nACL RULES\n" + table([["RULE", "PACKETS", "BYTES"]] + [
+            [label, str(c["packets"]), _size(c["bytes"])]
+            for label, c in sorted(e["rules"].items())]))
+    c = e.get("collector")
+    if c:
+        out.append(f"\nFLOW LOG {'on' if e.get('flowLog') else 'off (host names only)'}: "
+                   f"{c['records']} records, {c['lost']} overruns")
+    if e.get("followError"):
+        out.append(f"leases and flow log: {e['followError']}")
+    return "\n".join(out)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -251,8 +274,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return 0
     with _api(args) as api:
         r = api.attach(args.name, os.path.abspath(args.netns), args.ifname, args.mac or "",
-                       args.hostname or "")
-    print(f"attached {args.netns} {args.ifname} (mac {r.mac}) to {args.name} via {r.host_ifname}")
+                       args.hostname or "", args.app or "")
+    app = f" as app {args.app}" if args.app else ""
+    print(f"attached {args.netns} {args.ifname} (mac {r.mac}){app} to {args.name} via "
+          f"{r.host_ifname}")
     return 0
 
 
@@ -351,6 +376,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--ifname", default="eth0")
     p.add_argument("--mac")
     p.add_argument("--hostname")
+    p.add_argument("--app", help="a declared app of the NI (spec.apps): its MAC, its name")
     p.set_defaults(func=cmd_attach)
 
     p = api_cmd("detach", "unplug an app's network namespace, or give a tap back")

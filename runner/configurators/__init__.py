@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.configurators.appedge import AclTableConf, EdgePortConf, EdgeTableConf
 from runner.configurators.files import ConfigFilesConf, StateDirConf
 from runner.configurators.links import BridgeConf, PlugConf, VethConf
 from runner.configurators.netns import NetnsConf, SysctlsConf
@@ -20,12 +21,15 @@ from runner.configurators.task import TaskConf
 from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
 from runner.plan.layout import Layout
+from runner.supervisor.edgewatch import EdgeWatch
 
 
-def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
-                  ) -> dict[str, Any]:
-    """By item kind; `secrets_dir`: where credential files must be (see drivers.secrets)."""
+def configurators(client: Client, layout: Layout, secrets_dir: str | None = None,
+                  edge: EdgeWatch | None = None) -> dict[str, Any]:
+    """By item kind; `secrets_dir`: where credential files must be (see drivers.secrets);
+    `edge`: the follower of leases and flow logs the app-edge tables share a lock with."""
     tasks = TaskConf(client, secrets_dir)
+    edge = edge or EdgeWatch()
     return {
         "statedir": StateDirConf(layout),
         "netns": NetnsConf(layout),
@@ -41,4 +45,7 @@ def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
         "plug": PlugConf(),
         "tap": TakenLinkConf(),
         "appaddr": AppAddressConf(),
+        "edge": EdgeTableConf(edge, layout),
+        "edgeport": EdgePortConf(edge),
+        "acl": AclTableConf(edge, layout),
     }

@@ -69,8 +69,10 @@ def apply(ruleset: str, netns: str | None = None, what: str = "apply nft ruleset
     _nft(["-f", "-"], ruleset, netns, what)
 
 
-def apply_table(text: str, family: str, table: str, netns: str | None = None) -> None:
-    """Apply a rendered table (see runner.render.nft) with its tag as the table's comment.
+def apply_table(text: str, family: str, table: str, netns: str | None = None,
+                tag_of: str | None = None) -> None:
+    """Apply a rendered table (see runner.render.nft) with its tag as the table's comment;
+    `tag_of`: the text to tag it with instead (the table without what changes live).
 
     A table with named counters keeps their values: the table is replaced whole, so
     they are read first and written into the new text (the tag is of the rendered
@@ -81,7 +83,7 @@ def apply_table(text: str, family: str, table: str, netns: str | None = None) ->
     if at < 0:
         raise NftError(f"apply nft table {family} {table}: the text defines no such table")
     at += len(head)
-    tagged = text[:at] + f'\tcomment "{tag(text)}"\n' + text[at:]
+    tagged = text[:at] + f'\tcomment "{tag(text if tag_of is None else tag_of)}"\n' + text[at:]
     if _COUNTER.search(text) and read_tag(family, table, netns) is not None:
         tagged = keep_counters(tagged, counters(family, table, netns))
     _nft(["-f", "-"], tagged, netns, f"apply nft table {family} {table}")
@@ -132,6 +134,12 @@ def delete_table(family: str, table: str, netns: str | None = None) -> None:
 
 def list_table(family: str, table: str, netns: str | None = None) -> str:
     return _nft(["list", "table", family, table], None, netns, f"list nft table {table}")
+
+
+def list_json(family: str, table: str, netns: str | None = None) -> str:
+    """`nft -j list table`: the table with its sets' elements and counters, as JSON."""
+    return _nft(["-j", "list", "table", family, table], None, netns,
+                f"list nft table {family} {table}")
 
 
 def tables(netns: str | None = None) -> list[tuple[str, str]]:

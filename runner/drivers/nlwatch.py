@@ -7,8 +7,9 @@ Nothing is polled: the kernel's own notifications arrive as they happen.
 
 What is reported (as `Drift(owner, what, item)` to `on_drift`):
 - in an NI netns: its bridge, transit end or app ports deleted or set down, an
-  address removed from them, one of our routes (proto nirunner) deleted, its
-  nft table changed by anyone but us;
+  address removed from them, one of our routes (proto nirunner) deleted, one of
+  its nft tables (ni, and the app edge's: bridge edge, inet acl) changed by anyone
+  but us;
 - in the device netns: a transit link deleted or set down or its address
   removed, our routes in the uplinks' tables or our rules deleted, table inet
   nirunner changed by anyone but us.
@@ -226,12 +227,23 @@ class Watcher:
         batch, src.batch = src.batch, []
         if own_pid(ev.pid):
             return
-        table = names.DEVICE_NFT_TABLE if src.owner == DEVICE else names.NI_NFT_TABLE
-        if any(e.table == table and e.family == nfnl.FAMILIES["inet"] for e in batch):
-            where = f" in {src.netns}" if src.netns else ""
-            item = f"nft:{src.netns or 'device'}/inet {table}"
-            self.on_drift(Drift(src.owner, f"nft table inet {table}{where} changed by "
-                                           f"process {ev.pid}", item))
+        where = f" in {src.netns}" if src.netns else ""
+        for family, table, item in self._tables(src):
+            if any(e.table == table and e.family == nfnl.FAMILIES[family] for e in batch):
+                self.on_drift(Drift(src.owner, f"nft table {family} {table}{where} changed "
+                                               f"by process {ev.pid}", item))
+
+    @staticmethod
+    def _tables(src: _Source) -> list[tuple[str, str, str]]:
+        """(family, table, item id) of the nft tables we own in the source's netns."""
+        if src.owner == DEVICE:
+            return [("inet", names.DEVICE_NFT_TABLE, f"nft:device/inet {names.DEVICE_NFT_TABLE}")]
+        ns_ = src.netns or ""
+        return [("inet", names.NI_NFT_TABLE, f"nft:{ns_}/inet {names.NI_NFT_TABLE}"),
+                # the app edge's tables (their element changes, ours or dnsmasq's, are no
+                # table changes: NEWSETELEM is not watched)
+                ("bridge", names.EDGE_NFT_TABLE, f"edge:{ns_}"),
+                ("inet", names.ACL_NFT_TABLE, f"acl:{ns_}")]
 
     # -- rtnetlink -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import select
 import signal
 import socket
@@ -35,6 +36,7 @@ from runner.net import names
 SYSCTLS = {"net/netfilter/nf_conntrack_acct": "1",
            "net/netfilter/nf_conntrack_timestamp": "1"}
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+_CT_NEW = nl.NFNL_SUBSYS_CTNETLINK << 8 | nl.IPCTNL_MSG_CT_NEW
 SO_RCVBUFFORCE = 33
 
 
@@ -46,18 +48,31 @@ class Listener:
     """Conntrack events (ends, and starts if asked) and one nflog group, from one netns."""
 
     def __init__(self, netns: str, group: int = names.FLOWLOG_GROUP, starts: bool = False,
-                 rcvbuf: int = 8 << 20) -> None:
+                 rcvbuf: int = 8 << 20, conntrack: bool = True) -> None:
+        """`conntrack` False: nflog only (DNS answers and drops), no flow ends."""
         self.netns, self.group, self.starts, self.rcvbuf = netns, group, starts, rcvbuf
+        self.conntrack = conntrack
         self.sock: socket.socket | None = None
+        self.dumps: socket.socket | None = None  # for reaps: made once, in the netns
         self.lost = 0  # times the kernel found our buffer full (events lost)
 
     def open(self) -> None:
         try:
-            self.sock = ns.run_in(self.netns, self._socket)
+            self.sock, self.dumps = ns.run_in(self.netns, self._sockets)
             self._bind_nflog()
         except OSError as e:
             self.close()
             raise CollectorError(f"flow log of netns {self.netns}: open netlink: {e}") from e
+
+    def _sockets(self) -> tuple[socket.socket, socket.socket]:
+        dumps = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
+        dumps.bind((0, 0))
+        dumps.settimeout(2)
+        try:
+            return self._socket(), dumps
+        except OSError:
+            dumps.close()
+            raise
 
     def _socket(self) -> socket.socket:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
@@ -66,8 +81,9 @@ class Listener:
         except PermissionError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         s.bind((0, 0))
-        groups = [nl.NFNLGRP_CONNTRACK_DESTROY] + ([nl.NFNLGRP_CONNTRACK_NEW]
-                                                   if self.starts else [])
+        # new flows too, also without start records: they say when reaps are worth it
+        groups = [nl.NFNLGRP_CONNTRACK_DESTROY, nl.NFNLGRP_CONNTRACK_NEW] if self.conntrack \
+            else []
         for g in groups:
             s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
         return s
@@ -88,21 +104,18 @@ class Listener:
                 if err == 0:
                     acks += 1
 
-    def reap(self) -> None:
+    def reap(self) -> int:
         """Make conntrack drop the flows that have expired now, so their ends are recorded
-        now (its GC may take up to a minute when the table is small). One dump, discarded."""
-        def dump() -> None:
-            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as s:
-                s.bind((0, 0))
-                s.settimeout(2)
-                s.send(nl.ct_dump_request())
-                while True:
-                    data = s.recv(1 << 16)
-                    if any(kind in (nl.NLMSG_DONE, nl.NLMSG_ERROR)
-                           for kind, _f, _p in nl.messages(data)):
-                        return
-
-        ns.run_in(self.netns, dump)
+        now (its GC may take up to a minute when the table is small). One dump over a
+        socket that lives in the netns (no thread, no setns); the flows that remain."""
+        assert self.dumps is not None
+        self.dumps.send(nl.ct_dump_request())
+        flows = 0
+        while True:
+            for kind, _f, _p in nl.messages(self.dumps.recv(1 << 16)):
+                if kind in (nl.NLMSG_DONE, nl.NLMSG_ERROR):
+                    return flows
+                flows += 1
 
     def fileno(self) -> int:
         assert self.sock is not None
@@ -126,29 +139,46 @@ class Listener:
         return out
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        for s in (self.sock, self.dumps):
+            if s is not None:
+                s.close()
+        self.sock = self.dumps = None
 
 
 class Collector:
     """One NI: read, record, write, and refresh host-name sets; `run` until `stop` is set."""
 
     def __init__(self, listener: Listener, recorder: Recorder, writer: RotatingJsonl,
-                 apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
+                 apply_nft: Callable[[str], None], reap_every: float = 5.0,
+                 reap_idle: float | None = None) -> None:
+        """Reaps (a conntrack dump walks the kernel's whole conntrack hash, ~9 ms of CPU
+        with 256k buckets) run only while the NI has flows: `reap_every` seconds after
+        a flow started or ended, backing off to `reap_idle` while none does, none at
+        all once a reap found no flow, until one starts."""
         self.listener, self.recorder, self.writer = listener, recorder, writer
         self.apply_nft, self.reap_every = apply_nft, reap_every
-        self.records = self.refresh_errors = self.reap_errors = 0
+        self.reap_idle = reap_every if reap_idle is None else reap_idle
+        self.records = self.refresh_errors = self.reap_errors = self.reaps = 0
         self._next_flush = self._next_reap = 0.0
+        self._interval = reap_every
+        self._active = False  # a flow started or ended since the last reap
 
     def poll(self, timeout: float) -> int:
-        ready = select.select([self.listener], [], [], timeout)[0]
+        return self.handle(bool(select.select([self.listener], [], [], timeout)[0]))
+
+    def handle(self, ready: bool) -> int:
+        """Read what is waiting (if `ready`), write records, run the timers; the number of
+        records written. For a loop that waits on many listeners at once."""
         now = time.time()
         records, refresh = [], []
         if ready:
             for kind, _flags, payload in self.listener.read():
+                if kind == _CT_NEW and not self.recorder.starts:
+                    self._flow_seen(now)  # counted, not decoded: no record wanted
+                    continue
                 ev = nl.ct_event(kind, payload)
                 if ev is not None:
+                    self._flow_seen(now)
                     records += self.recorder.ct(ev)
                     continue
                 pkt = nl.log_packet(kind, payload)
@@ -166,14 +196,30 @@ class Collector:
         if now >= self._next_flush:
             records += self.recorder.flush(now)
             self._next_flush = now + 1.0
-        if self.reap_every and now >= self._next_reap:
-            self._next_reap = now + self.reap_every
-            try:
-                self.listener.reap()
-            except OSError:
-                self.reap_errors += 1  # ends then come with conntrack's own GC
+        if self.reap_every and self.listener.conntrack and now >= self._next_reap:
+            self._reap(now)
         self.records += self.writer.write(records)
         return len(records)
+
+    def _flow_seen(self, now: float) -> None:
+        self._active = True
+        if self._next_reap == math.inf:
+            self._next_reap = now + self.reap_every
+
+    def _reap(self, now: float) -> None:
+        try:
+            flows = self.listener.reap()
+        except OSError:
+            flows = 1
+            self.reap_errors += 1  # ends then come with conntrack's own GC
+        self.reaps += 1
+        if not flows:
+            self._next_reap, self._interval = math.inf, self.reap_every
+        else:
+            self._interval = (self.reap_every if self._active
+                              else min(self._interval * 2, self.reap_idle))
+            self._next_reap = now + self._interval
+        self._active = False
 
     def run(self, stop: threading.Event) -> None:
         try:

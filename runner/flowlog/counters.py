@@ -18,9 +18,12 @@ def _items(text: str) -> list[dict[str, Any]]:
 
 
 def edge_drops(text: str) -> dict[str, dict[str, int]]:
-    """{port: {case: packets}} from the `drops` set (cases by SpoofCase name, lower case)."""
+    """{port: {case: packets}} from the `drops` set (cases by SpoofCase name, lower case),
+    listed alone or with its table."""
     out: dict[str, dict[str, int]] = {}
     for item in _items(text):
+        if item.get("set", {}).get("name", "drops") != "drops":  # a listing of the table
+            continue
         for e in item.get("set", {}).get("elem", []):
             elem = e.get("elem", {}) if isinstance(e, dict) else {}
             port, case = elem.get("val", {}).get("concat", [None, None])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,3 +76,62 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
                         yield json.loads(line)
         except FileNotFoundError:
             continue
+
+
+
+class Tail:
+    """The records written to a log from the moment a Tail is made, as they come, across
+    rotations (a new file at `path`). A line is given once it is complete.
+
+    After a rotation it finishes the file it had open, then reads the new one from its
+    start; a file that came and went between two polls (a whole file written within
+    `poll` seconds) is skipped.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        self._inode = -1
+        self._partial = ""
+        self._open(at_end=True)
+
+    def _open(self, at_end: bool) -> None:
+        self.close()
+        self._partial = ""
+        try:
+            self._file = open(self.path, encoding="utf-8")  # noqa: SIM115 - kept open
+        except FileNotFoundError:
+            self._inode = -1
+            return
+        self._inode = os.fstat(self._file.fileno()).st_ino
+        if at_end:
+            self._file.seek(0, os.SEEK_END)
+
+    def records(self, stop: Callable[[], bool], poll: float = 0.2
+                ) -> Iterator[dict[str, Any]]:
+        """New records until `stop()` is true (checked at least every `poll` seconds)."""
+        try:
+            while not stop():
+                line = self._file.readline() if self._file is not None else ""
+                if line:
+                    self._partial += line
+                    if self._partial.endswith("\n"):
+                        text, self._partial = self._partial, ""
+                        if text.strip():
+                            yield json.loads(text)
+                    continue
+                try:
+                    inode = os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    inode = -1
+                if inode != self._inode:  # rotated, or made: the new file from its start
+                    self._open(at_end=False)
+                    continue
+                time.sleep(poll)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

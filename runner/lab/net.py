@@ -3,6 +3,8 @@
     python -m runner.lab.net serve tcp|udp PORT [--seconds N]
     python -m runner.lab.net connect tcp|udp HOST PORT      # prints the reply
     python -m runner.lab.net watch HOST PORT [--interval S]  # a held flow, until SIGTERM
+    python -m runner.lab.net sink HOST PORT                 # one TCP transfer: prints bytes
+    python -m runner.lab.net send HOST PORT BYTES           # to a sink: exactly BYTES
 
 A server answers every client with `<name> sees <client ip>`, so a test can
 tell which NAT the packets went through. Servers stop by themselves.
@@ -102,6 +104,29 @@ def watch(host: str, port: int, interval: float, timeout: float = 3.0) -> dict[s
     return {"round_trips": n, "max_gap_ms": round(max_gap * 1000, 1), "error": error}
 
 
+def sink(host: str, port: int, timeout: float = 30.0) -> int:
+    """Accept one TCP connection and count what it sends until it closes (a transfer of a
+    size known at both ends, for byte counts)."""
+    with socket.create_server((host, port)) as srv:
+        srv.settimeout(timeout)
+        conn, _ = srv.accept()
+        n = 0
+        with conn:
+            while data := conn.recv(1 << 16):
+                n += len(data)
+        return n
+
+
+def send(host: str, port: int, size: int, timeout: float = 30.0) -> None:
+    """Send exactly `size` bytes to a sink and wait until it has them all."""
+    chunk = b"x" * (1 << 16)
+    with socket.create_connection((host, port), timeout=timeout) as c:
+        while size > 0:
+            size -= c.send(chunk[:size])
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+
+
 def connect(proto: str, host: str, port: int, timeout: float = 3.0, source: str = "") -> str:
     if proto == "tcp":
         with socket.create_connection((host, port), timeout=timeout,
@@ -134,6 +159,13 @@ def main() -> int:
     w.add_argument("host")
     w.add_argument("port", type=int)
     w.add_argument("--interval", type=float, default=0.01)
+    k = sub.add_parser("sink")
+    k.add_argument("host")
+    k.add_argument("port", type=int)
+    d = sub.add_parser("send")
+    d.add_argument("host")
+    d.add_argument("port", type=int)
+    d.add_argument("bytes", type=int)
     a = ap.parse_args()
     if a.cmd == "watch":
         try:
@@ -142,6 +174,12 @@ def main() -> int:
         except OSError as e:
             print(json.dumps({"round_trips": 0, "max_gap_ms": 0, "error": str(e)}), flush=True)
             return 1
+    if a.cmd in ("sink", "send"):
+        if a.cmd == "sink":
+            print(sink(a.host, a.port), flush=True)
+        else:
+            send(a.host, a.port, a.bytes)
+        return 0
     if a.cmd == "serve":
         threads = []
         for proto in (["tcp", "udp"] if a.proto == "both" else [a.proto]):

@@ -70,6 +70,7 @@ class Lab:
     image_archive: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     supervisor: subprocess.Popen[bytes] | None = None
+    dns: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.base = Path("/run") / self.prefix
@@ -151,13 +152,26 @@ class Lab:
                    f"--dhcp-leasefile={self.base / 'segment.leases'}")
         return seg
 
-    def start_dns(self, records: dict[str, str]) -> None:
-        """An upstream DNS server on the inet host."""
+    def start_dns(self, records: dict[str, str], ttl: int | None = None) -> None:
+        """An upstream DNS server on the inet host; called again, it answers the new
+        `records` from then on (`ttl`: of its answers; dnsmasq's default is 0)."""
+        if self.dns is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.dns.pid, signal.SIGKILL)
+            self.dns.wait(5)
+            self.untrack(self.dns)
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
                 "--bind-interfaces", f"--listen-address={INET_IP}", "--pid-file=",
                 "--user=root", "--conf-file=/dev/null"]
+        args += [f"--local-ttl={ttl}"] if ttl is not None else []
         args += [f"--host-record={name},{ip}" for name, ip in records.items()]
-        self.spawn(self.inet, *args)
+        self.dns = self.spawn(self.inet, *args)
+
+        def answering() -> bool:
+            out = sh("ss", "-Hlnu", "sport = :53", netns=self.inet, check=False).stdout
+            return bool(out.strip())
+
+        wait_for(answering, 10, "the inet host's DNS server")
 
     def spawn(self, netns: str, *cmd: str) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(["ip", "netns", "exec", netns, *cmd], stdin=subprocess.DEVNULL,
@@ -275,7 +289,7 @@ class Lab:
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "runner.cli.main", *args]
         if args and args[0] in ("apply", "delete", "status", "inspect", "attach", "detach",
-                                "events"):
+                                "events", "flows"):
             cmd += ["--socket", self.socket]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
         if check and res.returncode != 0:
@@ -284,14 +298,17 @@ class Lab:
 
     # -- apps ----------------------------------------------------------------------------
 
-    def app(self, name: str, ni: str, mac: str = "") -> str:
-        """A new app netns plugged into NI `ni`; returns the netns name."""
+    def app(self, name: str, ni: str, mac: str = "", app: str = "") -> str:
+        """A new app netns plugged into NI `ni` (as declared app `app`, if given); returns
+        the netns name."""
         ns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "set", "lo", "up", netns=ns)
         args = ["attach", ni, "--netns", f"/run/netns/{ns}", "--ifname", "eth0"]
         if mac:
             args += ["--mac", mac]
+        if app:
+            args += ["--app", app]
         self.cli(*args)
         return ns
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.model.types import CertAuth, NetworkInstance, Vpn
+from runner.model.types import App, CertAuth, FlowLog, NetworkInstance, Vpn
+from runner.net.appedge import AclRule
 
 
 def _dur(seconds: int) -> str:
@@ -55,6 +56,11 @@ def to_manifest(ni: NetworkInstance) -> dict[str, Any]:
     spec["resources"] = {"memory": r.memory, "cpu": r.cpu, "pids": r.pids}
     if ni.vpn is not None:
         spec["vpn"] = _vpn(ni.vpn)
+    if ni.apps:
+        spec["apps"] = [_app(a) for a in ni.apps]
+    if ni.flow_log != FlowLog():
+        f = ni.flow_log
+        spec["flowLog"] = {"maxSize": f.max_size, "keep": f.keep} if f.enabled else False
     return {"apiVersion": "nirunner/v1", "kind": "NetworkInstance",
             "metadata": {"name": ni.name}, "spec": spec}
 
@@ -77,3 +83,32 @@ def _vpn(v: Vpn) -> dict[str, Any]:
         "esp": {"proposals": list(v.esp_proposals)},
         "dpd": _dur(v.dpd),
     }
+
+
+def _app(a: App) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": a.name, "mac": a.mac}
+    if a.ip is not None:
+        out["ip"] = str(a.ip)
+    if a.acls is not None:
+        out["acls"] = [_rule(r) for r in a.acls]
+    return out
+
+
+def _rule(r: AclRule) -> dict[str, Any]:
+    from runner.model.app_fields import rate_text
+
+    out: dict[str, Any] = {str(r.action): str(r.direction)}
+    if r.remote is not None:
+        out["remote"] = str(r.remote)
+    if r.host is not None:
+        out["host"] = r.host
+    if r.protocol is not None:
+        out["protocol"] = str(r.protocol)
+    if r.ports is not None:
+        lo, hi = r.ports
+        out["ports"] = str(lo) if lo == hi else f"{lo}-{hi}"
+    if r.limit is not None:
+        out["rate"] = rate_text(r.limit)
+        if r.limit.burst:
+            out["burst"] = r.limit.burst
+    return out

@@ -9,7 +9,7 @@ is in runner.model.vpn_fields; checks across NIs in runner.model.sets.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping
 from ipaddress import IPv4Address, IPv4Network
 
 from runner.model.checker import DURATION_UNITS, SIZE_UNITS, Checker
@@ -55,7 +55,7 @@ _SIZE_FORM = "a size like 64Mi, 1Gi, 512M or 67108864"
 
 _TOP = ("apiVersion", "kind", "metadata", "spec")
 _SPEC = ("type", "uplink", "subnet", "gateway", "mtu", "dhcp", "dns", "ntp", "portMaps",
-         "resources", "vpn")
+         "resources", "vpn", "apps", "flowLog")
 _DHCP = ("range", "leaseTime", "reservations")
 _RESERVATION = ("name", "mac", "ip")
 _DNS = ("domain", "upstream", "static")
@@ -93,19 +93,28 @@ def _spec(c: Checker, value: object, name: str | None) -> NetworkInstance | None
     gateway = _gateway(c, s.get("gateway"), subnet)
     mtu = c.integer(s.get("mtu"), "spec.mtu", 576, 9000)
     dhcp = _dhcp(c, s.get("dhcp"), subnet, gateway)
-    hosts = _reservation_names(s.get("dhcp"))
+    # the apps' checks use this module's (MACs, addresses): imported when both exist
+    from runner.model.app_fields import apps_section, flow_log_section
+
+    apps = apps_section(c, s.get("apps"), subnet, gateway, dhcp.range if dhcp else None,
+                        dhcp.reservations if dhcp else ())
+    hosts = {n: "reservation" for n in _reservation_names(s.get("dhcp"))}
+    hosts |= {n: "app" for n in _app_names(s.get("apps"))}
     dns = _dns(c, s.get("dns"), hosts, subnet, gateway)
     ntp = tuple(_servers(c, s.get("ntp"), "spec.ntp", subnet, gateway))
-    port_maps = _port_maps(c, s.get("portMaps"), subnet, gateway, hosts)
+    dynamic = {a.name for a in apps if a.ip is None}
+    port_maps = _port_maps(c, s.get("portMaps"), subnet, gateway, hosts, dynamic)
     resources = _resources(c, s.get("resources"))
     vpn = vpn_section(c, s.get("vpn"), subnet)
     vpn_rules(c, s, ni_type, vpn, dns)
+    flow_log = flow_log_section(c, s.get("flowLog"))
     if (not c.ok or name is None or ni_type is None or subnet is None or gateway is None
             or dhcp is None or dns is None or resources is None):
         return None
     return NetworkInstance(
         name=name, type=ni_type, subnet=subnet, gateway=gateway, dhcp=dhcp, uplink=uplink,
         mtu=mtu, dns=dns, ntp=ntp, port_maps=port_maps, resources=resources, vpn=vpn,
+        apps=apps, flow_log=flow_log,
     )
 
 
@@ -246,7 +255,15 @@ def _reservation_names(dhcp: object) -> list[str]:
     Read apart from _reservations so that a reservation with, say, a bad MAC does
     not also make every port map that targets it an error.
     """
-    items = dhcp.get("reservations") if isinstance(dhcp, dict) else None
+    return _names(dhcp.get("reservations") if isinstance(dhcp, dict) else None)
+
+
+def _app_names(apps: object) -> list[str]:
+    """The well-formed names of spec.apps (as _reservation_names)."""
+    return _names(apps)
+
+
+def _names(items: object) -> list[str]:
     if not isinstance(items, list):
         return []
     names = (item.get("name") for item in items if isinstance(item, dict))
@@ -283,7 +300,7 @@ def _mac(c: Checker, value: object, path: str) -> str | None:
 # --- DNS, NTP ---------------------------------------------------------------------------
 
 
-def _dns(c: Checker, value: object, hosts: Sequence[str], subnet: IPv4Network | None,
+def _dns(c: Checker, value: object, hosts: Mapping[str, str], subnet: IPv4Network | None,
          gateway: IPv4Address | None) -> Dns | None:
     d = {} if value is None else c.mapping(value, "spec.dns", _DNS)
     if d is None:
@@ -316,7 +333,8 @@ def _servers(c: Checker, value: object, path: str, subnet: IPv4Network | None,
 
 
 def _static(c: Checker, value: object, domain: str | None,
-            hosts: Sequence[str]) -> tuple[StaticHost, ...]:
+            hosts: Mapping[str, str]) -> tuple[StaticHost, ...]:
+    """`hosts`: the names of reservations and apps -> "reservation" or "app"."""
     hostnames = {h: h for h in hosts}
     if domain:
         hostnames |= {f"{h}.{domain}": h for h in hosts}
@@ -332,8 +350,9 @@ def _static(c: Checker, value: object, domain: str | None,
         if m.get("addresses") == []:
             c.error(f"{path}.addresses", "must list at least one address")
         if name is not None and name in hostnames:
-            c.error(f"{path}.name", f"{name!r} is already the hostname of reservation "
-                                    f"{hostnames[name]!r}")
+            owner = hostnames[name]
+            c.error(f"{path}.name", f"{name!r} is already the hostname of {hosts[owner]} "
+                                    f"{owner!r}")
         elif name is not None and _unique(c, seen, name, f"{path}.name") and addresses:
             out.append(StaticHost(name, tuple(addresses)))
     return tuple(out)
@@ -343,8 +362,9 @@ def _static(c: Checker, value: object, domain: str | None,
 
 
 def _port_maps(c: Checker, value: object, subnet: IPv4Network | None,
-               gateway: IPv4Address | None,
-               hosts: Sequence[str]) -> tuple[PortMap, ...]:
+               gateway: IPv4Address | None, hosts: Collection[str],
+               dynamic: Collection[str]) -> tuple[PortMap, ...]:
+    """`hosts`: names of reservations and apps; `dynamic`: apps without a fixed IP."""
     names: dict[object, str] = {}
     out: list[PortMap] = []
     for path, item in c.items(value, "spec.portMaps"):
@@ -357,6 +377,10 @@ def _port_maps(c: Checker, value: object, subnet: IPv4Network | None,
         protocol = _protocol(c, m.get("protocol"), f"{path}.protocol")
         uplink_port = c.integer(m.get("uplinkPort"), f"{path}.uplinkPort", 1, 65535)
         target = _target(c, m.get("target"), f"{path}.target", subnet, gateway, hosts)
+        if target in dynamic:
+            c.error(f"{path}.target", f"app {target!r} has no fixed IP (spec.apps[].ip): a "
+                                      f"port map needs one")
+            target = None
         target_port = c.integer(m.get("targetPort"), f"{path}.targetPort", 1, 65535)
         if (name is not None and protocol is not None and uplink_port is not None
                 and target is not None and target_port is not None):
@@ -375,8 +399,8 @@ def _protocol(c: Checker, value: object, path: str) -> Protocol | None:
 
 
 def _target(c: Checker, value: object, path: str, subnet: IPv4Network | None,
-            gateway: IPv4Address | None, hosts: Sequence[str]) -> str | None:
-    """A reservation name, or an app's IPv4 address inside the subnet."""
+            gateway: IPv4Address | None, hosts: Collection[str]) -> str | None:
+    """An app or reservation name, or an app's IPv4 address inside the subnet."""
     text = c.string(value, path)
     if text is None:
         return None
@@ -386,7 +410,7 @@ def _target(c: Checker, value: object, path: str, subnet: IPv4Network | None,
     if text in hosts:
         return text
     hint = did_you_mean(text, hosts) if LABEL.fullmatch(text) else ""
-    c.error(path, f"{show(text)} is neither a reservation name nor an IPv4 address{hint}")
+    c.error(path, f"{show(text)} is neither an app, a reservation nor an IPv4 address{hint}")
     return None
 
 

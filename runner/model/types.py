@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from runner.net.appedge import AclRule
+
 
 class NIType(enum.StrEnum):
     LOCAL = "local"
@@ -119,6 +121,30 @@ class Vpn:
 
 
 @dataclass(frozen=True)
+class App:
+    """A declared app (spec.apps): its identity on the bridge and its ACLs.
+
+    `name` is its hostname (DNS and DHCP), the name `attach --app` binds and the
+    flow log shows. `acls` None: no ACLs (everything allowed, as without the
+    app edge); a tuple, even empty: default-deny but DHCP and DNS to the gateway.
+    """
+
+    name: str
+    mac: str
+    ip: IPv4Address | None = None  # None: whatever DHCP leases it
+    acls: tuple[AclRule, ...] | None = None
+
+
+@dataclass(frozen=True)
+class FlowLog:
+    """spec.flowLog: per-NI conntrack-based records of flows and DNS answers."""
+
+    enabled: bool = True
+    max_size: int = 4 << 20  # bytes of the file before it rotates
+    keep: int = 3  # rotated files kept
+
+
+@dataclass(frozen=True)
 class NetworkInstance:
     name: str
     type: NIType
@@ -132,12 +158,18 @@ class NetworkInstance:
     port_maps: tuple[PortMap, ...] = ()
     resources: Resources = field(default_factory=Resources)
     vpn: Vpn | None = None  # exactly for type vpn
+    apps: tuple[App, ...] = ()
+    flow_log: FlowLog = field(default_factory=FlowLog)
+
+    def declared(self) -> tuple[App, ...]:
+        """Every declared app: the reservations (a fixed IP, no ACLs), then spec.apps."""
+        return tuple(App(r.name, r.mac, r.ip) for r in self.dhcp.reservations) + self.apps
 
     def target_ip(self, pm: PortMap) -> IPv4Address:
-        """The app address a port map points at (a reservation name or an IP)."""
-        for r in self.dhcp.reservations:
-            if r.name == pm.target:
-                return r.ip
+        """The app address a port map points at (an app or reservation name, or an IP)."""
+        for a in self.declared():
+            if a.name == pm.target and a.ip is not None:
+                return a.ip
         return IPv4Address(pm.target)
 
 

@@ -4,6 +4,8 @@
     <stateDir>/ni/<name>/config/     the NI's config (read-only /etc/nirunner in its task)
     <stateDir>/ni/<name>/state/      the NI's state (/var/lib/nirunner: leases, services.status)
     <stateDir>/ni/<name>/task.log    the task's stdout and stderr
+    <stateDir>/ni/<name>/flows.jsonl the flow log (and .1, .2, ... rotated), written by the
+                                     supervisor, out of the task's reach
 """
 
 from __future__ import annotations
@@ -35,3 +37,10 @@ class Layout:
 
     def log_path(self, name: str) -> Path:
         return self.ni_dir(name) / "task.log"
+
+    def leases_path(self, name: str) -> Path:
+        """dnsmasq's lease file (its dhcp-leasefile inside the task)."""
+        return self.state_dir(name) / "dnsmasq.leases"
+
+    def flow_log_path(self, name: str) -> Path:
+        return self.ni_dir(name) / "flows.jsonl"

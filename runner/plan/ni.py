@@ -18,11 +18,13 @@ from runner.model.types import NetworkInstance, NIType, PortMap, Resources, Supe
 from runner.net import names
 from runner.net.routing import DEFAULT, Route
 from runner.net.rules import NIPortMap, NIRules, NIVpnRules
+from runner.plan import edge as edge_plan
+from runner.plan.edge import EdgePlan
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
 from runner.plan.transit import TransitLink, link
 from runner.plan.vpn import VpnPlan, plan_vpn
-from runner.render import dnsmasq, nft, swanctl
+from runner.render import appedge, dnsmasq, nft, swanctl
 
 DEFAULT_MTU = 1500
 
@@ -89,6 +91,7 @@ class NIPlan:
     restart_key: str
     live_key: str
     vpn: VpnPlan | None = None  # VPN NIs only
+    edge: EdgePlan | None = None  # its apps, their ACLs, the flow log (see runner.plan.edge)
 
     @property
     def route_table(self) -> int | None:
@@ -165,7 +168,8 @@ def plan_ni(
     elif uplink is not None:
         upstream = ni.dns.upstream if ni.dns.upstream is not None else facts.resolvers
 
-    files = dnsmasq.render(ni, upstream, mtu, pins)
+    edge = edge_plan.plan_edge(ni, port_maps)
+    files = dnsmasq.render(ni, upstream, mtu, pins, appedge.dnsmasq_nftsets(edge.acls))
     vpn: VpnPlan | None = None
     vpn_rules: NIVpnRules | None = None
     if ni.type is NIType.VPN:
@@ -185,7 +189,7 @@ def plan_ni(
         names.bridge_mac(ni.name),
         IPv4Interface(f"{ni.gateway}/{ni.subnet.prefixlen}"),
     )
-    sysctls = dict(NI_SYSCTLS)
+    sysctls = dict(NI_SYSCTLS) | edge_plan.sysctls(edge)
     routes: tuple[Route, ...] = ()
     if transit is not None:
         routes = (Route(names.MAIN_TABLE, DEFAULT, gateway=transit.device_addr.ip,
@@ -218,4 +222,5 @@ def plan_ni(
         restart_key=restart_key,
         live_key=live_key,
         vpn=vpn,
+        edge=edge,
     )

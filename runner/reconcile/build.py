@@ -20,6 +20,7 @@ from runner.plan.layout import Layout
 from runner.plan.ni import NIPlan
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
+from runner.reconcile.build_edge import edge_items
 from runner.reconcile.items import Item
 from runner.render import dnsmasq
 
@@ -92,6 +93,7 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
     out.append(bridge)
     out.append(k.Routes(ni, ns, names.MAIN_TABLE, p.routes, tuple(links)))
     out.append(k.NftTable(ni, ns, "inet", names.NI_NFT_TABLE, p.nft, _ni_facets(p)))
+    out += edge_items(p, layout, plugs)
     secrets: tuple[k.Secret, ...] = ()
     if p.vpn is not None:
         from runner.render import swanctl  # the names of the credential files

@@ -13,14 +13,21 @@
     7     rule       an ip rule (iif nr<slot> lookup <table>) (after its veth)
     7     localrule  "lookup local" moved from 0 to 32000     -
     8     nft        one nft table                            netns
+    8     edge       table bridge edge: anti-spoofing rules   netns
+    8     acl        table inet acl: the apps' ACLs           netns
     9     files      the NI's config dir (dnsmasq, swanctl)   (after its state dir)
-    10    task       the NI's containerd container and task   netns (after files, nft)
+    9     edgeport   an app port's elements in table edge     edge (a plug comes after it)
+    10    task       the NI's containerd container and task   netns (after files, nft, acl)
     11    plug       an app's veth on br0                     bridge, the app's netns
     11    tap        a device interface taken onto br0        bridge, the interface
     12    appaddr    a CNI app's address, route, pinned lease its plug (after files, task)
 
 The NI's state dir is created first and removed last: it is the record that
 this supervisor owns the NI's objects (network namespaces are global).
+
+Leases learned from dnsmasq and the flow log are not items: the supervisor follows
+them live for the NIs whose netns exists (runner.supervisor.edgewatch), as it
+follows their kernel objects.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 
 from runner.containerd.spec import Limits
 from runner.net import names
+from runner.net.appedge import AppPort, NIAcls
 from runner.net.routing import Route
 from runner.net.routing import Rule as RuleValue
 from runner.reconcile.items import Change, Item
@@ -53,6 +61,18 @@ def uplink_id(name: str) -> str:
 
 
 DEVICE_NFT_ID = "nft:device/inet nirunner"
+
+
+def edge_id(netns: str) -> str:
+    return _id("edge", netns)
+
+
+def acl_id(netns: str) -> str:
+    return _id("acl", netns)
+
+
+def edgeport_id(netns: str, port: str) -> str:
+    return _id("edgeport", f"{netns}/{port}")
 
 
 @dataclass(frozen=True)
@@ -389,6 +409,112 @@ def _delta(old: str, new: str) -> str:
 
 
 @dataclass(frozen=True)
+class EdgeTable(Item):
+    """table bridge edge of an NI: anti-spoofing at every app port.
+
+    Its rules never change while the NI lives; its app ports (EdgePort) and the
+    leased addresses (Leases) are elements. Applying it again would drop them, so a
+    changed one is re-created, and they with it.
+    """
+
+    KIND = "edge"
+    RANK = 8
+    RECREATE_ON = ("text",)
+    ni: str
+    netns: str
+    text: str  # the table without ports or leases (runner.render.appedge.edge_ruleset)
+    # (MAC, IP) of the declared apps' fixed addresses: when the table is made with the
+    # current leases, those leases are left to the ports (allowed for good)
+    fixed: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.netns
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.netns),)
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns)
+
+    def describe(self) -> str:
+        return f"nft table bridge edge in {self.netns}"
+
+
+@dataclass(frozen=True)
+class AclTable(Item):
+    """table inet acl of an NI: its apps' ACLs, changed live in one transaction that keeps
+    the host-name sets; `text` renders `acls` with their fixed addresses (leased ones are
+    added when it is applied), so equal texts are equal ACLs."""
+
+    KIND = "acl"
+    RANK = 8
+    ni: str
+    netns: str
+    text: str
+    acls: NIAcls = field(compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.netns
+
+    def deps(self) -> tuple[str, ...]:
+        return (netns_id(self.netns),)
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns)
+
+    def describe(self) -> str:
+        return f"nft table inet acl in {self.netns}"
+
+    def changes(self, old: Any) -> list[Change]:
+        if not isinstance(old.acls, NIAcls) or old.acls.ni != self.acls.ni:
+            return [Change("ACLs", "ruleset changed")]
+        before = {a.app: a for a in old.acls.apps}
+        now = {a.app: a for a in self.acls.apps}
+        out = [Change("ACLs", f"ACLs of app {n} added ({len(now[n].rules)} rules)")
+               for n in sorted(set(now) - set(before))]
+        out += [Change("ACLs", f"ACLs of app {n} removed") for n in sorted(set(before) - set(now))]
+        out += [Change("ACLs", f"ACLs of app {n} changed") for n in sorted(set(now) & set(before))
+                if now[n] != before[n]]
+        if old.acls.dns_log != self.acls.dns_log:
+            out.append(Change("ACLs", f"DNS answers to the flow log "
+                                      f"{'on' if self.acls.dns_log else 'off'}"))
+        return out or [Change("ACLs", "ruleset changed")]
+
+
+@dataclass(frozen=True)
+class EdgePort(Item):
+    """An app port registered in table bridge edge: its MAC, and its fixed addresses."""
+
+    KIND = "edgeport"
+    RANK = 9
+    RECREATE_ON = ("port",)
+    ni: str
+    netns: str
+    port: AppPort
+
+    @property
+    def key(self) -> str:
+        return f"{self.netns}/{self.port.port}"
+
+    def deps(self) -> tuple[str, ...]:
+        return (edge_id(self.netns),)
+
+    @property
+    def inside(self) -> str | None:
+        return netns_id(self.netns)
+
+    def describe(self) -> str:
+        p = self.port
+        who = f"app {p.app}" if p.app else "undeclared"
+        ips = "".join(f", {ip}" for ip in p.ips)
+        return f"edge port {p.port} in {self.netns} ({who}, {p.mac}{ips})"
+
+
+@dataclass(frozen=True)
 class Secret:
     """A credential the supervisor copies from a device file into the config dir.
 
@@ -500,7 +626,7 @@ class Task(Item):
 
     def after(self) -> tuple[str, ...]:
         return (_id("files", self.ni), _id("nft", f"{self.netns}/inet ni"),
-                _id("sysctls", self.netns), DEVICE_NFT_ID)
+                _id("sysctls", self.netns), DEVICE_NFT_ID, acl_id(self.netns))
 
     def describe(self) -> str:
         return f"task {self.container_id}"
@@ -543,6 +669,11 @@ class Plug(Item):
 
     def deps(self) -> tuple[str, ...]:
         return (_id("bridge", f"{self.netns}/{self.bridge}"), appns_id(self.app_netns))
+
+    def after(self) -> tuple[str, ...]:
+        # its port is registered in table bridge edge before the veth joins br0 (else
+        # the edge drops its first frames), and unregistered after it left
+        return (edgeport_id(self.netns, self.host_if),)
 
     @property
     def inside(self) -> str | None:

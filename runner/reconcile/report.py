@@ -53,9 +53,9 @@ def topics(ops: Iterable[Op], ni: str) -> list[str]:
 def _noun(op: Op) -> str:
     """A topic for an op without field changes: "+ plug ..." -> "apps"."""
     kind = op.item.KIND
-    return {"plug": "apps", "tap": "apps", "appaddr": "apps", "task": "task",
-            "routes": "routes", "rule": "routes", "nft": "firewall",
-            "files": "config files"}.get(kind, kind)
+    return {"plug": "apps", "tap": "apps", "appaddr": "apps", "edgeport": "apps",
+            "task": "task", "routes": "routes", "rule": "routes", "nft": "firewall",
+            "edge": "firewall", "acl": "ACLs", "files": "config files"}.get(kind, kind)
 
 
 def result(ops: Sequence[Op], ni: str, new: bool = False, deleted: bool = False) -> NIResult:

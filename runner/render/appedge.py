@@ -26,6 +26,7 @@ the flow log's DNS refresher fill (`acl_ruleset(..., present=...)`).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 
@@ -43,6 +44,7 @@ from runner.net.appedge import (
     Per,
     RateUnit,
     SpoofCase,
+    check_mac,
     host_set,
 )
 from runner.render.nft import comment, quote
@@ -204,6 +206,21 @@ def lease_delete(lease: Lease, acl_app: str | None = None) -> str:
     return "".join(f"{line}\n" for line in out)
 
 
+def fixed_again(mac: str, ip: IPv4Address) -> str:
+    """An app's fixed address for good again (it had been given a lease's timeout)."""
+    out = _idempotent_delete(EDGE, "mac_ip", [f"{check_mac(mac)} . {ip}"])
+    out.append(f"add element {EDGE} mac_ip {_elements([f'{mac} . {ip}'])}")
+    return "".join(f"{line}\n" for line in out)
+
+
+def ingress_delete(ip: IPv4Address, chain: str) -> str:
+    """Remove an ingress dispatch found in the kernel (a lease that ended meanwhile)."""
+    if not re.fullmatch(r"in_[a-z0-9_]{1,63}", chain):
+        raise ValueError(f"{chain!r} is not an ACL app's ingress chain")
+    return "".join(f"{line}\n" for line in
+                   _idempotent_delete(ACL, "ingress", [f"{ip} : jump {chain}"]))
+
+
 # -- table inet acl ------------------------------------------------------------------
 
 
@@ -351,6 +368,9 @@ def _acl_body(acls: NIAcls, gen: int) -> tuple[list[str], list[str]]:
     stale = f"ct direction original ct mark and 0x{GEN_MASK:08x} != {gen_hex}"
     block("chain forward", [
         "type filter hook forward priority filter - 10; policy accept;",
+        # a DHCP broadcast is for the NI's dnsmasq (input); its copies that the bridge
+        # floods to the other ports are not a flow of the app's
+        f"iifname {br} ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
         "ct state new,invalid jump decide",
         f"{stale} jump decide",  # decided by rules that have changed since
         "ct mark vmap @flows",  # the deciding rule's counter (and limiter)

@@ -7,7 +7,9 @@ read-only at /etc/nirunner, its state dir writable at /var/lib/nirunner.
 change while the NI runs is in a file dnsmasq re-reads on SIGHUP: reservations
 (`dhcp-hosts`), names (`hosts`), upstream servers (`servers`) and DHCP options
 (`dhcp-opts`). So a change of `dnsmasq.conf` needs a task restart, a change of
-any other file only a SIGHUP.
+any other file only a SIGHUP. One exception: `nftsets.conf` (the ACLs' host
+names, `nftset=` lines, included by dnsmasq.conf) is read at start only too, but
+ni-init restarts dnsmasq alone, not the task, when it changed (see ni-init.c).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ DHCP_HOSTS = "dhcp-hosts"
 HOSTS = "hosts"
 SERVERS = "servers"
 DHCP_OPTS = "dhcp-opts"
+NFTSETS = "nftsets.conf"  # read at start; ni-init restarts dnsmasq when it changed
 RELOADABLE = (DHCP_HOSTS, HOSTS, SERVERS, DHCP_OPTS)  # re-read on SIGHUP
 
 LEASE_FILE = f"{STATE_DIR}/dnsmasq.leases"  # survives task restarts
@@ -63,6 +66,7 @@ def conf(ni: NetworkInstance) -> str:
         f"dhcp-hostsfile={CONFIG_DIR}/{DHCP_HOSTS}",
         f"dhcp-optsfile={CONFIG_DIR}/{DHCP_OPTS}",
         f"addn-hosts={CONFIG_DIR}/{HOSTS}",
+        f"conf-file={CONFIG_DIR}/{NFTSETS}",
     ]
     if ni.dns.domain:
         lines += [f"domain={ni.dns.domain}", f"local=/{ni.dns.domain}/", "expand-hosts"]
@@ -73,8 +77,11 @@ Pin = tuple[str, IPv4Address, str]  # an attachment's pinned lease: mac, ip, hos
 
 
 def dhcp_hosts(ni: NetworkInstance, pins: Sequence[Pin] = ()) -> str:
-    """Reservations, one `mac,ip,name` per line; then the leases pinned for attachments."""
-    return _text(ni.name, [f"{r.mac},{r.ip},{r.name}" for r in ni.dhcp.reservations]
+    """Reservations and declared apps: `mac,ip,name`, or `mac,name` for an app without a
+    fixed IP (it gets a dynamic lease under its name); then the leases pinned for
+    attachments."""
+    return _text(ni.name, [f"{a.mac},{a.ip},{a.name}" if a.ip else f"{a.mac},{a.name}"
+                           for a in ni.declared()]
                  + [pinned_host(mac, ip, hostname) for mac, ip, hostname in pins])
 
 
@@ -89,7 +96,7 @@ def pinned_host(mac: str, ip: IPv4Address, hostname: str = "") -> str:
 
 def hosts(ni: NetworkInstance) -> str:
     """Reservations and static entries, so their names resolve even before a lease."""
-    lines = [f"{r.ip} {r.name}" for r in ni.dhcp.reservations]
+    lines = [f"{a.ip} {a.name}" for a in ni.declared() if a.ip is not None]
     lines += [f"{ip} {h.name}" for h in ni.dns.static for ip in h.addresses]
     return _text(ni.name, lines)
 
@@ -112,12 +119,14 @@ def dhcp_opts(ni: NetworkInstance, mtu: int) -> str:
 
 
 def render(ni: NetworkInstance, upstream: Sequence[IPv4Address], mtu: int,
-           pins: Sequence[Pin] = ()) -> dict[str, str]:
-    """All files of the NI's config dir that dnsmasq reads, by file name."""
+           pins: Sequence[Pin] = (), nftsets: Sequence[str] = ()) -> dict[str, str]:
+    """All files of the NI's config dir that dnsmasq reads, by file name; `nftsets`: the
+    `nftset=` lines of the ACLs' host names (runner.render.appedge.dnsmasq_nftsets)."""
     return {
         CONF: conf(ni),
         DHCP_HOSTS: dhcp_hosts(ni, pins),
         HOSTS: hosts(ni),
         SERVERS: servers(ni, upstream),
         DHCP_OPTS: dhcp_opts(ni, mtu),
+        NFTSETS: _text(ni.name, nftsets),
     }

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from runner.configurators import appedge as edge_confs
 from runner.configurators import configurators
 from runner.configurators.files import stamp
 from runner.configurators.nft import tampered
@@ -48,12 +49,15 @@ from runner.plan.facts import Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
 from runner.reconcile.build import Items, TaskPolicy, build
+from runner.reconcile.build_edge import follows
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
 from runner.reconcile.report import DELETED, UNCHANGED, NIResult, results
+from runner.supervisor import apps as apps_mod
 from runner.supervisor import attach as attach_mod
 from runner.supervisor import views
+from runner.supervisor.edgewatch import EdgeWatch
 from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
@@ -120,6 +124,8 @@ class Supervisor:
         self.confs = confs if confs is not None else configurators(
             client, self.store, config.secrets_dir)
         self.tasks: TaskConf = self.confs["task"]
+        # leases and flow logs, followed live for the NIs whose netns exists
+        self.edge: EdgeWatch | None = getattr(self.confs.get("edge"), "watch", None)
         self.read_facts_of: Callable[[SupervisorConfig], Facts] = (
             lambda c: live_facts.read(c, c.resolv_conf))  # also of a config to reload
         self._read_facts = read_facts or (lambda: self.read_facts_of(self.config))
@@ -272,7 +278,11 @@ class Supervisor:
             crash_point(point, op.item.owner)
 
     def _follow(self, intended: Items) -> None:
-        """Tell the watcher which namespaces and objects are ours now."""
+        """Tell the watchers which namespaces and objects are ours now."""
+        if self.edge is not None:
+            live = {x.ni: x.inode for x in self.current.values() if isinstance(x, k.Netns)
+                    and x.ni in self.desired.nis}
+            self.edge.follow(follows(self.plan(), self.store, live))
         if self.watcher is None:
             return
         self.watcher.ours = Ours(
@@ -362,10 +372,13 @@ class Supervisor:
                 raise NirunnerError("; ".join(f"{x.op.line()}: {x.error}" for x in run.failed))
             return Report(tuple(d.lines()), tuple(done), run.writes)
 
-    def attach(self, ni: str, netns: str, ifname: str, mac: str, hostname: str) -> Attachment:
+    def attach(self, ni: str, netns: str, ifname: str, mac: str, hostname: str,
+               app: str = "") -> Attachment:
         with self.lock:
             if ni not in self.desired.nis:
                 raise NirunnerError(f"no such NI: {ni}")
+            if app:  # a declared app: its MAC (its identity), its name as hostname
+                mac, hostname = apps_mod.bind(self.desired.nis[ni], app, mac, hostname)
             a = attach_mod.attachment(ni, netns, ifname or "eth0", mac, hostname)
             same = [x for x in self.desired.attachments if (x.netns, x.ifname)
                     == (a.netns, a.ifname)]
@@ -521,6 +534,8 @@ class Supervisor:
                 x = self.current.get(i)
                 if isinstance(x, k.NftTable):
                     self.current[i] = tampered(x)
+                elif isinstance(x, k.EdgeTable | k.AclTable):
+                    self.current[i] = edge_confs.tampered(x)
             d = diff(self.current, intended, scope=owners)
             if not d:
                 return

@@ -82,6 +82,7 @@ class NIView:
     items: tuple[dict[str, str], ...] = ()  # detail: every item, its state and last error
     device_rules: tuple[str, ...] = ()
     nft: str | None = None  # detail: the NI's nft table as nft lists it
+    edge: dict[str, Any] | None = None  # detail: the app edge (runner.supervisor.apps.view)
     now: float = 0.0
 
 
@@ -132,6 +133,8 @@ def ni_status(v: NIView, detail: bool = False) -> dict[str, Any]:
         st["items"] = list(v.items)
         if v.nft is not None:
             st["nft"] = v.nft
+        if v.edge is not None:
+            st["appEdge"] = v.edge
     return st
 
 

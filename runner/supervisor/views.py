@@ -13,7 +13,7 @@ from runner.drivers import nft
 from runner.model.types import NIType
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
-from runner.supervisor import status, vpn
+from runner.supervisor import apps, status, vpn
 from runner.supervisor.store import Attachment
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
     except Exception as e:  # the netns may be gone mid-rebuild
         listing = f"unavailable: {e}"
     return status.NIView(**{**view.__dict__, "items": tuple(sup.item_states(name)),
-                            "device_rules": rules, "nft": listing})
+                            "device_rules": rules, "nft": listing,
+                            "edge": apps.gather(sup, p.netns, name)})
 
 
 def _attached(a: Attachment) -> status.Attached:

@@ -180,6 +180,8 @@ class Workloads:
                 raise WorkloadError(ErrorKind.NO_LEASE, f"the DHCP server gave "
                                     f"{lease.address}, outside subnet {ni.subnet}")
             rec = replace(rec, address=lease.address)
+            if self.sup.edge is not None:  # the anti-spoofing sets know the address before
+                self.sup.edge.sync_leases(rec.ni)  # the pin is asked for from it
             self._change([*before, rec], scope)  # 3: address, pin, port maps
         except Exception as e:
             undo = self._undo(rec, lease, before, scope)

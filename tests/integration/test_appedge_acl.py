@@ -34,6 +34,7 @@ from runner.lab.edgelab import (
     EdgeLab,
 )
 from runner.lab.topology import sh, wait_for
+from runner.lab.witness import witness, witnessed_bytes
 from runner.net.appedge import (
     AclPortMap,
     AclProtocol,
@@ -185,13 +186,10 @@ def test_limit_rule_caps_a_udp_stream(acl: AclLab) -> None:
                    ports=(5201, 5201)),
               rule(EGRESS, Action.LIMIT, remote=net(f"{server}/32"), protocol=UDP,
                    ports=(5201, 5201), limit=Limit(1_250_000, RateUnit.BYTES, burst=125_000)))
-    sh("nft", "-f", "-", netns=lab.wan, input=(
-        "table inet witness {}\ndelete table inet witness\n"
-        "table inet witness { chain c { type filter hook input priority 0; "
-        "udp dport 5201 counter; }; }\n"))
+    witness(lab.wan, "udp dport 5201")
+
     def received() -> tuple[int, float]:
-        out = sh("nft", "list", "chain", "inet", "witness", "c", netns=lab.wan).stdout
-        return int(out.split("bytes ")[1].split()[0]), time.monotonic()
+        return witnessed_bytes(lab.wan), time.monotonic()
 
     # A bytes limit's bucket holds one second of its rate plus the burst, and starts
     # full: the steady rate is measured from the second second on.
@@ -271,27 +269,6 @@ def test_acl_change_takes_effect_live_on_running_flows(acl: AclLab) -> None:
     assert acl.lab.connect(acl.lab.apps["plc"].netns, SERVERS[1], 80) == f"inet sees {UPLINK}"
 
 
-_SINK = """
-import socket, sys
-srv = socket.create_server((sys.argv[1], 5202)); srv.settimeout(30)
-c, _ = srv.accept(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    n += len(b)
-c.close(); print(n)
-"""
-_SOURCE = """
-import socket, sys
-n = int(sys.argv[2]); chunk = b"x" * (1 << 16)
-c = socket.create_connection((sys.argv[1], 5202), timeout=30)
-while n > 0:
-    n -= c.send(chunk[:n])
-c.shutdown(socket.SHUT_WR); c.recv(1)
-"""
-
-
 def test_flow_log_has_byte_counts_drops_and_dns(acl: AclLab) -> None:
     lab, plc = acl.lab, acl.lab.apps["plc"]
     server = SERVERS[0]
@@ -300,11 +277,13 @@ def test_flow_log_has_byte_counts_drops_and_dns(acl: AclLab) -> None:
               rule(EGRESS, Action.DROP, protocol=UDP, ports=(9, 9)))
     # a transfer whose size is known at both ends (iperf3 -n counts what it wrote into
     # its socket, some of which its teardown discards)
-    sink = subprocess.Popen(["ip", "netns", "exec", lab.wan, sys.executable, "-c", _SINK,
-                             server], stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen(["ip", "netns", "exec", lab.wan, sys.executable, "-m",
+                             "runner.lab.net", "sink", server, "5202"],
+                            stdout=subprocess.PIPE, text=True)
     wait_for(lambda: bool(sh("ss", "-Hlnt", "sport = :5202", netns=lab.wan).stdout.strip()),
              10, "the sink")
-    sh(sys.executable, "-c", _SOURCE, server, str(20 << 20), netns=plc.netns, timeout=60)
+    sh(sys.executable, "-m", "runner.lab.net", "send", server, "5202", str(20 << 20),
+       netns=plc.netns, timeout=60)
     sent = int(sink.communicate(timeout=30)[0])
     assert sent == 20 << 20
     sh(sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "

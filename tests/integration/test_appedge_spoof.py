@@ -16,6 +16,7 @@ import pytest
 from runner.flowlog import counters
 from runner.lab.edgelab import BRIDGE_MAC, GATEWAY, SERVERS, UPLINK, WAN_GW, EdgeLab
 from runner.lab.topology import sh, wait_for
+from runner.lab.witness import unwitness, witness, witnessed
 from runner.net.appedge import AppPort, Lease
 from runner.render import appedge
 from tests.integration.conftest import RUN_ID
@@ -61,19 +62,6 @@ def drops(lab: EdgeLab, app: str) -> dict[str, int]:
     return counters.edge_drops(text).get(lab.apps[app].port, {})
 
 
-def witness(lab: EdgeLab, netns: str, hook: str, match: str) -> None:
-    """Count packets matching `match` at `hook` in `netns` (a table of the test's own)."""
-    sh("nft", "-f", "-", netns=netns, input=(
-        "table inet witness {}\ndelete table inet witness\n"
-        f"table inet witness {{ chain c {{ type filter hook {hook} priority -300; "
-        f"{match} counter; }}; }}\n"))
-
-
-def witnessed(netns: str) -> int:
-    out = sh("nft", "list", "chain", "inet", "witness", "c", netns=netns).stdout
-    return int(out.split("counter packets ")[1].split()[0])
-
-
 def test_ordinary_traffic_is_unaffected(lab: EdgeLab) -> None:
     edge_on(lab)
     plc, hmi = lab.apps["plc"], lab.apps["hmi"]
@@ -86,7 +74,7 @@ def test_ordinary_traffic_is_unaffected(lab: EdgeLab) -> None:
 
 def test_another_apps_address_is_dropped(lab: EdgeLab) -> None:
     rogue = lab.apps["rogue"]
-    witness(lab, lab.ni, "prerouting", f"ip saddr 10.1.0.10 ether saddr {rogue.mac}")
+    witness(lab.ni, f"ip saddr 10.1.0.10 ether saddr {rogue.mac}", "prerouting")
     sh("ip", "addr", "add", "10.1.0.10/32", "dev", "eth0", netns=rogue.netns)
     try:
         for on in (False, True):
@@ -99,7 +87,7 @@ def test_another_apps_address_is_dropped(lab: EdgeLab) -> None:
         assert drops(lab, "rogue").get("ip", 0) >= 2
     finally:
         sh("ip", "addr", "del", "10.1.0.10/32", "dev", "eth0", netns=rogue.netns, check=False)
-        sh("nft", "delete", "table", "inet", "witness", netns=lab.ni, check=False)
+        unwitness(lab.ni)
 
 
 def test_gratuitous_arp_for_another_address_cannot_take_the_port_map(lab: EdgeLab) -> None:
@@ -145,7 +133,7 @@ def test_gateway_arp_poisoning_is_dropped(lab: EdgeLab) -> None:
 
 def test_rogue_dhcp_server_is_dropped(lab: EdgeLab) -> None:
     plc, rogue = lab.apps["plc"], lab.apps["rogue"]
-    witness(lab, plc.netns, "input", "udp sport 67 udp dport 68")
+    witness(plc.netns, "udp sport 67 udp dport 68")
     for on in (False, True):
         (edge_on if on else edge_off)(lab)
         before = witnessed(plc.netns)

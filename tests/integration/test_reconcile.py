@@ -263,42 +263,68 @@ def test_what_is_removed_behind_its_back_is_healed(site: Site, what: str) -> Non
         assert any(H1 in ln for ln in healed[-2:]), healed
 
 
-def test_a_lease_flood_counts_only_real_apps(site: Site) -> None:
-    """100 DISCOVERs from random MACs (issue 10): apps are the attached ones plus holders
-    of unexpired leases, never more; once the flood's leases expire, the 2 apps."""
-    from runner.drivers.dhcp import acquire
+def test_a_lease_flood_from_random_macs_is_dropped_at_the_edge(site: Site) -> None:
+    """DISCOVERs from random MACs through one app port (issue 10's flood) get no lease
+    since the app edge (issue 11): an app port sends only with its own MAC. Every frame
+    is counted; status keeps showing the 2 attached apps."""
+    from runner.drivers.dhcp import DhcpError, acquire
 
     lab = site.lab
     flood = lab.app("flood", H2)  # the second attached app of h2 (cli is the first)
     try:
-        def count() -> tuple[int, int]:
-            st = site.status()[H2]
-            active = sum(1 for a in st["apps"] if not a["attached"])
-            return len(st["apps"]), active
-
-        macs = [":".join(["02", *(f"{b:02x}" for b in os.urandom(5))]) for _ in range(100)]
-        leased = 0
+        macs = [":".join(["02", *(f"{b:02x}" for b in os.urandom(5))]) for _ in range(10)]
         for mac in macs:
-            try:
-                acquire(f"/run/netns/{flood}", "eth0", mac, timeout=3)
-                leased += 1
-            except Exception:  # the pool may run out: that is the attack
-                pass
-        apps, active = count()
-        print(f"{leased} leases taken; status shows {apps} apps ({active} by lease alone)")
-        assert leased >= 90
-        assert apps <= 2 + active and apps >= 2
-        deadline = time.monotonic() + 200  # leases of 2 minutes, and dnsmasq's own slack
-        while time.monotonic() < deadline:
-            apps, active = count()
-            assert apps <= 2 + active
-            if apps == 2:
-                break
-            time.sleep(5)
-        assert count()[0] == 2, site.status()[H2]["apps"]
+            with pytest.raises(DhcpError):
+                acquire(f"/run/netns/{flood}", "eth0", mac, timeout=1)
+        st = json.loads(lab.cli("inspect", H2, "--json").stdout)
+        port = next(p for p in st["appEdge"]["ports"] if p["port"] != _cli_port(site, st))
+        assert port["drops"].get("mac", 0) >= len(macs), port
+        assert len(st["apps"]) == 2 and all(a["attached"] for a in st["apps"]), st["apps"]
     finally:
         lab.cli("detach", H2, "--netns", f"/run/netns/{flood}", check=False)
         sh("ip", "netns", "del", flood, check=False)
+
+
+def test_apps_are_the_attached_ones_and_unexpired_leases(site: Site) -> None:
+    """Issue 10: 100 leases from random MACs (each from an app port of its own MAC, the
+    only way past the app edge), their apps gone again: status counts attached apps
+    plus distinct unexpired leases, never more, and the 2 attached apps once they expire."""
+    from runner.drivers.dhcp import acquire
+
+    lab = site.lab
+    second = lab.app("cli2", H2)  # with cli: the 2 attached apps of h2
+    passer = f"{lab.prefix}-passer"
+    sh("ip", "netns", "add", passer)
+    try:
+        def count() -> tuple[int, int, int]:
+            apps = site.status()[H2]["apps"]
+            return len(apps), sum(a["attached"] for a in apps), sum(
+                1 for a in apps if not a["attached"])
+
+        for _ in range(100):
+            mac = ":".join(["02", *(f"{b:02x}" for b in os.urandom(5))])
+            lab.cli("attach", H2, "--netns", f"/run/netns/{passer}", "--mac", mac)
+            acquire(f"/run/netns/{passer}", "eth0", mac, timeout=5)
+            lab.cli("detach", H2, "--netns", f"/run/netns/{passer}")
+        apps, attached, by_lease = count()
+        print(f"after 100 leases: {apps} apps, {attached} attached, {by_lease} by lease alone")
+        assert attached == 2 and by_lease == 100 and apps == attached + by_lease
+        deadline = time.monotonic() + 200  # leases of 2 minutes, and dnsmasq's own slack
+        while (found := count())[0] != 2:
+            assert found[0] <= found[1] + found[2]
+            assert time.monotonic() < deadline, found
+            time.sleep(5)
+    finally:
+        sh("ip", "netns", "del", passer, check=False)
+        lab.cli("detach", H2, "--netns", f"/run/netns/{second}", check=False)
+        sh("ip", "netns", "del", second, check=False)
+
+
+def _cli_port(site: Site, st: dict[str, object]) -> str:
+    """The bridge port of the cli app (the one attached first)."""
+    attached = st["attached"]
+    assert isinstance(attached, list)
+    return str(next(a["hostIfname"] for a in attached if a["netns"].endswith("-cli")))
 
 
 def test_supervisor_log_has_no_traceback(site: Site) -> None:

@@ -248,7 +248,7 @@ def test_uplink_down_and_up(site: Site) -> None:
 def test_a_macvlan_on_an_uplink_is_no_uplink_change(site: Site) -> None:
     """Making or removing a macvlan of an uplink changes only its promiscuity count: the
     supervisor must not take that for an uplink change and plan again."""
-    lab, dev = site.lab, site.lab.device
+    dev = site.lab.device
     before = _events(site).count("uplink.changed")
     sh("ip", "link", "add", "link", "eth1", "name", "mvx", "type", "macvlan", "mode",
        "bridge", netns=dev)

@@ -361,6 +361,42 @@ def test_sighup_starts_new_services_forwards_hup_and_stops_removed(env: Env) -> 
     assert init.count("restart") == 0
 
 
+def test_sighup_restarts_dnsmasq_alone_when_its_start_only_file_changed(env: Env) -> None:
+    """nftsets.conf (the ACLs' host names) is read at start only: a new one restarts
+    dnsmasq, not the task; an unchanged one leaves it to a plain reload."""
+    env.configure("dnsmasq")
+    env.configure("charon")
+    nftsets = env.config / "nftsets.conf"
+    nftsets.write_text("# none\n")
+    init = env.start(time_scale=0.1)
+    init.wait_for(r"dnsmasq started")
+    init.wait_for(r"charon started")
+    env.wait_file("dnsmasq.pids", r"\d")
+    first = int(env.read("dnsmasq.pids").split()[0])
+    charon = env.wait_status("charon", state="running")["pid"]
+
+    init.send(signal.SIGHUP)  # nothing changed: a reload
+    init.wait_for(r"^ni-init: dnsmasq sent SIGHUP \(reload\)$")
+    assert env.status()["dnsmasq"]["pid"] == str(first)
+
+    tmp = env.config / ".nftsets.tmp"  # replaced as the supervisor writes files: rename
+    tmp.write_text("nftset=/www.example.test/4#inet#acl#h_0123456789ab\n")
+    tmp.rename(nftsets)
+    init.send(signal.SIGHUP)
+    init.wait_for(r"^ni-init: dnsmasq nftsets.conf changed, restarting, stopping pid=\d+$")
+    init.wait_for(r"^ni-init: dnsmasq started pid=\d+$", count=2)
+    assert env.wait_file("dnsmasq.pids", r"\d+\s+\d+").split()[0] == str(first)
+    second = int(env.read("dnsmasq.pids").split()[1])
+    assert eventually(lambda: not alive(first))
+    assert env.wait_status("dnsmasq", state="running")["pid"] == str(second)
+    assert env.status()["charon"]["pid"] == charon and init.proc.poll() is None
+    assert env.status()["dnsmasq"]["restarts"] == "0"  # on purpose: no crash counted
+
+    init.send(signal.SIGHUP)  # and from then on the new file is the one it started with
+    init.wait_for(r"dnsmasq sent SIGHUP \(reload\)", count=2)
+    assert env.status()["dnsmasq"]["pid"] == str(second)
+
+
 def test_sigterm_stops_everything_and_exits_zero(env: Env) -> None:
     env.service("dnsmasq")
     env.service("charon", on_term="echo ignored >> \"$TEST_DIR/charon.terms\"")

@@ -135,7 +135,7 @@ SERVICES = {
     "nirunner.v1.Supervisor": (
         nirunner_pb2, ["Version", "Apply", "Delete", "Status", "Attach", "Detach", "Events",
                        "AttachWorkload", "DetachWorkload", "CheckWorkload", "GcWorkloads",
-                       "NiReady", "Reload", "Roll"]
+                       "NiReady", "Reload", "Roll", "Flows"]
     ),
 }  # fmt: skip
 
@@ -164,6 +164,7 @@ def test_streaming_methods() -> None:
     assert streaming("etcdserverpb.Watch", "Watch") == (True, True)
     assert streaming("etcdserverpb.Lease", "LeaseKeepAlive") == (True, True)
     assert streaming("etcdserverpb.KV", "Range") == (False, False)
+    assert streaming("nirunner.v1.Supervisor", "Flows") == (False, True)
 
 
 def test_grpc_method_paths() -> None:

@@ -4,7 +4,10 @@
  * It supervises a fixed set of services, each enabled by the presence of its
  * config file in /etc/nirunner (a read-only bind mount of the NI's config
  * dir).  Crashed services are restarted with exponential backoff; a service
- * that crashes MAX_FAILS times in a row is marked failed until SIGHUP.  All
+ * that crashes MAX_FAILS times in a row is marked failed until SIGHUP.  On
+ * SIGHUP a running service gets SIGHUP too (dnsmasq re-reads its files), unless
+ * a file it reads only at start (dnsmasq's nftsets.conf: the ACLs' host names)
+ * changed since it started: then it alone is restarted, not the task.  All
  * zombies are reaped, and the supervisor's view is written atomically to
  * /var/lib/nirunner/services.status for the runner to read.
  *
@@ -31,6 +34,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,8 +59,11 @@ struct service {
 	const char *conf_flag;   /* argv prefix for the config path, or NULL */
 	const char *conf_env;    /* env var carrying the config path, or NULL */
 	bool hup_on_reload;      /* forward our SIGHUP to it */
+	const char *start_file;  /* read at start only: changed at SIGHUP -> restart, or NULL */
 	/* runtime state */
 	char conf[PATH_MAX];
+	char start_path[PATH_MAX];
+	struct stat start_stat;  /* start_file as it was when the service started */
 	enum state state;
 	bool wanted;             /* config present at the last scan */
 	bool stopping;           /* we sent SIGTERM, so its exit is not a crash */
@@ -70,7 +77,7 @@ struct service {
 static struct service services[] = {
 	{.name = "dnsmasq", .conf_file = "dnsmasq.conf", .bin = "/usr/sbin/dnsmasq",
 	 .bin_env = "NI_INIT_DNSMASQ", .fixed_arg = "--keep-in-foreground",
-	 .conf_flag = "--conf-file=", .hup_on_reload = true},
+	 .conf_flag = "--conf-file=", .hup_on_reload = true, .start_file = "nftsets.conf"},
 	{.name = "charon", .conf_file = "strongswan.conf", .bin = "/usr/sbin/charon-systemd",
 	 .bin_env = "NI_INIT_CHARON", .conf_env = "STRONGSWAN_CONF"},
 };
@@ -162,6 +169,8 @@ static void start_service(struct service *s, sigset_t *blocked)
 	s->state = RUNNING;
 	s->stopping = false;
 	s->started_at = now_ms();
+	if (s->start_file && stat(s->start_path, &s->start_stat) != 0)
+		memset(&s->start_stat, 0, sizeof(s->start_stat));
 	if (s->fails)
 		logmsg("%s restarted pid=%d (restart %d)", s->name, (int)pid, s->fails);
 	else
@@ -219,6 +228,20 @@ static void stop_service(struct service *s, const char *why)
 	}
 }
 
+/* Whether the service's start-only file differs from what it started with
+ * (config files are replaced by rename: a new one has another inode). */
+static bool start_file_changed(struct service *s)
+{
+	struct stat st;
+	if (!s->start_file)
+		return false;
+	if (stat(s->start_path, &st) != 0)
+		memset(&st, 0, sizeof(st));
+	return st.st_ino != s->start_stat.st_ino || st.st_size != s->start_stat.st_size ||
+	       st.st_mtim.tv_sec != s->start_stat.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != s->start_stat.st_mtim.tv_nsec;
+}
+
 /* Boot and SIGHUP: make the running set match the config dir. */
 static void rescan(bool hup, sigset_t *blocked)
 {
@@ -233,6 +256,11 @@ static void rescan(bool hup, sigset_t *blocked)
 		if (s->state == STOPPED || s->state == FAILED) {
 			s->fails = 0;
 			start_service(s, blocked);
+		} else if (hup && s->state == RUNNING && !s->stopping && start_file_changed(s)) {
+			/* stopping with its config present: it is started again as it exits */
+			char why[PATH_MAX + 32];
+			snprintf(why, sizeof(why), "%s changed, restarting", s->start_file);
+			stop_service(s, why);
 		} else if (hup && s->state == RUNNING && s->hup_on_reload && !s->stopping) {
 			logmsg("%s sent SIGHUP (reload)", s->name);
 			kill(s->pid, SIGHUP);
@@ -323,6 +351,9 @@ int main(void)
 		if ((env = getenv(s->bin_env)))
 			s->bin = env;
 		snprintf(s->conf, sizeof(s->conf), "%s/%s", config_dir, s->conf_file);
+		if (s->start_file)
+			snprintf(s->start_path, sizeof(s->start_path), "%s/%s", config_dir,
+				 s->start_file);
 		strcpy(s->last_exit, "-");
 	}
 

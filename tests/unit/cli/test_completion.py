@@ -77,8 +77,8 @@ def test_subcommands_and_options(script: Path) -> None:
     assert complete(script, "sta") == ["status"]
     assert complete(script, "") == ["version", "image", "supervise", "validate", "apply",
                                      "delete", "status", "inspect", "events", "attach",
-                                     "detach", "reload", "roll", "install", "completion",
-                                     "fleet"]
+                                     "detach", "flows", "reload", "roll", "install",
+                                     "completion", "fleet"]
     assert complete(script, "image", "") == ["build", "import", "ls"]
     assert complete(script, "status", "--j") == ["--json"]
     assert complete(script, "--so") == ["--socket"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from runner.errors import NirunnerError
 from runner.flowlog import netlink as nl
 from runner.flowlog.collector import Collector
@@ -14,6 +16,8 @@ from tests.unit.flowlog import messages as m
 
 
 class FakeListener:
+    conntrack = True
+
     def __init__(self, datagrams: list[bytes]) -> None:
         self.a, self.b = socket.socketpair()
         self.datagrams = datagrams
@@ -55,3 +59,50 @@ def test_poll_records_refreshes_and_survives_failing_refresh_and_reap(tmp_path: 
     assert len(applied) == 1 and c.refresh_errors == 1
     assert listener.reaped == 1 and c.reap_errors == 1
     assert c.poll(0.01) == 0
+
+
+class CountingListener(FakeListener):
+    """Reaps find `flows` flows; conntrack NEW events come as told."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.flows = 0
+
+    def reap(self) -> int:  # type: ignore[override]
+        self.reaped += 1
+        return self.flows
+
+    def new_flow(self) -> None:
+        self.datagrams.append(m.ct_event(m.tuple_(17, "10.1.0.10", "192.0.2.20", 1, 53),
+                                         m.tuple_(17, "192.0.2.20", "198.51.100.2", 53, 1),
+                                         end=False))
+        self.b.send(b"x")
+
+
+def test_reaps_follow_the_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conntrack dump walks the whole hash: none while the NI has no flow, every
+    reap_every seconds while flows start or end, backing off while none does."""
+    from runner.flowlog import collector as col
+
+    clock = [1000.0]
+    monkeypatch.setattr(col.time, "time", lambda: clock[0])
+    listener = CountingListener()
+    c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
+                  lambda text: None, reap_every=5.0, reap_idle=60.0)
+
+    def at(t: float, ready: bool = False) -> int:
+        clock[0] = 1000.0 + t
+        c.handle(ready)
+        return listener.reaped
+
+    assert at(0) == 1  # one at start: no flow
+    assert at(30) == at(600) == 1  # and none while nothing happens
+    listener.flows = 1
+    listener.new_flow()
+    assert at(601, ready=True) == 1
+    assert at(605) == 1 and at(606) == 2  # 5 s after the flow started
+    assert at(611) == 3  # flows remain, nothing started or ended since: 10 s, 20 s, ...
+    assert at(620) == 3 and at(621) == 4
+    assert at(640) == 4 and at(641) == 5
+    listener.flows = 0
+    assert at(1000) == 6 and at(5000) == 6  # empty: no more reaps

@@ -46,3 +46,62 @@ def test_no_backups_keeps_only_the_newest(tmp_path: Path) -> None:
 def test_a_too_small_cap_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         RotatingJsonl(tmp_path / "f", max_bytes=10)
+
+
+def test_tail_follows_new_records_across_rotations(tmp_path: Path) -> None:
+    """(A tail that falls a whole file behind skips it: with the 4 MiB files of the
+    supervisor's flow logs, that is 4 MiB within one poll.)"""
+    import threading
+    import time
+
+    from runner.flowlog.writer import Tail
+
+    path = tmp_path / "flows.jsonl"
+    w = RotatingJsonl(path, max_bytes=1024, backups=2)
+    w.write([{"n": -1}])  # before the tail: not followed
+    tail = Tail(path)
+    got: list[int] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        for r in tail.records(lambda: done.is_set() or len(got) >= 60, poll=0.01):
+            got.append(r["n"])
+
+    t = threading.Thread(target=follow)
+    t.start()
+    for n in range(60):  # about 10 rotations of 1 KiB, at a pace it can follow
+        w.write([{"n": n, "pad": "x" * 150}])
+        time.sleep(0.01)
+    t.join(10)
+    done.set()
+    assert got == list(range(60))
+
+
+def test_records_for_flows_last_app_and_follow(tmp_path: Path) -> None:
+    import threading
+
+    from runner.supervisor.flows import records
+
+    path = tmp_path / "flows.jsonl"
+    w = RotatingJsonl(path)
+    w.write([{"app": "plc", "n": 1}, {"app": "hmi", "n": 2}, {"app": "plc", "n": 3}])
+    assert [r["n"] for r in records(path)] == [1, 2, 3]
+    assert [r["n"] for r in records(path, app="plc")] == [1, 3]
+    assert [r["n"] for r in records(path, last=2)] == [2, 3]
+    stop = threading.Event()
+    found: list[int] = []
+
+    def follow() -> None:
+        for r in records(path, app="plc", last=1, follow=True, stop=stop.is_set):
+            found.append(r["n"])
+            if r["n"] == 5:
+                stop.set()
+
+    t = threading.Thread(target=follow)
+    t.start()
+    import time
+
+    time.sleep(0.3)
+    w.write([{"app": "hmi", "n": 4}, {"app": "plc", "n": 5}])
+    t.join(5)
+    assert not t.is_alive() and found == [3, 5]

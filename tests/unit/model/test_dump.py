@@ -11,7 +11,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def test_examples_round_trip() -> None:
-    for ni in load_paths([str(EXAMPLES)]):
+    for ni in load_paths([str(EXAMPLES), str(EXAMPLES / "apps")]):
         again = load_documents(yaml.safe_dump(to_manifest(ni)))
         assert again == [ni]
 

@@ -169,7 +169,7 @@ BAD = [
      "spec.portMaps[0].protocol", "'sctp' is not tcp or udp", 32),
     ("unknown-target", edit("target: plc", "target: plcc"),
      "spec.portMaps[0].target",
-     "'plcc' is neither a reservation name nor an IPv4 address (did you mean 'plc'?)", 34),
+     "'plcc' is neither an app, a reservation nor an IPv4 address (did you mean 'plc'?)", 34),
     ("target-outside-subnet", edit("target: plc", "target: 10.2.0.9"),
      "spec.portMaps[0].target", "10.2.0.9 is outside spec.subnet", 34),
     ("target-is-gateway", edit("target: plc", "target: 10.1.0.1"),

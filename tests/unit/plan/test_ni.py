@@ -40,7 +40,8 @@ def test_ni_with_uplink() -> None:
     assert p.route_table == 1000
     assert p.resources == BETA.resources
     assert p.port_maps == (NIPortMap("ssh", Protocol.TCP, 2222, A("10.1.0.10"), 22),)
-    assert set(p.files) == {"dnsmasq.conf", "dhcp-hosts", "hosts", "servers", "dhcp-opts"}
+    assert set(p.files) == {"dnsmasq.conf", "dhcp-hosts", "hosts", "servers", "dhcp-opts",
+                            "nftsets.conf"}
     assert p.sysctls["net/ipv4/ip_forward"] == "1"
 
 

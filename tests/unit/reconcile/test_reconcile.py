@@ -51,7 +51,8 @@ class Fakes:
     def configurators(self) -> dict[str, Any]:
         return {kind: _Fake(self, kind == "task") for kind in
                 ("statedir", "netns", "sysctls", "veth", "bridge", "routes", "rule",
-                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr")}
+                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr", "edge",
+                 "acl", "edgeport")}
 
 
 class _Fake:
@@ -157,7 +158,7 @@ def test_netns_gone_recreates_what_lived_in_it() -> None:
     deleted = [op for op in d.ops if op.phase == DELETE_PHASE]
     assert {op.id for op in deleted} == {
         "task:ni-beta", "nft:nr-beta/inet ni", "routes:nr-beta/254", "bridge:nr-beta/br0",
-        "veth:nr1", "sysctls:nr-beta"}
+        "veth:nr1", "sysctls:nr-beta", "edge:nr-beta", "acl:nr-beta"}
     # what was inside the lost netns cannot be deleted by name: implied; the rest is
     assert {op.id for op in deleted if not op.implied} == {"task:ni-beta", "veth:nr1"}
     created = [op.id for op in d.ops if op.phase != DELETE_PHASE]
@@ -169,9 +170,11 @@ def test_delete_is_the_reverse_of_create() -> None:
     now = items()
     d = diff(now, items((ALPHA, BETA, GAMMA)), scope={"delta", ""})
     assert ids(d) == ["delete task:ni-delta", "delete files:delta", "delete nft:nr-delta/inet ni",
-                      "delete routes:nr-delta/254", "delete bridge:nr-delta/br0",
-                      "delete sysctls:nr-delta", "delete netns:nr-delta", "delete statedir:delta"]
-    assert [op.implied for op in d.ops] == [False, False, True, True, True, True, False, False]
+                      "delete edge:nr-delta", "delete acl:nr-delta", "delete routes:nr-delta/254",
+                      "delete bridge:nr-delta/br0", "delete sysctls:nr-delta",
+                      "delete netns:nr-delta", "delete statedir:delta"]
+    assert [op.implied for op in d.ops] == [False, False, True, True, True, True, True, True,
+                                            False, False]
     assert results(d.ops, ["delta"], deleted={"delta"})[0].line() == "delta: deleted"
 
 
@@ -255,7 +258,8 @@ def test_held_ops_wait() -> None:
 def test_plugs_follow_their_bridge() -> None:
     now = items()
     d = diff(now, items(plugs=()), scope={"alpha"})
-    assert ids(d) == ["delete plug:alpha/ap12345678"]
+    # unplugged first, then its port leaves the edge table
+    assert ids(d) == ["delete plug:alpha/ap12345678", "delete edgeport:nr-alpha/ap12345678"]
     assert result(d.ops, "alpha").line() == "alpha: updated (apps)"
     mac = dict(now)
     mac["bridge:nr-alpha/br0"] = replace(now["bridge:nr-alpha/br0"], mtu=9000)

@@ -88,9 +88,9 @@ def test_attach_and_detach_of_a_cni_app_are_these_ops() -> None:
     after = items()
     d = diff(before, after, scope={"alpha", ""})
     assert ids(d) == ["modify nft:nr-alpha/inet ni", "modify nft:device/inet nirunner",
-                      "modify files:alpha", "create plug:alpha/ap0000c001",
-                      "create appaddr:alpha/ap0000c001"]
-    assert result(d.ops, "alpha").line() == "alpha: updated (port maps, DHCP reservations, apps)"
+                      "create edgeport:nr-alpha/ap0000c001", "modify files:alpha",
+                      "create plug:alpha/ap0000c001", "create appaddr:alpha/ap0000c001"]
+    assert result(d.ops, "alpha").line() == "alpha: updated (port maps, apps, DHCP reservations)"
     back = diff(after, before, scope={"alpha", ""})
     gone = {op.id: op for op in back.ops}
     assert gone["appaddr:alpha/ap0000c001"].implied  # its interface goes with the plug
@@ -107,7 +107,8 @@ def test_a_tap_waits_for_its_interface_and_is_given_back_before_its_netns_goes()
     tap = present["tap:alpha/ap0000t001"]
     assert isinstance(tap, k.TakenLink) and (tap.mtu, tap.orig_mtu, tap.orig_up) == (1500, 1400,
                                                                                     True)
-    assert ids(diff(items((), {}), present, scope={"alpha"})) == ["create tap:alpha/ap0000t001"]
+    assert ids(diff(items((), {}), present, scope={"alpha"})) == [
+        "create edgeport:nr-alpha/ap0000t001", "create tap:alpha/ap0000t001"]
     # the NI deleted: the tap goes back to the device (a real delete, not "with its
     # netns"), before the netns goes
     nothing = {i: x for i, x in present.items() if x.owner != "alpha" or x.EXTERNAL}

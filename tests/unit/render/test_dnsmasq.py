@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from runner.containerd import spec
-from runner.model.types import Dns
+from runner.model.types import App, Dns
+from runner.net.appedge import AclRule, Action, Direction, host_set
+from runner.plan.ni import plan_ni
 from runner.render import dnsmasq
-from tests.unit.plan.sample import ALPHA, DELTA, site
+from tests.unit.plan.sample import ALPHA, CONFIG, DELTA, FACTS, site
 
 PLAN = site()
 FILES = {f"{n}/{f}": text for n, p in PLAN.nis.items() for f, text in p.files.items()}
@@ -64,7 +66,8 @@ def test_live_settings_are_outside_dnsmasq_conf() -> None:
     changed = replace(ALPHA, dns=replace(ALPHA.dns, upstream=(IPv4Address("1.1.1.1"),)),
                       ntp=(), dhcp=replace(ALPHA.dhcp, reservations=()))
     assert dnsmasq.conf(changed) == dnsmasq.conf(ALPHA)
-    assert set(dnsmasq.RELOADABLE) | {dnsmasq.CONF} == set(dnsmasq.render(ALPHA, (), 1500))
+    assert set(dnsmasq.RELOADABLE) | {dnsmasq.CONF, dnsmasq.NFTSETS} == set(
+        dnsmasq.render(ALPHA, (), 1500))
 
 
 @pytest.mark.skipif(shutil.which("dnsmasq") is None and not Path("/usr/sbin/dnsmasq").exists(),
@@ -72,8 +75,34 @@ def test_live_settings_are_outside_dnsmasq_conf() -> None:
 @pytest.mark.parametrize("ni", sorted(PLAN.nis))
 def test_dnsmasq_accepts_conf(ni: str, tmp_path: Path) -> None:
     binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    for name, text in PLAN.nis[ni].files.items():  # the files it includes, where it looks
+        (tmp_path / name).write_text(text.replace(dnsmasq.CONFIG_DIR, str(tmp_path)))
     path = tmp_path / "dnsmasq.conf"
-    path.write_text(PLAN.nis[ni].files["dnsmasq.conf"])
     done = subprocess.run([binary, "--test", f"--conf-file={path}"], capture_output=True,
                           text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_declared_apps_and_host_sets(tmp_path: Path) -> None:
+    """Apps get their names (a dynamic one too); ACL host names become nftset= lines,
+    in a file dnsmasq.conf includes, so the host names never restart the task."""
+    rule = AclRule(Direction.EGRESS, Action.ALLOW, host="www.example.test")
+    ni = replace(ALPHA, apps=(App("plc", "02:00:00:00:00:10", IPv4Address("10.1.0.20"), (rule,)),
+                              App("hmi", "02:00:00:00:00:11")))
+    p = plan_ni(ni, CONFIG, FACTS, 0)
+    assert p.files["dhcp-hosts"].splitlines()[1:] == [
+        "52:54:00:00:01:10,10.1.0.10,web", "52:54:00:00:01:11,10.1.0.11,db",
+        "02:00:00:00:00:10,10.1.0.20,plc", "02:00:00:00:00:11,hmi"]
+    assert "10.1.0.20 plc" in p.files["hosts"]
+    assert p.files["nftsets.conf"].splitlines()[1:] == [
+        f"nftset=/www.example.test/4#inet#acl#{host_set('www.example.test')}"]
+    assert p.files["dnsmasq.conf"] == site().nis["alpha"].files["dnsmasq.conf"]
+    assert p.restart_key == plan_ni(ALPHA, CONFIG, FACTS, 0).restart_key
+    binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not Path(binary).exists():
+        return
+    for name, text in p.files.items():
+        (tmp_path / name).write_text(text.replace(dnsmasq.CONFIG_DIR, str(tmp_path)))
+    done = subprocess.run([binary, "--test", f"--conf-file={tmp_path / 'dnsmasq.conf'}"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

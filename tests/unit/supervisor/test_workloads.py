@@ -95,7 +95,8 @@ def test_add_plugs_leases_then_pins_and_maps(sup: tuple[Supervisor, Fakes, FakeF
     assert (att.address, att.gateway, att.mtu) == ("10.1.0.101/24", "10.1.0.1", 1500)
     assert att.dns.nameservers == ("10.1.0.1",) and att.routes[0].dst == "0.0.0.0/0"
     host_if = att.host_ifname
-    assert fakes.calls == [  # the plug, then (after the lease) its address, pin and map
+    assert fakes.calls == [  # the plug (its edge port first), then (after the lease) its
+        ("create", f"edgeport:nr-site/{host_if}"),  # address, pin and map
         ("create", f"plug:site/{host_if}"),
         ("modify", "nft:nr-site/inet ni"), ("modify", "nft:device/inet nirunner"),
         ("modify", "files:site"), ("create", f"appaddr:site/{host_if}")]
@@ -146,8 +147,9 @@ def test_no_lease_undoes_the_plug(sup: tuple[Supervisor, Fakes, FakeFx]) -> None
     with pytest.raises(WorkloadError, match="no lease within 10s") as e:
         s.workloads.attach(req())
     assert e.value.kind is ErrorKind.NO_LEASE
-    plug = next(i for what, i in fakes.calls if what == "create")
-    assert fakes.calls == [("create", plug), ("delete", plug)]
+    port, plug = (i for what, i in fakes.calls if what == "create")
+    assert fakes.calls == [("create", port), ("create", plug), ("delete", plug),
+                           ("delete", port)]
     assert not [c for c in fx.calls if c.startswith("release")]  # nothing was leased
     assert s.store.path.read_bytes() == before and plug not in s.current
 
@@ -161,7 +163,8 @@ def test_a_failure_after_the_lease_releases_it(sup: tuple[Supervisor, Fakes, Fak
     assert e.value.kind is ErrorKind.FAILED
     assert fx.calls[-1].startswith("release nr-site 10.1.0.101/24 10.1.0.1 ")
     undone = [c for c in fakes.calls if c[0] != "create"]
-    assert undone[-1][0] == "delete" and undone[-1][1].startswith("plug:")
+    assert [x[1].split(":")[0] for x in undone[-2:]] == ["plug", "edgeport"]
+    assert {x[0] for x in undone[-2:]} == {"delete"}
     # the port maps were put back by the engine's rollback, the plug by the diff back
     assert ("modify", "nft:nr-site/inet ni") in undone[1:]
     assert s.current == current and s.store.path.read_bytes() == before
@@ -245,7 +248,8 @@ def test_a_tap_is_taken_and_given_back(sup: tuple[Supervisor, Fakes, FakeFx]) ->
     att = s.workloads.attach(AttachRequest("site", AttachmentKey("", "", "tapvm0"), "",
                                            interface="tapvm0"))
     assert (att.interface, att.mac, att.address) == ("tapvm0", "02:00:00:00:0a:01", "")
-    assert fakes.calls == [("create", f"tap:site/{att.host_ifname}")]
+    assert fakes.calls == [("create", f"edgeport:nr-site/{att.host_ifname}"),
+                           ("create", f"tap:site/{att.host_ifname}")]
     (rec,) = s.desired.attachments
     assert (rec.kind, rec.mtu, rec.up) == ("tap", 1400, True)
     # now it lives in the NI: still there as far as the items are concerned
@@ -269,7 +273,8 @@ def test_a_tap_is_taken_and_given_back(sup: tuple[Supervisor, Fakes, FakeFx]) ->
                                          interface="veth9"))
     fakes.calls.clear()
     assert s.workloads.detach("site", AttachmentKey("", "", "tapvm0"))
-    assert fakes.calls == [("delete", f"tap:site/{att.host_ifname}")]
+    assert fakes.calls == [("delete", f"tap:site/{att.host_ifname}"),
+                           ("delete", f"edgeport:nr-site/{att.host_ifname}")]
     assert s.desired.attachments == []
 
 

@@ -87,18 +87,20 @@ class StatusResponse(_message.Message):
     def __init__(self, ni_json: _Optional[_Iterable[str]] = ..., source_json: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("ni", "netns", "ifname", "mac", "hostname")
+    __slots__ = ("ni", "netns", "ifname", "mac", "hostname", "app")
     NI_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
     IFNAME_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
     ni: str
     netns: str
     ifname: str
     mac: str
     hostname: str
-    def __init__(self, ni: _Optional[str] = ..., netns: _Optional[str] = ..., ifname: _Optional[str] = ..., mac: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
+    app: str
+    def __init__(self, ni: _Optional[str] = ..., netns: _Optional[str] = ..., ifname: _Optional[str] = ..., mac: _Optional[str] = ..., hostname: _Optional[str] = ..., app: _Optional[str] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
     __slots__ = ("host_ifname", "mac")
@@ -353,3 +355,21 @@ class RollResponse(_message.Message):
     stopped: str
     pending: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, nis: _Optional[_Iterable[_Union[NIRoll, _Mapping]]] = ..., stopped: _Optional[str] = ..., pending: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FlowsRequest(_message.Message):
+    __slots__ = ("ni", "follow", "app", "last")
+    NI_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    ni: str
+    follow: bool
+    app: str
+    last: int
+    def __init__(self, ni: _Optional[str] = ..., follow: _Optional[bool] = ..., app: _Optional[str] = ..., last: _Optional[int] = ...) -> None: ...
+
+class FlowRecord(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...

@@ -104,6 +104,11 @@ class SupervisorStub:
                 request_serializer=nirunner_dot_v1_dot_nirunner__pb2.RollRequest.SerializeToString,
                 response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.RollResponse.FromString,
                 _registered_method=True)
+        self.Flows = channel.unary_stream(
+                '/nirunner.v1.Supervisor/Flows',
+                request_serializer=nirunner_dot_v1_dot_nirunner__pb2.FlowsRequest.SerializeToString,
+                response_deserializer=nirunner_dot_v1_dot_nirunner__pb2.FlowRecord.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -233,6 +238,13 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Flows(self, request, context):
+        """An NI's flow log: the records kept, then (follow) new ones as they are written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +317,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Roll,
                     request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.RollRequest.FromString,
                     response_serializer=nirunner_dot_v1_dot_nirunner__pb2.RollResponse.SerializeToString,
+            ),
+            'Flows': grpc.unary_stream_rpc_method_handler(
+                    servicer.Flows,
+                    request_deserializer=nirunner_dot_v1_dot_nirunner__pb2.FlowsRequest.FromString,
+                    response_serializer=nirunner_dot_v1_dot_nirunner__pb2.FlowRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -685,6 +702,33 @@ class Supervisor:
             '/nirunner.v1.Supervisor/Roll',
             nirunner_dot_v1_dot_nirunner__pb2.RollRequest.SerializeToString,
             nirunner_dot_v1_dot_nirunner__pb2.RollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nirunner.v1.Supervisor/Flows',
+            nirunner_dot_v1_dot_nirunner__pb2.FlowsRequest.SerializeToString,
+            nirunner_dot_v1_dot_nirunner__pb2.FlowRecord.FromString,
             options,
             channel_credentials,
             insecure,
