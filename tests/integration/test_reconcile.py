@@ -79,7 +79,7 @@ class Site:
             "links": sorted(re.findall(r"^\d+: (\S+?)[@:]", sh("ip", "-o", "link",
                                                                netns=dev).stdout, re.M)),
             "rules": sh("ip", "rule", netns=dev).stdout,
-            "device nft": sh("nft", "list", "table", "inet", "nirunner", netns=dev).stdout,
+            "device nft": sh("nft", "-s", "list", "table", "inet", "nirunner", netns=dev).stdout,
             "containers": sorted(sh(*ctr, "containers", "ls", "-q").stdout.split()),
             "tasks": sorted(sh(*ctr, "tasks", "ls").stdout.splitlines()[1:]),
             "state dirs": sorted(d.name for d in (lab.state_dir / "ni").iterdir()),
