@@ -9,12 +9,12 @@ from typing import Any
 
 import grpc
 
-from runner.api import problems
+from runner.defaults import API_SOCKET
 from runner.errors import NirunnerError
 from runner.pb.nirunner.v1 import nirunner_pb2 as pb
 from runner.pb.nirunner.v1 import nirunner_pb2_grpc as pb_grpc
 
-DEFAULT_SOCKET = "/run/nirunner/nirunner.sock"
+DEFAULT_SOCKET = API_SOCKET
 
 
 class ApiError(NirunnerError):
@@ -48,6 +48,8 @@ class ApiClient:
             details = e.details() if isinstance(e, grpc.Call) else str(e)
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ApiError(f"the supervisor is not answering on {self.socket}") from None
+            from runner.api import problems  # only on an error: it imports the model
+
             refused = problems.decode(e.trailing_metadata()) if isinstance(e, grpc.Call) else None
             if refused is not None:  # invalid input: the same problems as `validate`
                 raise refused from None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -28,8 +27,6 @@ from runner.model import yamldoc
 from runner.model.manifest import Located, parse_documents, validate_set
 from runner.model.types import SupervisorConfig, Uplink
 from runner.pb.etcd.etcdserverpb import rpc_pb2 as pb
-
-ENV = "NIRUNNER_ETCD_"
 
 
 def _connect(args: argparse.Namespace) -> tuple[Etcd, Layout]:
@@ -235,43 +232,3 @@ def cmd_rbac_device(args: argparse.Namespace) -> int:
     print(f"user {user}: reads {layout.device(args.device)}, writes {layout.status(args.device)}")
     print(f"give device {args.device} a client certificate with CN={user}")
     return 0
-
-
-def add_commands(sub: Any) -> None:
-    conn = argparse.ArgumentParser(add_help=False)
-    env = os.environ.get
-    conn.add_argument("--endpoints", default=env(f"{ENV}ENDPOINTS"),
-                      help="etcd client URLs, comma-separated (env NIRUNNER_ETCD_ENDPOINTS)")
-    conn.add_argument("--prefix", default=env(f"{ENV}PREFIX", "/nirunner"),
-                      help="the fleet's key prefix (env NIRUNNER_ETCD_PREFIX; /nirunner)")
-    conn.add_argument("--cacert", default=env(f"{ENV}CACERT"),
-                      help="CA of the etcd members, PEM (env NIRUNNER_ETCD_CACERT)")
-    conn.add_argument("--cert", default=env(f"{ENV}CERT"),
-                      help="client certificate, PEM; its CN is the etcd user "
-                           "(env NIRUNNER_ETCD_CERT)")
-    conn.add_argument("--key", default=env(f"{ENV}KEY"),
-                      help="its private key, PEM (env NIRUNNER_ETCD_KEY)")
-
-    fleet = sub.add_parser("fleet", help="a fleet's desired NIs and status in etcd")
-    fsub = fleet.add_subparsers(dest="fleet_command", required=True)
-    p = fsub.add_parser("apply", parents=[conn], help="validate NI manifests, store them "
-                        "for a device (all or nothing)")
-    p.add_argument("--device", required=True)
-    p.add_argument("-f", "--file", action="append", required=True, help="file or directory")
-    p.add_argument("--config", help="the device's supervisor config, to check uplink names too")
-    p.set_defaults(func=cmd_apply)
-    p = fsub.add_parser("delete", parents=[conn], help="delete NIs of a device")
-    p.add_argument("--device", required=True)
-    p.add_argument("names", nargs="+", metavar="NAME")
-    p.set_defaults(func=cmd_delete)
-    p = fsub.add_parser("status", parents=[conn], help="devices and their NIs, as reported")
-    p.add_argument("--device")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
-    r = fsub.add_parser("rbac", help="etcd users and roles for the fleet (root certificate)")
-    rsub = r.add_subparsers(dest="rbac_command", required=True)
-    p = rsub.add_parser("init", parents=[conn], help="root and operator users, enable auth")
-    p.set_defaults(func=cmd_rbac_init)
-    p = rsub.add_parser("add-device", parents=[conn], help="a device's role and user")
-    p.add_argument("device")
-    p.set_defaults(func=cmd_rbac_device)

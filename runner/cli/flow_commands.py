@@ -7,8 +7,6 @@ import datetime as dt
 import json
 from typing import Any
 
-from runner.api.client import ApiClient
-
 
 def _when(t: float | None) -> str:
     if not t:
@@ -55,6 +53,8 @@ def line(r: dict[str, Any]) -> str:
 
 
 def cmd_flows(args: argparse.Namespace) -> int:
+    from runner.api.client import ApiClient
+
     with ApiClient(args.socket) as api:
         for r in api.flows(args.name, follow=args.follow, app=args.app or "",
                            last=args.last or 0):

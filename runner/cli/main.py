@@ -10,16 +10,23 @@ import sys
 # gRPC core logs a line each time a subprocess is forked while it has threads
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from runner import __version__
-from runner.api.client import DEFAULT_SOCKET
-from runner.cli import fleet_commands, flow_commands, ops_commands
+from runner.cli import fleet_args, flow_commands, ops_commands
 from runner.cli.ni_commands import UserError, add_commands
-from runner.containerd.client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
+from runner.defaults import API_SOCKET as DEFAULT_SOCKET
+from runner.defaults import CONTAINERD_ADDRESS as DEFAULT_ADDRESS
+from runner.defaults import CONTAINERD_NAMESPACE as DEFAULT_NAMESPACE
 from runner.errors import NirunnerError
+
+if TYPE_CHECKING:
+    from runner.containerd.client import Client
 
 
 def _client(args: argparse.Namespace) -> Client:
+    from runner.containerd.client import Client  # gRPC: only for the commands that call
+
     return Client(args.containerd, args.namespace)
 
 
@@ -125,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     add_commands(sub)
     flow_commands.add_commands(sub)
     ops_commands.add_commands(sub)
-    fleet_commands.add_commands(sub)
+    fleet_args.add_commands(sub)
     # list only the commands with a help text (not the completion scripts' helper)
     sub.metavar = "{" + ",".join(a.dest for a in sub._choices_actions) + "}"
     return ap

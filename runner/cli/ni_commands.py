@@ -6,12 +6,12 @@ import argparse
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from runner.api.client import ApiClient
 from runner.errors import NirunnerError
+
+if TYPE_CHECKING:
+    from runner.api.client import ApiClient
 
 
 class UserError(NirunnerError):
@@ -32,6 +32,8 @@ def read_documents(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def _api(args: argparse.Namespace) -> ApiClient:
+    from runner.api.client import ApiClient  # gRPC: only for the commands that call
+
     return ApiClient(args.socket)
 
 
@@ -203,6 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json or args.output == "json":
         print(json.dumps(sts, indent=2, sort_keys=True))
     elif args.output == "yaml":
+        import yaml
+
         print(yaml.safe_dump(sts, sort_keys=True), end="")
     else:
         if source:  # the desired state comes from a fleet: from where, and how it is

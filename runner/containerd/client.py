@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from runner.containerd.errors import ContainerdError, Unavailable, from_rpc
+from runner.defaults import CONTAINERD_ADDRESS, CONTAINERD_NAMESPACE
 from runner.pb.containerd.services.containers.v1 import containers_pb2_grpc
 from runner.pb.containerd.services.content.v1 import content_pb2_grpc
 from runner.pb.containerd.services.diff.v1 import diff_pb2_grpc
@@ -29,8 +30,8 @@ from runner.pb.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from runner.pb.containerd.services.tasks.v1 import tasks_pb2_grpc
 from runner.pb.containerd.services.version.v1 import version_pb2_grpc
 
-DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-DEFAULT_NAMESPACE = "nirunner"
+DEFAULT_ADDRESS = CONTAINERD_ADDRESS
+DEFAULT_NAMESPACE = CONTAINERD_NAMESPACE
 DEFAULT_SNAPSHOTTER = "overlayfs"
 RUNTIME = "io.containerd.runc.v2"
 
