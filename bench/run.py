@@ -166,6 +166,9 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None,
         section("cli", lambda: cli.run(blab, names, cfg["cmd_reps"]))
 
     def curve() -> list[scale.Point]:
+        # the supervisor may be fresh (steps restarts it): its first apply reads facts
+        # and connects cold, which is not the cost of the curve's first point
+        bringup.nirunner(blab, 1, "cw")
         points = []
         for count in cfg["curve"]:
             detail = count == cfg["n_scale"]
