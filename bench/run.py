@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -279,6 +280,22 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _lock(path: Path) -> int:
+    """One benchmark at a time: its lab's names (the prefix, the NIs' netns nr-bench-*)
+    are machine-wide, and a run removes what an earlier one left, which must never be
+    the lab of a run still going. The lock file stays; the lock goes with the process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        sys.exit(f"bench: another benchmark is running (pid {holder}, lock {path}); "
+                 "wait for it, or stop it: its lab goes at its end")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -303,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, containerd, runc)")
+    _lock(Path("/run", f"{PREFIX}.lock"))  # held until this process exits
     if args.clean or Path("/run", PREFIX).exists() or leftovers(PREFIX):
         say("removing a lab left behind by an earlier run")
         BenchLab(PREFIX).teardown()

@@ -126,3 +126,4 @@ def test_a_failed_section_is_a_row_and_the_rest_stays() -> None:
     assert rows["section curve-250: FAILED"][1] == "TimeoutError: no DHCP offer"
     assert "attach from 1 to 100 NIs (median at each N)" in rows
     assert rows["attach from 1 to 100 NIs (median at each N)"][-1] == "n/a"  # 250 missing
+
