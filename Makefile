@@ -13,7 +13,8 @@ PY := $(VENV)/bin/python
 # serves the lab of tests and demo (DNS server, DHCP client, ping, nsenter; VPN
 # peers: charon, swanctl, pki for test CAs, tcpdump for captures on the uplink;
 # benchmarks: iperf3, and the reference CNI plugins to compare with; podman runs
-# containers through CNI in the lab: runner/lab/podman.py; the service:
+# containers through CNI in the lab: runner/lab/podman.py, and with netavark +
+# aardvark-dns (which program iptables) side by side with nirunner; the service:
 # systemd-analyze to verify the unit, setpriv to run the supervisor with the unit's
 # capabilities, zsh to check its completion script; fleets: etcd-server for the
 # lab's etcd cluster, openssl for its throwaway CA; strace derives the NI tasks'
@@ -23,7 +24,8 @@ APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev 
 	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
-	iperf3 containernetworking-plugins podman systemd zsh strace prometheus
+	iperf3 containernetworking-plugins podman netavark aardvark-dns iptables systemd zsh \
+	strace prometheus
 
 .PHONY: setup deps venv image protos test unit integration demo bench bench-quick \
 	bench-profile lint clean seccomp-profile seccomp-check

@@ -16,8 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench import manual, probe
-from bench.lab import BenchLab
+from bench import manual, memory, probe
+from bench.lab import BENCH_NS, BenchLab
 from runner.api.client import ApiClient
 from runner.lab.topology import INET_IP
 
@@ -50,6 +50,8 @@ class Run:
     plugged: float = 0.0  # start -> apps plugged
     ready: list[float] = field(default_factory=list)  # per NI: start -> ready
     offer: list[float] = field(default_factory=list)  # per NI: start -> DHCP offer
+    attach: list[float] = field(default_factory=list)  # nirunner: each attach call
+    footprint: memory.Footprint | None = None  # memory per NI once all were ready
 
 
 def _finish(run: Run, t0: float, t_setup: float, t_plug: float,
@@ -62,49 +64,67 @@ def _finish(run: Run, t0: float, t_setup: float, t_plug: float,
     return run
 
 
-def nirunner(blab: BenchLab, n: int, tag: str, via_cli: bool = False,
-             timeout: float = 180) -> Run:
+def nirunner_up(blab: BenchLab, api: ApiClient, n: int, apps: list[str], run: Run,
+                via_cli: bool = False, timeout: float = 180) -> list[str]:
+    """Apply n NIs, attach one app each (each call timed), wait until all are ready."""
     names = [ni_name(i) for i in range(n)]
-    apps = [blab.app_netns(f"{tag}-{i}") for i in range(n)]
     docs = [(f"{nm}.yaml", manifest(nm, PORT_BASE + i)) for i, nm in enumerate(names)]
+    if via_cli:
+        f = blab.base / f"{apps[0]}.yaml"
+        f.write_text("---\n".join(t for _, t in docs))
+        t0 = time.monotonic()
+        blab.lab.cli("apply", "-f", str(f))
+    else:
+        t0 = time.monotonic()
+        api.apply(docs)
+    t_setup = time.monotonic()
+    for nm, app in zip(names, apps, strict=True):
+        t = time.monotonic()
+        api.attach(nm, f"/run/netns/{app}", "eth0")
+        run.attach.append(time.monotonic() - t)
+    t_plug = time.monotonic()
+    ready = probe.check_all(apps, t0 + timeout)
+    _finish(run, t0, t_setup, t_plug, ready)
+    return names
+
+
+def nirunner_footprint(blab: BenchLab) -> memory.Footprint:
+    """Memory per NI of the lab's NI tasks (all of them: the bench runs one set at a time)."""
+    return memory.footprint(memory.containerd_units(blab.address, blab.lab.namespace))
+
+
+def nirunner(blab: BenchLab, n: int, tag: str, via_cli: bool = False,
+             timeout: float = 180, footprint: bool = False) -> Run:
+    apps = [blab.app_netns(f"{tag}-{i}") for i in range(n)]
     run = Run("nirunner-cli" if via_cli else "nirunner", n)
     try:
         with ApiClient(blab.lab.socket) as api:
-            if via_cli:
-                f = blab.base / f"{tag}.yaml"
-                f.write_text("---\n".join(t for _, t in docs))
-                t0 = time.monotonic()
-                blab.lab.cli("apply", "-f", str(f))
-            else:
-                t0 = time.monotonic()
-                api.apply(docs)
-            t_setup = time.monotonic()
-            for nm, app in zip(names, apps, strict=True):
-                api.attach(nm, f"/run/netns/{app}", "eth0")
-            t_plug = time.monotonic()
-            ready = probe.check_all(apps, t0 + timeout)
-            _finish(run, t0, t_setup, t_plug, ready)
+            names = nirunner_up(blab, api, n, apps, run, via_cli, timeout)
+            if footprint:
+                run.footprint = nirunner_footprint(blab)
             api.delete(names)
     finally:
         blab.del_netns(*apps)
     return run
 
 
-def manual_run(blab: BenchLab, kind: str, n: int, tag: str, timeout: float = 180) -> Run:
-    """kind: floor | cni."""
-    device = blab.fdev if kind == "floor" else blab.cdev
+def manual_run(blab: BenchLab, kind: str, n: int, tag: str, timeout: float = 180,
+               group_size: int = 0, footprint: bool = False) -> Run:
+    """kind: floor | floor-par | cni; floor-par with group_size > 0: shared shims."""
+    device = blab.cdev if kind == "cni" else blab.fdev
     names = [ni_name(i) for i in range(n)]
     ports = {nm: PORT_BASE + i for i, nm in enumerate(names)}
     plans, device_nft = manual.plans(blab, device, [manifest(nm, ports[nm]) for nm in names])
-    nis = manual._prepare(blab, kind, tag, plans, ports)
+    nis = manual._prepare(blab, kind, tag, plans, ports, group_size)
     apps = [blab.app_netns(f"{tag}-{i}") for i in range(n)]
-    if kind == "floor":
+    if kind == "cni":
+        script = manual.cni_script(blab, nis)
+    else:
         nft_file = blab.base / kind / f"{tag}-device.nft"
         nft_file.write_text(device_nft)
-        script = manual.floor_script(blab, nis, nft_file)
-    else:
-        script = manual.cni_script(blab, nis)
-    run = Run(kind, n)
+        script = (manual.floor_script(blab, nis, nft_file) if kind == "floor" else
+                  manual.floor_parallel_script(blab, nis, nft_file, blab.base / kind))
+    run = Run(kind if not group_size else f"{kind}-g{group_size}", n)
     try:
         t0 = time.monotonic()
         manual.run_script(blab, device, script, f"{kind}-{tag}")
@@ -114,6 +134,9 @@ def manual_run(blab: BenchLab, kind: str, n: int, tag: str, timeout: float = 180
         t_plug = time.monotonic()
         ready = probe.check_all(apps, t0 + timeout)
         _finish(run, t0, t_setup, t_plug, ready)
+        if footprint:
+            run.footprint = memory.footprint(memory.containerd_units(
+                blab.address, BENCH_NS, [x.cid for x in nis]))
         if kind == "cni":
             _check_cni_stayed_in_lab()
     finally:

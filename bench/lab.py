@@ -1,15 +1,17 @@
 """The benchmark lab: the test lab (device, wan router, inet host, private containerd,
-the supervisor) plus two more "device" netns on the same wan router, one for the
-hand-made floor and one for CNI, so that the three never share a netns (198.19/16:
+the supervisor) plus three more "device" netns on the same wan router, for the
+hand-made floor, for CNI and for podman, so that none shares a netns (198.19/16:
 runner.lab.vpnpeer's peers take 198.18.<i>.0/24):
 
     inet 192.0.2.10 -- wan -- device eth0 198.51.100.2   (nirunner's supervisor)
                          +--- fdev   eth0 198.19.0.2     (the floor: ip, nft, ctr by hand)
                          +--- cdev   eth0 198.19.1.2     (CNI plugins + ctr)
+                         +--- pdev   eth0 198.19.2.2     (podman + netavark)
 
 Everything carries the lab prefix (netns, /run/<prefix>, the containerd
 namespaces `nrbench` of nirunner's NI tasks and `nrbench-ref` of the floor's and
-CNI's tasks in the private containerd) and goes at teardown.
+CNI's tasks in the private containerd, podman's state under /run/<prefix>/podman)
+and goes at teardown.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 
 from runner.lab import pidfiles
 from runner.lab.containerd import PrivateContainerd
+from runner.lab.podman import LabPodman
 from runner.lab.topology import INET_IP, Lab, LabError, sh, wait_for
 
 BENCH_NS = "nrbench-ref"  # containerd namespace of the floor's and CNI's tasks
 EXTRA_DEVICES = {  # name suffix -> (device address, gateway on the wan router, wan ifname)
     "fdev": ("198.19.0.2/24", "198.19.0.1/24", "w2"),
     "cdev": ("198.19.1.2/24", "198.19.1.1/24", "w3"),
+    "pdev": ("198.19.2.2/24", "198.19.2.1/24", "w4"),
 }
 SERVE_SECONDS = 3600
 
@@ -42,6 +46,8 @@ class BenchLab:
         self.prefix = prefix
         self.fdev = f"{prefix}-fdev"
         self.cdev = f"{prefix}-cdev"
+        self.pdev = f"{prefix}-pdev"
+        self.pdev_address = EXTRA_DEVICES["pdev"][0].split("/")[0]
         self.image = ""
         self.profile_dir: Path | None = None  # py-spy the supervisor into this dir
         self._profiles = 0
@@ -82,6 +88,13 @@ class BenchLab:
         with Client(self.address, BENCH_NS) as c:  # images are per containerd namespace
             import_archive(c, lab.image_archive)
         lab.write_config(self.image)
+
+    def podman(self) -> LabPodman:
+        """podman with the netavark backend in pdev, its state under the lab's dir."""
+        return self._podman().setup()
+
+    def _podman(self) -> LabPodman:
+        return LabPodman(self.base / "podman", self.pdev, backend="netavark")
 
     def serve(self, netns: str, proto: str, port: int, name: str) -> subprocess.Popen[bytes]:
         p = self.lab.spawn(netns, sys.executable, "-m", "runner.lab.net", "serve", proto,
@@ -169,6 +182,8 @@ class BenchLab:
 
     def teardown(self) -> None:
         self.stop_py_spy()
+        if (self.base / "podman").is_dir():  # its containers, netns and aardvark-dns
+            self._podman().teardown()
         self.lab.teardown()  # supervisor, servers, containerd (all namespaces), netns, dirs
         for n in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
             if n.startswith("nr-bench-"):  # the bench's NIs, should the state be lost

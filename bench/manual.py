@@ -6,6 +6,12 @@ floor: a minimal shell script doing the kernel and containerd work by hand, per 
   `nft -f`); then one `nft -f` of the device table for all NIs; then per NI
   `ctr run -d` of the same image with the same mounts, caps and limits.
 
+floor-par: the same work, in parallel: the per-NI kernel work in 2 shards (two
+  shell scripts at once, every other NI each), then the device table, then the
+  `ctr run -d`s 4 at a time (xargs -P 4). Optionally with shared shims: tasks
+  annotated `io.containerd.runc.v2.group=<group>` in groups of a given size share
+  one containerd-shim-runc-v2.
+
 cni: the same, except that the transit link (device bridge, veth, host-local
   address, default route, masquerade) and the port map come from Debian's
   reference CNI plugins (bridge + host-local + portmap, one ADD per NI), run
@@ -33,11 +39,16 @@ from runner.drivers import netns as ns
 from runner.model.manifest import parse_documents
 from runner.model.types import SupervisorConfig, Uplink
 from runner.plan import site
+from runner.plan.facts import Facts
 from runner.plan.ni import NIPlan
 
 CNI_PATH = "/usr/lib/cni"
 CNI_POOL = "169.254.100.0/22"
 CNI_BRIDGE = "cni0"
+SHIM_GROUP = "io.containerd.runc.v2.group"  # tasks with the same value share a shim
+KINDS = {"floor": "f", "floor-par": "fp", "cni": "c"}  # kind -> letter of its names
+SHARDS = 2  # floor-par: kernel work in this many parallel scripts
+STARTS = 4  # floor-par: `ctr run -d` at a time
 
 
 @dataclass
@@ -49,13 +60,23 @@ class ManualNI:
     cfg: Path
     state: Path
     port: int  # the uplink port of its port map
+    group: str = ""  # its shim group (floor-par with shared shims), "" for a shim of its own
 
 
 def plans(blab: BenchLab, device: str, manifests: Sequence[str]) -> tuple[dict[str, NIPlan], str]:
     """nirunner's plan of the NIs for the given lab device netns; and its device table."""
-    config = SupervisorConfig(uplinks=(Uplink("eth0", "eth0"),),
-                              resolv_conf=str(blab.base / "resolv.conf"))
+    config = bench_config(str(blab.base / "resolv.conf"))
     facts = ns.run_in(device, lambda: live_facts.read(config, config.resolv_conf))
+    return plans_for(config, facts, manifests)
+
+
+def bench_config(resolv_conf: str) -> SupervisorConfig:
+    return SupervisorConfig(uplinks=(Uplink("eth0", "eth0"),), resolv_conf=resolv_conf)
+
+
+def plans_for(config: SupervisorConfig, facts: Facts, manifests: Sequence[str]
+              ) -> tuple[dict[str, NIPlan], str]:
+    """The same from given facts (pure)."""
     nis = [x.ni for m in manifests for x in parse_documents(m, "bench")]
     p = site.build(config, facts, nis, {})
     return p.nis, p.device.nft
@@ -68,8 +89,9 @@ def _sysctl_args(values: dict[str, str]) -> str:
 def _ctr_run(blab: BenchLab, n: ManualNI) -> str:
     r = n.plan.resources
     quota = max(1000, round(r.cpu * 100_000))
+    group = ["--annotation", f"{SHIM_GROUP}={n.group}"] if n.group else []
     args = [
-        "ctr", "--address", blab.address, "-n", BENCH_NS, "run", "-d", "--null-io",
+        "ctr", "--address", blab.address, "-n", BENCH_NS, "run", "-d", "--null-io", *group,
         "--read-only", "--with-ns", f"network:/run/netns/{n.netns}",
         "--mount", f"type=bind,src={n.cfg},dst=/etc/nirunner,options=rbind:ro:nosuid:nodev",
         "--mount", f"type=bind,src={n.state},dst=/var/lib/nirunner,options=rbind:rw:nosuid:nodev",
@@ -101,8 +123,10 @@ def _ni_inside(n: ManualNI, with_transit: bool) -> list[str]:
 
 
 def _prepare(blab: BenchLab, kind: str, tag: str, nis: dict[str, NIPlan],
-             ports: dict[str, int]) -> list[ManualNI]:
+             ports: dict[str, int], group_size: int = 0) -> list[ManualNI]:
+    """Config files of each NI; `group_size` > 0: tasks share shims in groups of that size."""
     out = []
+    letter = KINDS[kind]
     for i, (name, p) in enumerate(nis.items()):
         d = blab.base / kind / f"{tag}-{i}"
         cfg, state = d / "config", d / "state"
@@ -111,27 +135,52 @@ def _prepare(blab: BenchLab, kind: str, tag: str, nis: dict[str, NIPlan],
         for fname, text in p.files.items():
             (cfg / fname).write_text(text)
         (cfg / "ni.nft").write_text(p.nft)
-        ns_name = f"{blab.prefix}-{kind[0]}{tag}-{i}"
-        out.append(ManualNI(name, ns_name, f"b{kind[0]}-{tag}-{i}", p, cfg, state,
-                            ports[name]))
+        ns_name = f"{blab.prefix}-{letter}{tag}-{i}"
+        group = f"b{letter}-{tag}-g{i // group_size}" if group_size > 0 else ""
+        out.append(ManualNI(name, ns_name, f"b{letter}-{tag}-{i}", p, cfg, state,
+                            ports[name], group))
     return out
+
+
+def _kernel_lines(n: ManualNI) -> list[str]:
+    """One NI's netns, transit link and inside, by hand."""
+    t = n.plan.transit
+    assert t is not None
+    return [
+        f"ip netns add {n.netns}",
+        f"ip link add {t.device_if} mtu {n.plan.mtu} type veth peer name {t.ni_if} "
+        f"mtu {n.plan.mtu} netns {n.netns}",
+        f"ip addr add {t.device_addr} dev {t.device_if}",
+        f"ip link set {t.device_if} up",
+        *_ni_inside(n, with_transit=True),
+    ]
 
 
 def floor_script(blab: BenchLab, nis: list[ManualNI], device_nft: Path) -> str:
     lines = ["set -e"]
     for n in nis:
-        t = n.plan.transit
-        assert t is not None
-        lines += [
-            f"ip netns add {n.netns}",
-            f"ip link add {t.device_if} mtu {n.plan.mtu} type veth peer name {t.ni_if} "
-            f"mtu {n.plan.mtu} netns {n.netns}",
-            f"ip addr add {t.device_addr} dev {t.device_if}",
-            f"ip link set {t.device_if} up",
-            *_ni_inside(n, with_transit=True),
-        ]
+        lines += _kernel_lines(n)
     lines.append(f"nft -f {device_nft}")
     lines += [_ctr_run(blab, n) + " >/dev/null" for n in nis]
+    return "\n".join(lines) + "\n"
+
+
+def floor_parallel_script(blab: BenchLab, nis: list[ManualNI], device_nft: Path,
+                          workdir: Path, shards: int = SHARDS, starts: int = STARTS) -> str:
+    """The floor's work in parallel: kernel work in `shards` scripts at once (every
+    shards-th NI each), the device table, then `starts` `ctr run -d` at a time. The
+    shard scripts and the list of ctr commands are written into `workdir`."""
+    lines = ["set -e"]
+    for k in range(shards):
+        shard = workdir / f"shard{k}.sh"
+        body = ["set -e"] + [x for n in nis[k::shards] for x in _kernel_lines(n)]
+        shard.write_text("\n".join(body) + "\n")
+        lines.append(f"bash {shard} & p{k}=$!")
+    lines += [f"wait $p{k}" for k in range(shards)]  # set -e: a failed shard fails it all
+    lines.append(f"nft -f {device_nft}")
+    runs = workdir / "ctr-runs"
+    runs.write_text("".join(_ctr_run(blab, n) + " >/dev/null\n" for n in nis))
+    lines.append(f"xargs -a {runs} -d '\\n' -P {starts} -n 1 bash -c")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
-"""`make bench`: nirunner's bring-up, scale, footprint, restart, change latency and
-throughput, measured side by side with a hand-made floor and with CNI in the
-same run, printed as one Markdown table.
+"""`make bench`: nirunner's bring-up, scale curve, footprint, restart, CLI, change
+latency and throughput, measured side by side with hand-made floors (sequential
+and parallel), with CNI and with podman + netavark in the same run, printed as
+Markdown tables (bench/report.py).
 
     python -m bench.run [--quick] [--json FILE] [--out FILE] [--profile DIR]
     python -m bench.run --clean        # remove a lab left by a killed run
@@ -10,7 +11,7 @@ Root. Builds its own lab (namespaces under the prefix `nrbench`, a private
 containerd under /run/nrbench) and removes all of it at the end, on failure and
 on Ctrl-C too. Progress goes to stderr, the table to stdout.
 
---quick: fewer repetitions and smaller N (under 2 minutes).
+--quick: fewer repetitions, smaller N and a short idle window (under 2 minutes).
 --profile DIR: also record the supervisor with py-spy (DIR/py-spy-*.txt and a
   summary) and cProfile one in-process reconcile pass (DIR/reconcile.prof);
   timings of a profiled run are a little slower, do not publish them.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -33,18 +35,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import appedge, bringup, change, scale, throughput
+from bench import appedge, bringup, change, cli, memory, podman, scale, throughput
 from bench.lab import BenchLab, leftovers
-from bench.stats import Stat, fmt, mib, ratio
+from bench.report import report
 
 PREFIX = "nrbench"
 
-QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, n_scale=20, restarts=1, noops=1,
-             idle=3.0, rounds=2, change=3, iperf_s=1.0, iperf_reps=1, edge_reps=1, flows=1000,
-             flow_window=3.0)
-FULL = dict(reps1=10, cli_reps=5, n_many=50, reps_many=3, n_scale=100, restarts=3, noops=3,
-            idle=65.0, rounds=5, change=10, iperf_s=5.0, iperf_reps=3, edge_reps=5,
-            flows=1000, flow_window=10.0)
+# reps1: rounds of 1 NI; cli_reps: of it through the CLI; n_many NIs at once, reps_many
+# times; curve: the scale curve's N, details (idle, status, restarts, the CLI's cost:
+# cmd_reps rounds) at n_scale; groups: shim group sizes by hand with groups_n NIs;
+# podman: network counts side by side, podman_reps rounds (larger counts half of them)
+QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, curve=(1, 10, 20), n_scale=20,
+             restarts=1, noops=1, idle=3.0, rounds=2, cmd_reps=1, groups_n=10,
+             groups=(1, 10), podman=(1, 20), podman_reps=2, change=3, iperf_s=1.0,
+             iperf_reps=1, edge_reps=1, flows=1000, flow_window=3.0)
+FULL = dict(reps1=10, cli_reps=5, n_many=100, reps_many=3, curve=(1, 10, 50, 100, 250),
+            n_scale=100, restarts=3, noops=3, idle=300.0, rounds=5, cmd_reps=5, groups_n=20,
+            groups=(1, 5, 10, 20), podman=(1, 20), podman_reps=5, change=10, iperf_s=5.0,
+            iperf_reps=3, edge_reps=5, flows=1000, flow_window=10.0)
 
 _t_start = time.monotonic()
 
@@ -74,10 +82,13 @@ def machine() -> dict[str, str]:
 
 
 def _check_tools(profile: bool) -> None:
-    missing = [t for t in ("iperf3", "busybox", "ctr", "nft", "nsenter")
-               if shutil.which(t) is None]
+    missing = [t for t in ("iperf3", "busybox", "ctr", "nft", "nsenter", "unshare", "podman",
+                           "iptables") if shutil.which(t) is None]
     if not Path("/usr/lib/cni/bridge").exists():
         missing.append("containernetworking-plugins (/usr/lib/cni)")
+    missing += [f"{p.name} ({p})" for p in (Path("/usr/lib/podman/netavark"),
+                                            Path("/usr/lib/podman/aardvark-dns"))
+                if not p.exists()]
     if profile:
         from bench.profile import py_spy
 
@@ -92,13 +103,19 @@ def _check_tools(profile: bool) -> None:
 # -- the measurements -----------------------------------------------------------------
 
 
-def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> dict[str, Any]:
-    """Each section on its own: one that fails is reported as failed, the others go on."""
+SECTIONS = ("one", "many", "steps", "curve", "groups", "podman", "change", "throughput")
+
+
+def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None,
+            only: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    """Each section on its own: one that fails is reported as failed, the others go on.
+    `only`: these sections (the warm-up always runs)."""
     r: dict[str, Any] = {"errors": {}}
 
-    def section(key: str, fn: Any) -> None:
+    def section(key: str, fn: Any) -> Any:
         try:
             r[key] = fn()
+            return r[key]
         except KeyboardInterrupt:
             raise
         except Exception as e:
@@ -108,11 +125,13 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> di
 
             traceback.print_exc(file=sys.stderr)
             _recover(blab)
+            return None
 
     say("warm-up: one NI of each kind")
     section("warmup", lambda: [bringup.nirunner(blab, 1, "w"),
                                bringup.manual_run(blab, "floor", 1, "w"),
                                bringup.manual_run(blab, "cni", 1, "w")])
+    del r["warmup"]
 
     def one() -> dict[str, list[bringup.Run]]:
         runs: dict[str, list[bringup.Run]] = {"nirunner": [], "floor": [], "cni": []}
@@ -127,11 +146,11 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> di
             runs["nirunner-cli"].append(bringup.nirunner(blab, 1, f"c{k}", via_cli=True))
         return runs
 
-    section("one", one)
     n = cfg["n_many"]
 
     def many() -> dict[str, list[bringup.Run]]:
-        runs: dict[str, list[bringup.Run]] = {"nirunner": [], "floor": [], "cni": []}
+        runs: dict[str, list[bringup.Run]] = {"nirunner": [], "floor": [], "floor-par": [],
+                                              "cni": []}
         for k in range(cfg["reps_many"]):
             for method in runs:
                 say(f"bring-up, {n} NIs at once, {method}, round {k + 1}/{cfg['reps_many']}")
@@ -139,26 +158,62 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> di
                                     else bringup.manual_run(blab, method, n, f"m{k}"))
         return runs
 
-    section("many", many)
-    say(f"where the time goes: a Supervisor in-process, apply of 1 and of {n} NIs, "
-        "timed per step")
-    section("steps", lambda: steps(blab, n))
-    say(f"scale: {cfg['n_scale']} NIs, footprint, idle, no-op apply, reconcile, restarts")
-    section("scale", lambda: scale.run(
-        blab, cfg["n_scale"], cfg["restarts"], cfg["noops"], cfg["idle"], cfg["rounds"],
-        str(profile_dir / "reconcile.prof") if profile_dir else None))
-    say(f"change latency: {cfg['change']} port maps added")
-    section("change", lambda: change.run(blab, cfg["change"]))
-    say(f"throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} per path")
-    section("throughput", lambda: throughput.run(blab, cfg["iperf_s"], cfg["iperf_reps"]))
-    say(f"app edge: throughput with anti-spoofing + 50 ACL rules and with the flow log "
-        f"(hand-made NI, {cfg['edge_reps']} rotated rounds); the flow log at "
-        f"{cfg['flows']} new flows/s, standalone and in the supervisor")
-    section("appedge", lambda: appedge.handmade(cfg["iperf_s"], cfg["edge_reps"],
-                                                cfg["flows"], cfg["flow_window"],
-                                                f"{blab.prefix}e"))
-    section("appedge_sup", lambda: appedge.in_supervisor(blab, cfg["flows"],
-                                                         cfg["flow_window"]))
+    def at_n(names: list[str]) -> None:
+        """Details at n_scale NIs, while the curve's point has them up."""
+        section("scale", lambda: scale.details(
+            blab, names, cfg["restarts"], cfg["noops"], cfg["idle"], cfg["rounds"],
+            str(profile_dir / "reconcile.prof") if profile_dir else None))
+        say(f"the CLI's cost with {len(names)} NIs: {cfg['cmd_reps']} round(s)")
+        section("cli", lambda: cli.run(blab, names, cfg["cmd_reps"]))
+
+    def curve() -> list[scale.Point]:
+        # the supervisor may be fresh (steps restarts it): its first apply reads facts
+        # and connects cold, which is not the cost of the curve's first point
+        bringup.nirunner(blab, 1, "cw")
+        points = []
+        for count in cfg["curve"]:
+            detail = count == cfg["n_scale"]
+            say(f"scale curve: {count} NIs at once" + (
+                f"; then idle {cfg['idle']:g} s, no-op apply, status, reconcile, restarts, "
+                "the CLI's cost" if detail else ""))
+            p = section(f"curve-{count}", lambda c=count, d=detail: scale.point(
+                blab, c, at_n if d else None))
+            if p is not None:
+                points.append(r.pop(f"curve-{count}"))
+        return points
+
+    def groups() -> dict[str, bringup.Run]:
+        return {str(g): bringup.manual_run(blab, "floor-par", cfg["groups_n"], f"g{g}",
+                                           group_size=g if g > 1 else 0, footprint=True)
+                for g in cfg["groups"]}
+
+    plan: list[tuple[str, str, Any]] = [
+        ("one", f"bring-up of 1 NI, {cfg['reps1']} rounds", one),
+        ("many", f"bring-up of {n} NIs at once, {cfg['reps_many']} round(s)", many),
+        ("steps", f"where the time goes: a Supervisor in-process, apply of 1 and of {n} "
+                  "NIs, timed per step", lambda: steps(blab, n)),
+        ("curve", f"scale curve: {cfg['curve']} NIs", curve),
+        ("groups", f"shared shims by hand: {cfg['groups_n']} NIs, groups of "
+                   f"{cfg['groups']}", groups),
+        ("podman", f"podman + netavark side by side: {cfg['podman']} networks",
+         lambda: podman.run(blab, cfg["podman"], cfg["podman_reps"], say)),
+        ("change", f"change latency: {cfg['change']} port maps added",
+         lambda: change.run(blab, cfg["change"])),
+        ("throughput", f"throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} per "
+                       "path", lambda: throughput.run(blab, cfg["iperf_s"], cfg["iperf_reps"])),
+        ("appedge", f"app edge: throughput with anti-spoofing + 50 ACL rules and with the flow "
+                    f"log (hand-made NI, {cfg['edge_reps']} rotated rounds); the flow log at "
+                    f"{cfg['flows']} new flows/s, standalone",
+         lambda: appedge.handmade(cfg["iperf_s"], cfg["edge_reps"], cfg["flows"],
+                                  cfg["flow_window"], f"{blab.prefix}e")),
+        ("appedge_sup", f"app edge: the flow log in the supervisor at {cfg['flows']} new "
+                        "flows/s",
+         lambda: appedge.in_supervisor(blab, cfg["flows"], cfg["flow_window"])),
+    ]
+    for key, what, fn in plan:
+        if key in only:
+            say(what)
+            section(key, fn)
     return r
 
 
@@ -192,228 +247,18 @@ def steps(blab: BenchLab, n: int) -> dict[str, Any]:
     return out
 
 
-# -- the report ---------------------------------------------------------------------------
-
-
-def _stat(xs: Sequence[float]) -> Stat | None:
-    return Stat.of(xs)
-
-
-def _runs(runs: list[bringup.Run], what: str = "total") -> Stat | None:
-    if what == "per_ni":
-        return _stat([x.total / x.n for x in runs])
-    if what == "plug_each":
-        return _stat([(x.plugged - x.setup) / x.n for x in runs])
-    if what == "offer":
-        return _stat([x.offer[0] for x in runs])
-    return _stat([getattr(x, what) for x in runs])
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "**no**")
-
-
-def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: bool,
-           wall: float) -> str:
-    rows: list[list[str]] = []
-
-    def row(what: str, a: Stat | None, f: Stat | None = None, c: Stat | None = None,
-            unit: str = "s", target: str = "", ok: bool | None = None) -> None:
-        """One line: values, ratios to floor and CNI, the target and whether it is met."""
-        rows.append([what, fmt(a, unit), fmt(f, unit) if f else "", fmt(c, unit) if c else "",
-                     ratio(a, f) if f else "", ratio(a, c) if c else "", target,
-                     _met(ok) if target else ""])
-
-    kinds = ("nirunner", "floor", "cni")
-    for key, err in r.get("errors", {}).items():
-        rows.append([f"section {key}: FAILED", err.replace("|", "/")[:300], "", "", "", "", "",
-                     ""])
-
-    def three(runs: dict[str, list[bringup.Run]], what: str = "total"
-              ) -> tuple[Stat | None, Stat | None, Stat | None]:
-        a, f, c = (_runs(runs[k], what) for k in kinds)
-        return a, f, c
-
-    if "one" in r:
-        _rows_one(r["one"], row, three)
-    if "many" in r:
-        many, n = r["many"], cfg["n_many"]
-        row(f"{n} NIs applied at once: all ready", *three(many))
-        row(f"{n} NIs: per NI (total / {n})", *three(many, "per_ni"))
-        row(f"{n} NIs: of which apply call / script returned", *three(many, "setup"))
-        row(f"{n} NIs: plugging one app (nirunner: attach API; others: by hand)",
-            *three(many, "plug_each"))
-    if "scale" in r:
-        _rows_scale(r["scale"], row, rows)
-    if "change" in r:
-        ch: change.Change = r["change"]
-        row("port map added to a running NI → connection through it works",
-            _stat(ch.nirunner), _stat(ch.floor))
-        row("… of which the apply call", _stat(ch.nirunner_apply))
-    if "throughput" in r:
-        _rows_throughput(r["throughput"], row, rows)
-    if "appedge" in r or "appedge_sup" in r:
-        _rows_appedge(r.get("appedge"), r.get("appedge_sup"), row, rows)
-
-    head = ["measurement", "nirunner", "floor", "CNI", "nirunner/floor", "nirunner/CNI",
-            "target", "met"]
-    out = [f"Measured {m['date']} on {m['os']}, kernel {m['kernel']}, {m['nproc']} cores "
-           f"({m['cpu']}), {m['mem']}, cgroup {m['cgroup']}, containerd {m['containerd']}; "
-           f"load average at start {m['load']}; `python -m bench.run"
-           f"{' --quick' if quick else ''}` took {wall / 60:.1f} min. "
-           "Values: median / p95 (n = samples).", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(x) + " |" for x in rows]
-    if "steps" in r:
-        out += ["", "Where the time goes (a Supervisor object in-process, each step timed; "
-                "steps nest, times are totals over all calls):", ""]
-        out += steps_table(r["steps"], r.get("scale"))
-    return "\n".join(out) + "\n"
-
-
-def _rows_one(one: dict[str, list[bringup.Run]], row: Any, three: Any) -> None:
-    a, f, c = three(one)
-    row("1 NI: apply → ready (task, DHCP answer, TCP through NAT)", a, f, c,
-        target="≤ 1.5x floor, < CNI",
-        ok=bool(a and f and c and a.median <= 1.5 * f.median and a.median < c.median))
-    row("1 NI: of which apply call / script returned", *three(one, "setup"))
-    row("1 NI: app plugged (nirunner: attach API; floor, CNI: netlink by hand)",
-        *three(one, "plugged"))
-    row("1 NI: DHCP offer seen", *three(one, "offer"))
-    row("1 NI: `nirunner apply` CLI → ready (Python start-up included)",
-        _runs(one["nirunner-cli"]), f, c)
-
-
-def _rows_scale(sc: scale.Scale, row: Any, rows: list[list[str]]) -> None:
-    N = sc.n
-    up = sc.up
-    assert up is not None
-    row(f"{N} NIs: apply → all ready", _stat([up.total]), target="< 20 s",
-        ok=up.total < 20 if N >= 100 else None)
-    row(f"{N} NIs: of which apply call returned", _stat([up.setup]))
-    row(f"{N} NIs: attach of one app (API), with {N} NIs applied",
-        _stat([(up.plugged - up.setup) / N]))
-    row(f"supervisor RSS with {N} NIs (VmRSS = {sc.sup_rss / 1e6:.1f} MB; peak "
-        f"{mib(sc.sup_hwm)}, {sc.sup_threads} threads)", _stat([sc.sup_rss]), unit="MiB",
-        target="< 80 MB", ok=sc.sup_rss < 80e6 if N >= 100 else None)
-    per_ni = [u + s for u, s in zip(sc.ni_cgroup, sc.shim_rss, strict=False)]
-    pn = _stat(per_ni)
-    row("per-NI memory: task cgroup usage + its shim's RSS", pn, unit="MiB",
-        target="< 20 MB", ok=pn.median < 20e6 if pn else None)
-    row("… task cgroup usage (memory.usage_in_bytes, page cache included)",
-        _stat(sc.ni_cgroup), unit="MiB")
-    row("… task cgroup RSS (memory.stat total_rss)", _stat(sc.ni_cgroup_rss), unit="MiB")
-    row("… shim RSS", _stat(sc.shim_rss), unit="MiB")
-    row("… shim PSS (its shared pages split among the shims)", _stat(sc.shim_pss), unit="MiB")
-    rc = _stat(sc.reconcile)
-    row(f"idle reconcile pass, {N} NIs, nothing to do (in-process Supervisor.reconcile())",
-        rc, target="< 50 ms", ok=rc.median < 0.05 if rc else None)
-    row("… its CPU time (user + system, all threads)", _stat(sc.reconcile_cpu))
-    row(f"no-op `apply` of {N} unchanged NIs (API)", _stat(sc.noop_apply))
-    idle_pct = 100 * sc.idle_cpu / sc.idle_window if sc.idle_window else 0
-    rows.append([f"supervisor CPU while idle ({sc.idle_window:.0f} s window; a full "
-                 "resync every 60 s)", f"{sc.idle_cpu * 1000:.0f} ms CPU = {idle_pct:.2f}%",
-                 "", "", "", "", "near zero", _met(idle_pct < 1)])
-    row(f"`status` of {N} NIs (API)", _stat(sc.status_call))
-    row(f"delete of {N} NIs (API)", _stat([sc.delete_all]))
-    row(f"supervisor restart with {N} NIs → all adopted (API socket up)", _stat(sc.restart),
-        target="no task restarted", ok=sc.restarted_tasks == 0)
-
-
-def _rows_throughput(tp: throughput.Throughput, row: Any, rows: list[list[str]]) -> None:
-    p = tp.paths
-    nat_n, nat_f = _stat(p.get("nat nirunner", [])), _stat(p.get("nat floor", []))
-    row("TCP app → inet host, double NAT (floor: one veth, one NAT)", nat_n, nat_f,
-        unit="Gbit/s", target="≥ 90% of floor",
-        ok=bool(nat_n and nat_f and nat_n.median >= 0.9 * nat_f.median))
-    row("… vs the same double NAT built by hand (nirunner's rulesets, no supervisor)", nat_n,
-        _stat(p.get("nat by hand", [])), unit="Gbit/s")
-    pm_n = _stat(p.get("portmap nirunner", []))
-    row("TCP inet host → app through a port map (floor: one DNAT)",
-        pm_n, _stat(p.get("portmap floor", [])), unit="Gbit/s")
-    row("… vs the same port map path built by hand (two DNATs)", pm_n,
-        _stat(p.get("portmap by hand", [])), unit="Gbit/s")
-    def vpn_note(key: str) -> str:
-        notes = []
-        if key in tp.vpn_throttled:
-            notes.append(f"task throttled {100 * tp.vpn_throttled[key]:.0f}% of the time")
-        if tp.vpn_failed.get(key):
-            notes.append(f"{len(tp.vpn_failed[key])} run(s) failed: "
-                         f"{tp.vpn_failed[key][0][-80:]}")
-        return f" ({'; '.join(notes)})" if notes else ""
-
-    if p.get("vpn nirunner") or tp.vpn_failed:
-        row("TCP app → site host through a VPN NI tunnel (libipsec, task CPU limit 0.5; "
-            "DESIGN's hand-made floor: 640–685 Mbit/s)" + vpn_note("vpn nirunner"),
-            _stat(p.get("vpn nirunner", [])), nat_f, unit="Mbit/s")
-        row("… the same with the VPN NI's CPU limit raised to 2 (applied live)"
-            + vpn_note("vpn nirunner cpu2"),
-            _stat(p.get("vpn nirunner cpu2", [])), nat_f, unit="Mbit/s")
-        row("VPN NI: apply → TCP through the tunnel answered", _stat(tp.vpn_up))
-    if tp.vpn:
-        rows.append(["TCP through a VPN NI tunnel (libipsec)", tp.vpn.replace("|", "/"),
-                     "", "", "", "", "", ""])
-
-
-def _rows_appedge(h: appedge.Handmade | None, sup: appedge.InSupervisor | None, row: Any,
-                  rows: list[list[str]]) -> None:
-    if h is not None and h.throughput:
-        none = _stat(h.throughput[appedge.NONE])
-        for setup in (appedge.EDGE_ACL, appedge.FLOW_LOG):
-            ratios = h.ratios(setup)
-            med = sorted(ratios)[len(ratios) // 2]
-            rows.append([f"TCP app → inet, NI bridge + NAT by hand: {setup} (per-round ratio "
-                         f"to none, {len(ratios)} rounds; none: {fmt(none, 'Gbit/s')})",
-                         f"{med:.2f}x ({min(ratios):.2f}–{max(ratios):.2f})", "", "", "", "",
-                         "≥ 0.9x", _met(med >= 0.9)])
-        for what, (share, achieved, recs) in h.collector.items():
-            rows.append([f"flow-log collector, standalone, {what}: CPU at {achieved:.0f} new "
-                         f"flows/s ({recs} records in the window)", f"{share * 100:.1f}% of a "
-                         "core", "", "", "", "", "", ""])
-    if sup is not None:
-        rows.append([f"flow log in the supervisor (one NI, its app at {sup.achieved:.0f} new "
-                     f"flows/s; {sup.records} records in {sup.window:g} s): supervisor CPU",
-                     f"{sup.cpu * 100:.1f}% of a core (idle: {sup.idle_cpu * 100:.1f}%)", "",
-                     "", "", "", "", ""])
-
-
-def steps_table(st: dict[str, Any], sc: scale.Scale | None) -> list[str]:
-    cols = [(f"apply {k} NI{'s' if k != '1' else ''}", st[k]["steps"], st[k]["apply"])
-            for k in st]
-    k = max(st, key=int)
-    cols.append((f"delete {k} NIs", st[k]["delete_steps"], st[k]["delete"]))
-    if sc is None or not sc.reconcile:
-        return _steps_lines(cols)
-    rounds = len(sc.reconcile)
-    cols.append((f"reconcile, {sc.n} NIs, per pass",
-                 {s: {"ms": v["ms"] / rounds, "calls": v["calls"] / rounds}
-                  for s, v in sc.reconcile_steps.items()},
-                 sum(sc.reconcile) / rounds))
-    return _steps_lines(cols)
-
-
-def _steps_lines(cols: list[tuple[str, dict[str, Any], float]]) -> list[str]:
-    names: list[str] = []
-    for _, s, _ in cols:
-        names += [x for x in s if x not in names]
-    lines = ["| step | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (len(cols) + 1),
-             "| **wall time** | " + " | ".join(f"**{c[2] * 1000:.0f} ms**" for c in cols) + " |"]
-    for nm in names:
-        cells = []
-        for _, s, _ in cols:
-            v = s.get(nm)
-            cells.append(f"{v['ms']:.1f} ms ({v['calls']:g}x)" if v else "")
-        lines.append(f"| {nm} | " + " | ".join(cells) + " |")
-    return lines
-
-
 # -- main ------------------------------------------------------------------------------------
+
+
+def _run(d: dict[str, Any]) -> bringup.Run:
+    fp = d.get("footprint")
+    return bringup.Run(**{**d, "footprint": memory.Footprint(**fp) if fp else None})
 
 
 def _load(r: dict[str, Any]) -> dict[str, Any]:
     """The results of a --json file as the dataclasses report() takes."""
     def runs(d: dict[str, list[dict]]) -> dict[str, list[bringup.Run]]:
-        return {k: [bringup.Run(**x) for x in v] for k, v in d.items()}
+        return {k: [_run(x) for x in v] for k, v in d.items()}
 
     out: dict[str, Any] = {"errors": r.get("errors", {})}
     for key in ("one", "many"):
@@ -421,10 +266,21 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
             out[key] = runs(r[key])
     if "steps" in r:
         out["steps"] = r["steps"]
+    if "curve" in r:
+        out["curve"] = [scale.Point(**{
+            **p, "up": _run(p["up"]) if p.get("up") else None,
+            "footprint": memory.Footprint(**p["footprint"]) if p.get("footprint") else None})
+            for p in r["curve"]]
     if "scale" in r:
-        sc = dict(r["scale"])
-        sc["up"] = bringup.Run(**sc["up"]) if sc.get("up") else None
-        out["scale"] = scale.Scale(**sc)
+        out["scale"] = scale.Scale(**r["scale"])
+    if "cli" in r:
+        out["cli"] = cli.Cli(**r["cli"])
+    if "groups" in r:
+        out["groups"] = {g: _run(x) for g, x in r["groups"].items()}
+    if "podman" in r:
+        pm = dict(r["podman"])
+        pm["runs"] = runs(pm["runs"])
+        out["podman"] = podman.PodmanSide(**pm)
     if "change" in r:
         out["change"] = change.Change(**r["change"])
     if "throughput" in r:
@@ -436,6 +292,22 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
     if "appedge_sup" in r:
         out["appedge_sup"] = appedge.InSupervisor(**r["appedge_sup"])
     return out
+
+
+def _lock(path: Path) -> int:
+    """One benchmark at a time: its lab's names (the prefix, the NIs' netns nr-bench-*)
+    are machine-wide, and a run removes what an earlier one left, which must never be
+    the lab of a run still going. The lock file stays; the lock goes with the process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        sys.exit(f"bench: another benchmark is running (pid {holder}, lock {path}); "
+                 "wait for it, or stop it: its lab goes at its end")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -451,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="record the supervisor with py-spy into this dir")
     ap.add_argument("--clean", action="store_true", help="remove a lab left by a killed run")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier --json")
+    ap.add_argument("--only", metavar="SECTIONS", help="comma-separated, of: "
+                    + ", ".join(SECTIONS) + " (curve includes idle, status, restarts and "
+                    "the CLI's cost at its N)")
     args = ap.parse_args(argv)
     if args.report:
         d = json.loads(Path(args.report).read_text())
@@ -459,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, containerd, runc)")
+    _lock(Path("/run", f"{PREFIX}.lock"))  # held until this process exits
     if args.clean or Path("/run", PREFIX).exists() or leftovers(PREFIX):
         say("removing a lab left behind by an earlier run")
         BenchLab(PREFIX).teardown()
@@ -469,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_tools(bool(args.profile))
     signal.signal(signal.SIGTERM, _interrupt)
     cfg = QUICK if args.quick else FULL
+    only = args.only.split(",") if args.only else list(SECTIONS)
+    if set(only) - set(SECTIONS):
+        sys.exit(f"bench: --only: unknown {', '.join(sorted(set(only) - set(SECTIONS)))}")
     from runner.image.build import build_image
 
     say("building (or taking from the cache) the NI image")
@@ -484,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         say("building the lab: device, wan, inet, fdev, cdev; private containerd; supervisor")
         blab.build()
         blab.start_supervisor()
-        results = measure(blab, cfg, profile_dir)
+        results = measure(blab, cfg, profile_dir, only)
     except KeyboardInterrupt:
         say("interrupted; removing the lab")
         return 130
@@ -502,17 +381,22 @@ def main(argv: list[str] | None = None) -> int:
         (profile_dir / "py-spy-summary.txt").write_text(summarize(raw))
         say(f"profile: {profile_dir}/py-spy-summary.txt, {profile_dir}/reconcile.prof")
     wall = time.monotonic() - t0
+    m["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = report(results, m, cfg, args.quick, wall)
     print(table)
     if args.out:
         Path(args.out).write_text(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(
+        Path(args.json).write_text(dumps(
             {"machine": m, "quick": args.quick, "config": cfg, "wall": wall,
-             "results": results},
-            default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o),
-            indent=1))
+             "results": results}))
     return 0
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    """The --json file: the results' dataclasses as objects (_load reads them back)."""
+    return json.dumps(payload, indent=1, default=lambda o: asdict(o)
+                      if hasattr(o, "__dataclass_fields__") else str(o))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Scale: N NIs at once; then the supervisor's footprint, its idle cost, a no-op
-apply, an in-process reconcile pass, restarts with N NIs (time to all adopted),
-and the delete of all of them."""
+"""Scale: the curve, N NIs at once for each N (1, 10, 50, 100, 250 in the full run):
+bring-up until all are ready, attach with N NIs up, memory per NI (shared shims
+counted once), the supervisor's RSS, delete of all N; and, at one N (100), the
+details the targets name: idle CPU, no-op apply, status, an in-process reconcile
+pass, restarts until all adopted."""
 
 from __future__ import annotations
 
@@ -9,30 +11,42 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import probe
-from bench.bringup import PORT_BASE, Run, _finish, manifest, ni_name
+from bench import memory
+from bench.bringup import PORT_BASE, Run, manifest, nirunner_footprint, nirunner_up
 from bench.lab import BenchLab
 from runner.api.client import ApiClient
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+EXTRA_ATTACHES = 5  # attach + detach calls at each N, once all NIs are ready
+
+
+@dataclass
+class Point:
+    n: int
+    up: Run | None = None  # its attach list: the bring-up's attach calls
+    attach: list[float] = field(default_factory=list)  # extra attaches, N NIs ready
+    detach: list[float] = field(default_factory=list)  # and their detaches
+    sup_rss: int = 0
+    sup_hwm: int = 0
+    sup_threads: int = 0
+    footprint: memory.Footprint | None = None
+    delete: float = 0.0  # delete of all N NIs (API)
+
+    def attaches(self) -> list[float]:
+        """Every attach call made with N NIs applied."""
+        return (self.up.attach if self.up else []) + self.attach
 
 
 @dataclass
 class Scale:
+    """Details at one N."""
+
     n: int
-    up: Run | None = None
-    sup_rss: int = 0
-    sup_hwm: int = 0
-    sup_threads: int = 0
-    ni_cgroup: list[int] = field(default_factory=list)  # memory.usage_in_bytes per task
-    ni_cgroup_rss: list[int] = field(default_factory=list)  # total_rss of memory.stat
-    shim_rss: list[int] = field(default_factory=list)
-    shim_pss: list[int] = field(default_factory=list)
     idle_window: float = 0.0
     idle_cpu: float = 0.0  # CPU seconds of the supervisor in the window
     noop_apply: list[float] = field(default_factory=list)
@@ -42,7 +56,6 @@ class Scale:
     reconcile_steps: dict = field(default_factory=dict)
     restart: list[float] = field(default_factory=list)
     restarted_tasks: int = 0  # tasks whose pid changed across restarts (should be 0)
-    delete_all: float = 0.0
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -55,44 +68,6 @@ def _status_kb(pid: int, key: str) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def shims(address: str) -> dict[str, int]:
-    """container id -> shim pid, for the lab's containerd."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith("containerd-shim-runc-v2") and address in argv \
-                and "-id" in argv:
-            out[argv[argv.index("-id") + 1]] = int(d.name)
-    return out
-
-
-def cgroup_memory(cid: str, namespace: str) -> tuple[int, int]:
-    d = Path("/sys/fs/cgroup/memory") / namespace / cid
-    if d.is_dir():  # cgroup v1
-        usage = int((d / "memory.usage_in_bytes").read_text())
-        stat = dict(line.split() for line in (d / "memory.stat").read_text().splitlines())
-        return usage, int(stat.get("total_rss", 0))
-    d = Path("/sys/fs/cgroup") / namespace / cid  # v2
-    usage = int((d / "memory.current").read_text())
-    stat = dict(line.split() for line in (d / "memory.stat").read_text().splitlines())
-    return usage, int(stat.get("anon", 0))
 
 
 def _pids(api: ApiClient) -> dict[str, int]:
@@ -108,64 +83,72 @@ def inproc(blab: BenchLab, *args: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def run(blab: BenchLab, n: int, restarts: int, noops: int, idle_window: float,
-        rounds: int, cprofile: str | None = None, timeout: float = 600) -> Scale:
-    sc = Scale(n)
-    names = [ni_name(i) for i in range(n)]
-    apps = [blab.app_netns(f"s-{i}") for i in range(n)]
-    docs = [(f"{nm}.yaml", manifest(nm, PORT_BASE + i)) for i, nm in enumerate(names)]
+def point(blab: BenchLab, n: int, at_n: Callable[[list[str]], None] | None = None,
+          timeout: float = 900) -> Point:
+    """N NIs up, measured, `at_n(names)` while they are up, then all deleted (timed)."""
+    p = Point(n)
+    apps = [blab.app_netns(f"n{n}-{i}") for i in range(n)]
+    extra = [blab.app_netns(f"x{n}-{j}") for j in range(EXTRA_ATTACHES)]
+    names: list[str] = []
     try:
-        with ApiClient(blab.lab.socket) as api:
-            t0 = time.monotonic()
-            api.apply(docs)
-            t_setup = time.monotonic()
-            for nm, app in zip(names, apps, strict=True):
-                api.attach(nm, f"/run/netns/{app}", "eth0")
-            t_plug = time.monotonic()
-            ready = probe.check_all(apps, t0 + timeout)
-            sc.up = _finish(Run("nirunner", n), t0, t_setup, t_plug, ready)
-        time.sleep(1.0)
-        pid = blab.supervisor_pid()
-        sc.sup_rss, sc.sup_hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
-        sc.sup_threads = len(os.listdir(f"/proc/{pid}/task"))
-        sh = shims(blab.address)
-        for nm in names:
-            cid = f"ni-{nm}"
-            usage, rss = cgroup_memory(cid, blab.lab.namespace)
-            sc.ni_cgroup.append(usage)
-            sc.ni_cgroup_rss.append(rss)
-            if cid in sh:
-                sc.shim_rss.append(_status_kb(sh[cid], "VmRSS"))
-                sc.shim_pss.append(_pss(sh[cid]))
-        # idle: nothing changes; the daemon should sleep (a full resync runs every 60 s)
-        c0, w0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(idle_window)
-        sc.idle_cpu, sc.idle_window = cpu_seconds(pid) - c0, time.monotonic() - w0
-        with ApiClient(blab.lab.socket) as api:
-            for _ in range(noops):
+        with ApiClient(blab.lab.socket, timeout=timeout) as api:
+            p.up = Run("nirunner", n)
+            names = nirunner_up(blab, api, n, apps, p.up, timeout=timeout)
+            time.sleep(1.0)  # dnsmasq and the supervisor settle after the probes
+            pid = blab.supervisor_pid()
+            p.sup_rss, p.sup_hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            p.sup_threads = len(os.listdir(f"/proc/{pid}/task"))
+            p.footprint = nirunner_footprint(blab)
+            for j, app in enumerate(extra):
                 t = time.monotonic()
-                api.apply(docs)
-                sc.noop_apply.append(time.monotonic() - t)
-            for _ in range(3):
+                api.attach(names[j % n], f"/run/netns/{app}", "eth0")
+                p.attach.append(time.monotonic() - t)
+            for j, app in enumerate(extra):
                 t = time.monotonic()
-                api.status([])
-                sc.status_call.append(time.monotonic() - t)
-            before = _pids(api)
-        for i in range(restarts):
-            blab.lab.stop_supervisor()
-            if i == 0:
-                extra = ["--cprofile", cprofile] if cprofile else []
-                res = inproc(blab, "reconcile", "--rounds", str(rounds), *extra)
-                sc.reconcile, sc.reconcile_steps = res["rounds"], res["steps"]
-                sc.reconcile_cpu = res["cpu"]
-            sc.restart.append(blab.start_supervisor(timeout=timeout))
-        with ApiClient(blab.lab.socket) as api:
-            after = _pids(api)
-            sc.restarted_tasks = sum(1 for k in before if after.get(k) != before[k])
+                api.detach(names[j % n], f"/run/netns/{app}", "eth0")
+                p.detach.append(time.monotonic() - t)
+        if at_n is not None:
+            at_n(names)
+        with ApiClient(blab.lab.socket, timeout=timeout) as api:
             t = time.monotonic()
             api.delete(names)
-            sc.delete_all = time.monotonic() - t
+            p.delete = time.monotonic() - t
     finally:
-        blab.del_netns(*apps)
-    return sc
+        blab.del_netns(*apps, *extra)
+    return p
 
+
+def details(blab: BenchLab, names: list[str], restarts: int, noops: int, idle_window: float,
+            rounds: int, cprofile: str | None = None, timeout: float = 600) -> Scale:
+    """With `names` up (those of point()): idle CPU, no-op apply, status, an in-process
+    reconcile pass (daemon stopped), then restarts until all adopted."""
+    n = len(names)
+    sc = Scale(n)
+    docs = [(f"{nm}.yaml", manifest(nm, PORT_BASE + i)) for i, nm in enumerate(names)]
+    pid = blab.supervisor_pid()
+    # idle: nothing changes; the daemon should sleep
+    c0, w0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(idle_window)
+    sc.idle_cpu, sc.idle_window = cpu_seconds(pid) - c0, time.monotonic() - w0
+    with ApiClient(blab.lab.socket) as api:
+        for _ in range(noops):
+            t = time.monotonic()
+            api.apply(docs)
+            sc.noop_apply.append(time.monotonic() - t)
+        for _ in range(max(3, noops)):
+            t = time.monotonic()
+            api.status([])
+            sc.status_call.append(time.monotonic() - t)
+        before = _pids(api)
+    for i in range(restarts):
+        blab.lab.stop_supervisor()
+        if i == 0:
+            extra = ["--cprofile", cprofile] if cprofile else []
+            res = inproc(blab, "reconcile", "--rounds", str(rounds), *extra)
+            sc.reconcile, sc.reconcile_steps = res["rounds"], res["steps"]
+            sc.reconcile_cpu = res["cpu"]
+        sc.restart.append(blab.start_supervisor(timeout=timeout))
+    with ApiClient(blab.lab.socket) as api:
+        after = _pids(api)
+    sc.restarted_tasks = sum(1 for k in before if after.get(k) != before[k])
+    return sc

@@ -34,6 +34,20 @@ What podman needed on this machine (measured while writing this):
   bridge and veths the CNI plugins make are then in the lab netns.
 - no registry is reachable: the image is the host's busybox and the libraries
   it links, packed with Python's tarfile and loaded with `podman import`.
+
+The netavark backend (`backend="netavark"`, Debian 12's netavark 1.4 and
+aardvark-dns 1.4) keeps its networks as podman's JSON files in `net.d`, but
+podman 4.3 hard-codes netavark's run dir for root: /run/containers/networks
+(its IPAM database, aardvark-dns's config, pid file and lock). So every podman
+command runs in a mount namespace of its own (`unshare --mount --propagation
+unchanged`) where the lab's `netavark-run` dir is bind-mounted there: the mount
+does not propagate (the root mount is private here) while /run/netns, a shared
+mount, still does, so the container netns podman makes are visible to the next
+command. aardvark-dns and conmon stay in the namespace of the command that
+started them and see the same lab dir. The empty mount point
+/run/containers/networks is created on the machine when missing and left there
+(removing it could detach a mount another lab is using). netavark 1.4 programs
+iptables (iptables-nft here) in the lab netns, and sets ip_forward there.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -55,6 +70,8 @@ from runner.lab.topology import LabError
 
 IMAGE = "localhost/nrlab-busybox:latest"
 DEFAULT_CNI_BIN = ("/usr/lib/cni",)
+BACKENDS = ("cni", "netavark")
+NETAVARK_RUN = Path("/run/containers/networks")  # podman 4.3's, for root: not configurable
 
 
 @dataclass
@@ -63,21 +80,42 @@ class LabPodman:
     netns: str  # the lab netns podman (and the CNI plugins it runs) lives in
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN
     image: str = IMAGE
+    backend: str = "cni"  # or "netavark" (networks as podman's JSON under net_dir)
 
     @property
     def net_dir(self) -> Path:
         return self.base / "net.d"
 
+    @property
+    def netavark_run(self) -> Path:
+        """What netavark sees as /run/containers/networks (see the module's doc)."""
+        return self.base / "netavark-run"
+
     def setup(self) -> LabPodman:
+        if self.backend not in BACKENDS:
+            raise LabError(f"podman backend {self.backend!r}: one of {', '.join(BACKENDS)}")
         for d in ("root", "runroot", "tmp", "net.d", "ipam", "cni-cache"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
+        if self.backend == "netavark":
+            self.netavark_run.mkdir(parents=True, exist_ok=True)
+            NETAVARK_RUN.mkdir(parents=True, exist_ok=True)  # the mount point
+        (self.base / "containers.conf").write_text(self.containers_conf())
+        (self.base / "storage.conf").write_text(
+            "[storage]\n"
+            'driver = "vfs"\n'
+            f'graphroot = "{self.base / "root"}"\n'
+            f'runroot = "{self.base / "runroot"}"\n')
+        return self
+
+    def containers_conf(self) -> str:
+        """podman's containers.conf for the lab (see the module's doc for each line)."""
         plugin_dirs = ", ".join(json.dumps(d) for d in self.cni_bin_dirs)
-        (self.base / "containers.conf").write_text(
+        return (
             "[containers]\n"
             "default_ulimits = []\n"
             'log_driver = "k8s-file"\n'
             "[network]\n"
-            'network_backend = "cni"\n'
+            f'network_backend = "{self.backend}"\n'
             f'network_config_dir = "{self.net_dir}"\n'
             f"cni_plugin_dirs = [{plugin_dirs}]\n"
             "[engine]\n"
@@ -90,12 +128,6 @@ class LabPodman:
             f'static_dir = "{self.base / "root" / "libpod"}"\n'
             f'volume_path = "{self.base / "root" / "volumes"}"\n'
             f'image_copy_tmp_dir = "{self.base / "tmp"}"\n')
-        (self.base / "storage.conf").write_text(
-            "[storage]\n"
-            'driver = "vfs"\n'
-            f'graphroot = "{self.base / "root"}"\n'
-            f'runroot = "{self.base / "runroot"}"\n')
-        return self
 
     def env(self) -> dict[str, str]:
         return {**os.environ,
@@ -103,9 +135,19 @@ class LabPodman:
                 "CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf"),
                 "TMPDIR": str(self.base / "tmp")}
 
+    def command(self, *args: str) -> list[str]:
+        """The command line of `podman ARGS` in the lab (netns; netavark: mount ns)."""
+        cmd = ["nsenter", f"--net=/run/netns/{self.netns}", "podman", *args]
+        if self.backend != "netavark":
+            return cmd
+        # sh's $0 is the lab dir, "$@" the podman command
+        return ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
+                f'mount --bind "$0" {NETAVARK_RUN} && exec "$@"', str(self.netavark_run),
+                *cmd]
+
     def run(self, *args: str, check: bool = True, timeout: float = 60,
             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = ["nsenter", f"--net=/run/netns/{self.netns}", "podman", *args]
+        cmd = self.command(*args)
         res = subprocess.run(cmd, capture_output=True, timeout=timeout, env=self.env(),
                              input=input)
         out = subprocess.CompletedProcess(cmd, res.returncode, res.stdout.decode(errors="replace"),
@@ -122,6 +164,10 @@ class LabPodman:
         self.run("import", str(tar), self.image)
         tar.unlink()
         return self.image
+
+    def create_network(self, name: str, subnet: str) -> None:
+        """A bridge network through podman itself (the netavark backend's way)."""
+        self.run("network", "create", "--subnet", subnet, name)
 
     def add_network(self, conflist: dict[str, Any]) -> Path:
         """Write a conflist into podman's CNI config dir; host-local's data stays in the lab."""
@@ -157,9 +203,19 @@ class LabPodman:
         for key in sandboxes:  # podman removes them on rm; a crash may not have
             if re.fullmatch(r"/run/netns/[A-Za-z0-9_.-]+", key) and os.path.exists(key):
                 subprocess.run(["ip", "netns", "del", os.path.basename(key)], check=False)
+        self._stop_aardvark()
         for mnt in reversed(_mounts_under(self.base)):
             subprocess.run(["umount", "-l", mnt], check=False)
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def _stop_aardvark(self) -> None:
+        """netavark stops aardvark-dns with the last container of a DNS-enabled network;
+        after a crash, the one our lab dir's pid file names (if it is aardvark-dns)."""
+        pidfile = self.netavark_run / "aardvark-dns" / "aardvark.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().split()[0])
+            if b"aardvark-dns" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 def _mounts_under(base: Path) -> list[str]:
@@ -211,9 +267,9 @@ def busybox_rootfs(index_html: str) -> bytes:
 
 
 @contextlib.contextmanager
-def lab_podman(base: Path, netns: str,
-               cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN) -> Iterator[LabPodman]:
-    pm = LabPodman(base, netns, cni_bin_dirs)
+def lab_podman(base: Path, netns: str, cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN,
+               backend: str = "cni") -> Iterator[LabPodman]:
+    pm = LabPodman(base, netns, cni_bin_dirs, backend=backend)
     try:
         yield pm.setup()
     finally:

@@ -115,3 +115,77 @@ def test_podman_runs_the_nirunner_plugin(podman_with_plugin: LabPodman) -> None:
     assert res.returncode != 0
     assert "nirunner" in res.stderr and f"no API socket {absent}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.fixture
+def podman_netavark() -> Iterator[tuple[LabPodman, str]]:
+    """podman with the netavark backend in a lab netns, and a client netns on a veth to
+    it (10.99.<x>.1 <-> .2) standing for the outside."""
+    netns, client = f"{PREFIX}-pn", f"{PREFIX}-pc"
+    sh("ip", "netns", "add", netns)
+    sh("ip", "netns", "add", client)
+    try:
+        for ns in (netns, client):
+            sh("ip", "link", "set", "lo", "up", netns=ns)
+        sh("ip", "link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", "eth0",
+           "netns", client)
+        for ns, addr in ((netns, "10.99.7.1/24"), (client, "10.99.7.2/24")):
+            sh("ip", "addr", "add", addr, "dev", "eth0", netns=ns)
+            sh("ip", "link", "set", "eth0", "up", netns=ns)
+        with lab_podman(Path("/run") / PREFIX / "podman-nv", netns, backend="netavark") as pm:
+            yield pm, client
+    finally:
+        sh("ip", "netns", "del", netns, check=False)
+        sh("ip", "netns", "del", client, check=False)
+        sh("rm", "-rf", f"/run/{PREFIX}", check=False)
+
+
+def _listing(path: str) -> list[str]:
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_netavark_network_in_a_lab_netns(podman_netavark: tuple[LabPodman, str]) -> None:
+    """A netavark bridge network with a port map and aardvark-dns, its run dir in the lab
+    (not /run/containers/networks), reached over real TCP and DNS; gone after teardown.
+    (10.89/16: podman's default network takes 10.88/16, and podman refuses overlaps.)"""
+    pm, client = podman_netavark
+    host_run = _listing("/run/containers/networks")
+    pm.import_busybox("hello from netavark\n")
+    net = f"{PREFIX}nv"
+    pm.create_network(net, "10.89.9.0/24")
+    # podman refuses a second network with a subnet in use (the bench gives each its own)
+    again = pm.run("network", "create", "--subnet", "10.89.9.0/24", f"{net}2", check=False)
+    assert again.returncode != 0 and "10.89.9.0/24" in again.stderr, again.stderr
+    name = f"{PREFIX}-nvweb"
+    pm.run("run", "-d", "--name", name, "--network", net, "--ip", "10.89.9.2",
+           "-p", "8080:80", pm.image, "httpd", "-f", "-p", "80", "-h", "/www")
+    sandbox = pm.sandbox(name)
+    assert os.path.exists(sandbox)
+    assert "podman" in sh("ip", "-br", "link", netns=pm.netns).stdout  # its bridge, in the lab
+
+    def fetch() -> str:  # through netavark's DNAT, from the client netns
+        try:
+            return sh("busybox", "wget", "-q", "-O", "-", "http://10.99.7.1:8080/",
+                      netns=client, check=False, timeout=5).stdout
+        except subprocess.TimeoutExpired:
+            return ""
+
+    wait_for(lambda: fetch() != "", 10, "httpd through the port map")
+    assert fetch() == "hello from netavark\n"
+    # aardvark-dns answers the container's name on the network's gateway address
+    res = sh("busybox", "nslookup", name, "10.89.9.1", netns=pm.netns, check=False)
+    assert "10.89.9.2" in res.stdout, res.stdout + res.stderr
+    # netavark's run state (IPAM, aardvark-dns) is in the lab dir, none on the machine
+    assert (pm.netavark_run / "ipam.db").exists()
+    assert (pm.netavark_run / "aardvark-dns" / net).exists()
+    assert _listing("/run/containers/networks") == host_run
+    aardvark = int((pm.netavark_run / "aardvark-dns" / "aardvark.pid").read_text().split()[0])
+
+    pm.run("rm", "-f", "-t", "0", name)
+    assert not os.path.exists(sandbox)
+    assert "veth" not in sh("ip", "-br", "link", netns=pm.netns).stdout
+    pm.teardown()
+    state = Path(f"/proc/{aardvark}/stat")
+    assert not state.exists() or state.read_text().split(")")[-1].split()[0] == "Z"
+    assert not pm.base.exists()
+    assert _listing("/run/containers/networks") == host_run
