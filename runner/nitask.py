@@ -38,6 +38,7 @@ class NITask:
     log_path: str
     limits: oci.Limits = field(default_factory=oci.Limits)
     seccomp: TaskSeccomp = TaskSeccomp.ENFORCE  # the supervisor config's taskSeccomp
+    shim_group: str = ""  # a shared runc shim's group ("": a shim of its own)
 
     @property
     def container_id(self) -> str:
@@ -62,6 +63,7 @@ class NITask:
             limits=self.limits,
             hostname=self.container_id,
             seccomp=seccomp.for_task(self.seccomp),
+            shim_group=self.shim_group,
         )
 
 

@@ -25,10 +25,11 @@ from runner.supervisor.edgewatch import EdgeWatch
 
 
 def configurators(client: Client, layout: Layout, secrets_dir: str | None = None,
-                  edge: EdgeWatch | None = None) -> dict[str, Any]:
+                  edge: EdgeWatch | None = None, shim_group_size: int = 1) -> dict[str, Any]:
     """By item kind; `secrets_dir`: where credential files must be (see drivers.secrets);
-    `edge`: the follower of leases and flow logs the app-edge tables share a lock with."""
-    tasks = TaskConf(client, secrets_dir)
+    `edge`: the follower of leases and flow logs the app-edge tables share a lock with;
+    `shim_group_size`: NI tasks per shared runc shim."""
+    tasks = TaskConf(client, secrets_dir, shim_group_size)
     edge = edge or EdgeWatch()
     return {
         "statedir": StateDirConf(layout),

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# containerd's runc v2 shim serves every task whose spec carries the same value here
+SHIM_GROUP = "io.containerd.runc.v2.group"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
@@ -78,6 +80,7 @@ class TaskSpec:
     env: tuple[str, ...] = ()
     hostname: str = ""
     seccomp: dict[str, Any] | None = None  # linux.seccomp; None: no filter
+    shim_group: str = ""  # tasks of one group share one runc shim process ("": its own)
 
 
 def _device_rules() -> list[dict[str, Any]]:
@@ -155,7 +158,7 @@ def build(spec: TaskSpec) -> dict[str, Any]:
     }
     if spec.seccomp is not None:
         linux["seccomp"] = spec.seccomp
-    return {
+    out: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": process(spec.args, spec.env),
         "root": {"path": "rootfs", "readonly": True},
@@ -163,6 +166,14 @@ def build(spec: TaskSpec) -> dict[str, Any]:
         "mounts": _mounts(spec),
         "linux": linux,
     }
+    if spec.shim_group:
+        out["annotations"] = {SHIM_GROUP: spec.shim_group}
+    return out
+
+
+def shim_group_of(spec: dict[str, Any]) -> str:
+    """The shim group a container's spec puts its task in ("" for none)."""
+    return str(spec.get("annotations", {}).get(SHIM_GROUP, ""))
 
 
 def to_json(obj: dict[str, Any]) -> bytes:

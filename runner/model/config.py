@@ -7,6 +7,7 @@
     image: nirunner/ni:0.1.0
     ipsecBackend: auto        # VPN NIs: kernel ESP if the kernel has it, else libipsec
     taskSeccomp: true         # NI tasks under the seccomp allow-list; false | log to debug
+    shimGroupSize: 10         # NI tasks sharing one runc shim process; 1: a shim each
     secretsDir: /etc/nirunner/secrets   # VPN credential files must be below it
     metrics:                  # optional: a Prometheus endpoint (off by default)
       listen: 127.0.0.1:9464  # or a Unix socket path; nothing else (see README)
@@ -60,7 +61,8 @@ _DIR_RULE = ("must be an absolute path without control characters, '//', '.' or 
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 _IMAGE_RULE = "an image reference such as 'nirunner/ni:0.1.0'"
 _FIELDS = ("containerd", "stateDir", "apiSocket", "transitPool", "image", "resolvConf",
-           "ipsecBackend", "secretsDir", "uplinks", "source", "taskSeccomp", "metrics")
+           "ipsecBackend", "secretsDir", "uplinks", "source", "taskSeccomp", "metrics",
+           "shimGroupSize")
 # Fleet names reach etcd keys: a device id is a DNS label, a prefix a plain path.
 DEVICE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DEVICE_ID_RULE = "1-63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label)"
@@ -125,6 +127,8 @@ def _config(c: Checker) -> SupervisorConfig | None:
         source=_source(c, top.get("source")),
         task_seccomp=_task_seccomp(c, top.get("taskSeccomp")) or default.task_seccomp,
         metrics=_metrics(c, top.get("metrics")),
+        shim_group_size=c.integer(top.get("shimGroupSize"), "shimGroupSize", 1, 100)
+        or default.shim_group_size,
     )
 
 

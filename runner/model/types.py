@@ -228,6 +228,10 @@ class SupervisorConfig:
     source: EtcdSource | None = None  # None: manifests through the local API only
     task_seccomp: TaskSeccomp = TaskSeccomp.ENFORCE
     metrics: MetricsConfig | None = None  # None: no metrics endpoint (the default)
+    # NI tasks that share one runc shim process (containerd's io.containerd.runc.v2.group):
+    # ~13 MiB of shim per task alone; a shim killed takes its group's tasks with it, and
+    # the supervisor restarts them (measured: see README, Performance)
+    shim_group_size: int = 10
 
     def uplink(self, name: str) -> Uplink | None:
         return next((u for u in self.uplinks if u.name == name), None)

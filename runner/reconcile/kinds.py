@@ -616,6 +616,7 @@ class Task(Item):
     running: bool = True
     pid: int = field(default=0, compare=False)  # observed
     status: str = field(default="", compare=False)  # observed: running, stopped, ...
+    shim_group: str = field(default="", compare=False)  # observed: its shared shim's group
 
     @property
     def key(self) -> str:

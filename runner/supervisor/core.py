@@ -122,7 +122,7 @@ class Supervisor:
         self.task_policy = task_policy(config)  # SeccompError now (another arch, a bad
         #                                         profile), not later
         self.confs = confs if confs is not None else configurators(
-            client, self.store, config.secrets_dir)
+            client, self.store, config.secrets_dir, shim_group_size=config.shim_group_size)
         self.tasks: TaskConf = self.confs["task"]
         # leases and flow logs, followed live for the NIs whose netns exists
         self.edge: EdgeWatch | None = getattr(self.confs.get("edge"), "watch", None)
