@@ -35,7 +35,8 @@ from runner.reconcile.items import Action, Item
 
 log = logging.getLogger("nirunner.engine")
 
-WORKERS = 4  # parallel ops at once (2 cores; creating a task is mostly waiting on runc)
+WORKERS = 16  # parallel ops at once: mostly waiting (a task's stop, runc); a configurator
+#               that costs CPU bounds itself (TaskConf starts 4 tasks at a time)
 
 
 class Configurator(Protocol):
