@@ -269,6 +269,12 @@ def device_ruleset(r: DeviceRules) -> str:
     t.chain("input", _filter("input", "accept"), [
         "iifname @transit_ifs ct state established,related accept",
         "iifname @transit_ifs drop",
+        # strong host on the uplinks: from an uplink (or a switch NI's shim), only that
+        # uplink's own addresses; never the transit ends or another uplink's address
+        # (a host on a segment that routes through the device, a switch NI's app).
+        # Replies of the device's own flows still come in wherever they are routed.
+        "iifname @uplink_ifs fib daddr type local fib daddr . iif type != local "
+        "ct state != { established, related } drop",
     ])
     unknown = []
     if r.transit_pool:
