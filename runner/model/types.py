@@ -120,11 +120,14 @@ class Vpn:
 
 @dataclass(frozen=True)
 class NetworkInstance:
+    """An NI. A switch NI (apps on the uplink's own segment) has no subnet, gateway,
+    DHCP, DNS or port maps of ours: those are None or empty exactly for type switch."""
+
     name: str
     type: NIType
-    subnet: IPv4Network
-    gateway: IPv4Address
-    dhcp: Dhcp
+    subnet: IPv4Network | None
+    gateway: IPv4Address | None
+    dhcp: Dhcp | None
     uplink: str | None = None  # None: air-gapped
     mtu: int | None = None  # None: the uplink's MTU
     dns: Dns = field(default_factory=Dns)
@@ -132,10 +135,11 @@ class NetworkInstance:
     port_maps: tuple[PortMap, ...] = ()
     resources: Resources = field(default_factory=Resources)
     vpn: Vpn | None = None  # exactly for type vpn
+    vlan: int | None = None  # switch NIs only: VLAN N of the uplink (None: untagged)
 
     def target_ip(self, pm: PortMap) -> IPv4Address:
         """The app address a port map points at (a reservation name or an IP)."""
-        for r in self.dhcp.reservations:
+        for r in self.dhcp.reservations if self.dhcp else ():
             if r.name == pm.target:
                 return r.ip
         return IPv4Address(pm.target)

@@ -24,14 +24,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
+from typing import ClassVar
 
-from runner.model.types import Resources, SupervisorConfig
+from runner.model.types import NetworkInstance, NIType, Resources, SupervisorConfig
 from runner.net import names
 from runner.net.routing import Route
 from runner.net.rules import DeviceRules
 from runner.plan.errors import PlanError
-from runner.plan.facts import Facts, KernelFeature
+from runner.plan.facts import Binding, Facts, KernelFeature
 from runner.plan.ni import DEFAULT_MTU, UplinkRef
+
+__all__ = ["Binding", "Segment", "Shim", "SwitchApp", "SwitchDevicePlan", "SwitchPlan",
+           "SwitchPort", "SwitchSpec", "VlanLink", "app_addresses", "app_bindings",
+           "plan_switch", "plan_switch_device", "spec_of", "with_shims"]
 
 # In the NI netns. The ports carry the apps' MACs: with IPv6 on, they would take the
 # apps' own link-local addresses and answer neighbour solicitations for them.
@@ -40,18 +45,28 @@ SWITCH_SYSCTLS: dict[str, str] = {
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
 # On the shim, in the device netns: answer and accept only hosts routed to it (the
-# apps), so the segment never learns the device's address at the shim's MAC.
-SHIM_SYSCTLS = ("rp_filter", "1")
+# apps), so the segment never learns the device's address at the shim's MAC. Strict
+# rp_filter does it alone where conf/all/rp_filter is 0 or 1 (measured); arp_filter
+# also where a distribution sets all to 2 (loose: the effective value is the max).
+# No IPv6: the segment would see the shim's MAC in its neighbour discovery.
+SHIM_SYSCTLS = (("net/ipv4/conf/{}/rp_filter", "1"), ("net/ipv4/conf/{}/arp_filter", "1"),
+                ("net/ipv6/conf/{}/disable_ipv6", "1"))
 
 
 @dataclass(frozen=True)
 class SwitchSpec:
-    """What a switch NI's manifest says (runner.model will give it; see docs/switch-ni.md)."""
+    """What a switch NI's manifest says (see spec_of)."""
 
     name: str
     uplink: str | None  # None: air-gapped
     vlan: int | None = None  # None: the untagged segment
     resources: Resources = field(default_factory=Resources)
+
+
+def spec_of(ni: NetworkInstance) -> SwitchSpec:
+    if ni.type is not NIType.SWITCH:
+        raise PlanError(f"NI {ni.name}: a {ni.type} NI is not a switch NI")
+    return SwitchSpec(ni.name, ni.uplink, ni.vlan, ni.resources)
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class SwitchApp:
 
     key: str  # stable: "<ni>/<app>", as for app_if
     mac: str  # lower-case, colon separated
+    app_if: str = ""  # its veth's NI end when already named (an attachment's); else app_if(key)
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,23 @@ class SwitchPlan:
     sysctls: dict[str, str]
     resources: Resources
 
+    # What a switch NI has in common with the others' NIPlan (status, metrics, rolls read
+    # these of any NI): no transit link, VPN, routes or port maps; a task with no service.
+    type: ClassVar[NIType] = NIType.SWITCH
+    transit: ClassVar[None] = None
+    vpn: ClassVar[None] = None
+    routes: ClassVar[tuple[Route, ...]] = ()
+    port_maps: ClassVar[tuple[()]] = ()
+    restart_key: ClassVar[str] = "switch"  # the task reads nothing at start
+
+    @property
+    def uplink(self) -> UplinkRef | None:
+        return self.segment.uplink if self.segment else None
+
+    @property
+    def vlan(self) -> int | None:
+        return self.segment.vlan.vlan if self.segment and self.segment.vlan else None
+
 
 @dataclass(frozen=True)
 class Shim:
@@ -116,16 +149,6 @@ class Shim:
     addresses: tuple[IPv4Interface, ...]  # the uplink's addresses, each as /32
     mtu: int
     sysctls: dict[str, str]  # path under /proc/sys -> value
-
-
-@dataclass(frozen=True)
-class Binding:
-    """An address an app of a switch NI uses, as its NI learned it."""
-
-    mac: str
-    ip: IPv4Address
-    source: str  # "dhcp": an ACK from the segment's server; "seen": the app's ARP
-    expires_ms: int = 0  # what is left of the set element's timeout
 
 
 @dataclass(frozen=True)
@@ -151,11 +174,11 @@ def plan_switch(spec: SwitchSpec, apps: Sequence[SwitchApp], config: SupervisorC
             raise PlanError(f"NI {spec.name}: apps {seen_macs[app.mac]} and {app.key} both "
                             f"use MAC {app.mac}")
         seen_macs[app.mac] = app.key
-        app_if = names.app_if(app.key)
+        app_if = app.app_if or names.app_if(app.key)
         ports.append(SwitchPort(
             key=app.key,
             app_if=app_if,
-            port_if=None if segment is None else names.switch_port_if(app.key),
+            port_if=None if segment is None else names.switch_port_for(app_if),
             mac=app.mac,
             table=f"{family} {app_if}",
         ))
@@ -233,8 +256,8 @@ def plan_switch_device(switches: Iterable[SwitchPlan], facts: Facts,
                 mac=names.shim_mac(seg.uplink.interface),
                 addresses=tuple(IPv4Interface(f"{ip}/32") for ip in own),
                 mtu=seg.mtu,
-                sysctls={f"net/ipv4/conf/{names.shim_if(seg.uplink.interface)}/"
-                         f"{SHIM_SYSCTLS[0]}": SHIM_SYSCTLS[1]},
+                sysctls={key.format(names.shim_if(seg.uplink.interface)): value
+                         for key, value in SHIM_SYSCTLS},
             )
             shims[seg.uplink.interface] = shim
         tables |= {names.MAIN_TABLE, seg.uplink.table}
@@ -273,13 +296,13 @@ def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
     return sorted({b.ip for b in newest.values()})
 
 
-def app_bindings(sw: SwitchPlan, learned: Mapping[str, Sequence[Binding]]
-                 ) -> dict[str, list[Binding]]:
-    """What status shows per app (by key): the bindings its port's table learned (by
-    app_if, as parse_learned gives them) for its own MAC, leases first, newest first."""
+def app_bindings(sw: SwitchPlan, learned: Iterable[Binding]) -> dict[str, list[Binding]]:
+    """What status shows per app (by key): the bindings its NI's port tables learned for
+    the app's own MAC, leases first, newest first."""
+    learned = list(learned)
     out = {}
     for port in sw.ports:
-        mine = [b for b in learned.get(port.app_if, ()) if b.mac == port.mac]
+        mine = [b for b in learned if b.mac == port.mac]
         out[port.key] = sorted(mine, key=lambda b: (b.source != "dhcp", -b.expires_ms,
                                                     int(b.ip)))
     return out

@@ -10,6 +10,10 @@ cross-connected by `fwd` at ingress; only the app's MAC leaves, never a DHCP ans
 BOOTP in a UDP packet, as raw offsets from the UDP header (@th, in bits): op at 64
 (2: a reply), yiaddr at 192, chaddr at 288; options from 1984, where servers put the
 message type first (0x35 0x01 0x05: an ACK).
+
+A learned ACK is also copied to nflog group SWITCH_LEARN_GROUP (its first bytes only):
+the kernel sends no event for set elements added from the packet path, and the
+supervisor's listener (runner.drivers.nflearn) has to route the new lease at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 from ipaddress import IPv4Address
 from typing import Any
 
+from runner.net import names
 from runner.plan.switch import Binding, SwitchPlan, SwitchPort
 from runner.render.errors import RenderError
 from runner.render.nft import quote
@@ -64,7 +69,8 @@ def _learn_from_app(mac: str) -> list[str]:
 
 
 def _learn_ack(mac: str) -> str:
-    return f"{_ACK} {_CHADDR} {_mac_int(mac)} update @leases {{ {_CHADDR} . {_YIADDR} }}"
+    return (f"{_ACK} {_CHADDR} {_mac_int(mac)} update @leases {{ {_CHADDR} . {_YIADDR} }} "
+            f"log group {names.SWITCH_LEARN_GROUP} snaplen 1")
 
 
 def port_table(sw: SwitchPlan, port: SwitchPort) -> str:
