@@ -16,6 +16,7 @@ from runner.configurators.links import BridgeConf, PlugConf, VethConf
 from runner.configurators.netns import NetnsConf, SysctlsConf
 from runner.configurators.nft import NftConf
 from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
+from runner.configurators.switch import ShimConf, SwitchPortConf, VlanConf
 from runner.configurators.task import TaskConf
 from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
@@ -41,4 +42,9 @@ def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
         "plug": PlugConf(),
         "tap": TakenLinkConf(),
         "appaddr": AppAddressConf(),
+        # switch NIs (runner.reconcile.switch_kinds)
+        "vlan": VlanConf(),
+        "shim": ShimConf(),
+        "swport": SwitchPortConf(),
+        "porttable": NftConf(),
     }

@@ -51,7 +51,8 @@ class Fakes:
     def configurators(self) -> dict[str, Any]:
         return {kind: _Fake(self, kind == "task") for kind in
                 ("statedir", "netns", "sysctls", "veth", "bridge", "routes", "rule",
-                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr")}
+                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr",
+                 "vlan", "shim", "swport", "porttable")}
 
 
 class _Fake:
