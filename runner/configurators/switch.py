@@ -74,7 +74,12 @@ class ShimConf:
 
     def modify(self, old: ShimLink, new: ShimLink) -> ShimLink:
         ns.set_sysctls(dict(new.sysctls))
-        links.in_netns(None, lambda ip: links.ensure_up(ip, new.name, new.mtu, new.addresses))
+
+        def body(ip: IPRoute) -> None:
+            segment.sync_neighbours(ip, new.name, new.neighbours)
+            links.ensure_up(ip, new.name, new.mtu, new.addresses)
+
+        links.in_netns(None, body)
         return new
 
     def delete(self, item: ShimLink) -> None:
@@ -87,7 +92,9 @@ class ShimConf:
                 return None
             info = links.get(ip, item.name)
             addresses = info.addresses if info else ()
-            return replace(item, mtu=live.mtu if live.up else 0, addresses=addresses)
+            neighbours = tuple(sorted(segment.permanent_neighbours(ip, item.name)))
+            return replace(item, mtu=live.mtu if live.up else 0, addresses=addresses,
+                           neighbours=neighbours)
 
         found = links.in_netns(None, body)
         if found is None:

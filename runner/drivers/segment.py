@@ -9,7 +9,9 @@ Every netlink error is raised as a LinkError naming the operation and the object
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from pyroute2 import IPRoute
 
@@ -18,6 +20,8 @@ from runner.drivers import netns as ns
 from runner.drivers.links import LinkError, call, index
 
 IFF_UP, IFF_ALLMULTI = 0x1, 0x200
+NUD_PERMANENT = 0x80
+AF_INET = 2
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,27 @@ def read(ip: IPRoute, name: str) -> SubLink | None:
 def lower_of(lower: str) -> int | None:
     """The index of `lower` in the device netns (the caller's), None if it is not there."""
     return links.in_netns(None, lambda ip: index(ip, lower))
+
+
+Neighbour = tuple[IPv4Address, str]  # (IP, MAC)
+
+
+def permanent_neighbours(ip: IPRoute, name: str) -> set[Neighbour]:
+    """The permanent IPv4 neighbour entries of link `name` (here)."""
+    idx = lower_index(ip, name, f"read neighbours of {name}")
+    found = call(f"read neighbours of {name}", ip.get_neighbours, family=AF_INET, ifindex=idx)
+    return {(IPv4Address(n.get_attr("NDA_DST")), str(n.get_attr("NDA_LLADDR") or "").lower())
+            for n in found if n["state"] & NUD_PERMANENT and n["ifindex"] == idx}
+
+
+def sync_neighbours(ip: IPRoute, name: str, wanted: Collection[Neighbour]) -> None:
+    """Exactly `wanted` as the permanent neighbour entries of link `name`."""
+    idx = lower_index(ip, name, f"set neighbours of {name}")
+    have = permanent_neighbours(ip, name)
+    for addr, mac in sorted(set(wanted) - have):
+        call(f"add neighbour {addr} at {mac} on {name}", ip.neigh, "replace", dst=str(addr),
+             lladdr=mac, ifindex=idx, state=NUD_PERMANENT, family=AF_INET)
+    stale = {addr for addr, _ in have} - {addr for addr, _ in wanted}
+    for addr in sorted(stale):
+        call(f"remove neighbour {addr} from {name}", ip.neigh, "del", dst=str(addr),
+             ifindex=idx, family=AF_INET)

@@ -10,10 +10,13 @@ addresses in sets (DHCP ACKs from the segment, the app's ARP). No
 bridge: two macvlans of one lower on one bridge form a loop through that lower.
 
 The device reaches its apps (and they the uplink's address: port maps of local NIs)
-through one macvlan shim per uplink with untagged switch NIs, carrying the uplink's
-addresses as /32, strict rp_filter (it answers ARP only for hosts routed to it) and a
-/32 route per app address leased from the segment's DHCP server, in the main table and
-the uplink's table. An air-gapped switch NI is a bridge br0 (fixed MAC, no address)
+through one macvlan shim per uplink with untagged switch NIs: strict rp_filter and
+arp_filter (it answers ARP for the device's addresses only to hosts routed to it), no
+ARP requests of its own, and a /32 route per app address leased from the segment's
+DHCP server, in the main table and the uplink's table, with the uplink's address as
+source. The shim has no address: the device's own address on two interfaces would
+make the kernel's per-interface address checks (nft `fib daddr . iif`) depend on the
+order the two were added. An air-gapped switch NI is a bridge br0 (fixed MAC, no address)
 with the apps' veths as ports, and the same per-app table in the bridge family.
 
 Pure: the live inputs are Facts (uplinks, kernel features) and the learned bindings.
@@ -44,12 +47,19 @@ SWITCH_SYSCTLS: dict[str, str] = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
-# On the shim, in the device netns: answer and accept only hosts routed to it (the
-# apps), so the segment never learns the device's address at the shim's MAC. Strict
-# rp_filter does it alone where conf/all/rp_filter is 0 or 1 (measured); arp_filter
-# also where a distribution sets all to 2 (loose: the effective value is the max).
-# No IPv6: the segment would see the shim's MAC in its neighbour discovery.
+# On the shim, in the device netns: the segment must never learn the device's address
+# at the shim's MAC. The shim answers ARP only for hosts routed to it (the apps):
+# strict rp_filter does it alone where conf/all/rp_filter is 0 or 1 (measured), and
+# arp_filter also where a distribution sets all to 2 (loose: the effective value is the
+# max). It never asks: an ARP request goes out to the whole segment, and every host that
+# knows the device's address (its gateway!) would take the shim's MAC for it and send
+# the device's own traffic there, where strict rp_filter drops it (measured: the
+# device's flow to its gateway stalled 14 s after the device first talked to an app).
+# So no broadcast solicitations (mcast_solicit 0), and a permanent neighbour entry per
+# routed app instead (its MAC is in its lease). No IPv6: the segment would see the
+# shim's MAC in its neighbour discovery.
 SHIM_SYSCTLS = (("net/ipv4/conf/{}/rp_filter", "1"), ("net/ipv4/conf/{}/arp_filter", "1"),
+                ("net/ipv4/neigh/{}/mcast_solicit", "0"),
                 ("net/ipv6/conf/{}/disable_ipv6", "1"))
 
 
@@ -146,9 +156,10 @@ class Shim:
     name: str
     parent: str  # the uplink's interface
     mac: str
-    addresses: tuple[IPv4Interface, ...]  # the uplink's addresses, each as /32
+    serves: tuple[IPv4Address, ...]  # the uplink's addresses: what apps reach through it
     mtu: int
     sysctls: dict[str, str]  # path under /proc/sys -> value
+    neighbours: tuple[tuple[IPv4Address, str], ...] = ()  # routed apps: (IP, MAC), permanent
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,7 @@ def plan_switch_device(switches: Iterable[SwitchPlan], facts: Facts,
     `learned` holds each switch NI's bindings (by NI name)."""
     vlans: dict[str, VlanLink] = {}
     shims: dict[str, Shim] = {}
+    neighbours: dict[str, set[tuple[IPv4Address, str]]] = {}  # by shim
     routes: list[Route] = []
     tables: set[int] = set()
     macs: dict[tuple[str, str], str] = {}  # (lower, MAC) -> NI: a macvlan's MAC is unique
@@ -254,26 +266,34 @@ def plan_switch_device(switches: Iterable[SwitchPlan], facts: Facts,
                 name=names.shim_if(seg.uplink.interface),
                 parent=seg.uplink.interface,
                 mac=names.shim_mac(seg.uplink.interface),
-                addresses=tuple(IPv4Interface(f"{ip}/32") for ip in own),
+                serves=own,
                 mtu=seg.mtu,
                 sysctls={key.format(names.shim_if(seg.uplink.interface)): value
                          for key, value in SHIM_SYSCTLS},
             )
             shims[seg.uplink.interface] = shim
         tables |= {names.MAIN_TABLE, seg.uplink.table}
-        for ip in app_addresses(sw, learned.get(sw.name, ()), facts):
+        for b in app_leases(sw, learned.get(sw.name, ()), facts):
+            neighbours.setdefault(shim.name, set()).add((b.ip, b.mac))
             for table in (names.MAIN_TABLE, seg.uplink.table):
-                routes.append(Route(table, IPv4Interface(f"{ip}/32").network, dev=shim.name))
+                routes.append(Route(table, IPv4Interface(f"{b.ip}/32").network,
+                                    dev=shim.name, src=shim.serves[0]))
     return SwitchDevicePlan(tuple(vlans[k] for k in sorted(vlans)),
-                            tuple(shims[k] for k in sorted(shims)),
+                            tuple(replace(shims[k], neighbours=tuple(sorted(
+                                neighbours.get(shims[k].name, ())))) for k in sorted(shims)),
                             tuple(sorted(set(routes), key=str)), tuple(sorted(tables)))
 
 
 def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
                   ) -> list[IPv4Address]:
-    """The addresses the device routes to `sw`'s apps: leased from the segment's DHCP
-    server to one of its ports' MACs (an app cannot forge an ACK: its own are dropped),
-    inside the uplink's subnets, not the device's own; the newest lease per MAC.
+    """The addresses the device routes to `sw`'s apps (see app_leases)."""
+    return sorted({b.ip for b in app_leases(sw, bindings, facts)})
+
+
+def app_leases(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts) -> list[Binding]:
+    """The leases the device routes to `sw`'s apps: from the segment's DHCP server to one
+    of its ports' MACs (an app cannot forge an ACK: its own are dropped), inside the
+    uplink's subnets, not the device's own; the newest lease per MAC.
     Addresses only seen in an app's traffic are shown but get no route: any app could
     claim any address, and the route would take the device's traffic to that host."""
     if sw.segment is None or sw.segment.vlan is not None:
@@ -293,7 +313,7 @@ def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
             continue
         if b.mac not in newest or b.expires_ms > newest[b.mac].expires_ms:
             newest[b.mac] = b
-    return sorted({b.ip for b in newest.values()})
+    return sorted(newest.values(), key=lambda b: (int(b.ip), b.mac))
 
 
 def app_bindings(sw: SwitchPlan, learned: Iterable[Binding]) -> dict[str, list[Binding]]:
@@ -311,10 +331,13 @@ def app_bindings(sw: SwitchPlan, learned: Iterable[Binding]) -> dict[str, list[B
 def with_shims(rules: DeviceRules, shims: Iterable[Shim]) -> DeviceRules:
     """table inet nirunner with each shim as one more interface of its uplink: in the
     uplink interfaces (input, forward, masquerade), in the iifs of that uplink's port-map
-    DNATs, and paired with the transit links of NIs on that uplink."""
+    DNATs, paired with the transit links of NIs on that uplink, and with the uplink's
+    addresses as the only local ones its apps reach."""
     by_parent: dict[str, list[str]] = {}
+    local: list[tuple[str, IPv4Address]] = []
     for s in shims:
         by_parent.setdefault(s.parent, []).append(s.name)
+        local += [(s.name, ip) for ip in s.serves]
     if not by_parent:
         return rules
 
@@ -329,4 +352,5 @@ def with_shims(rules: DeviceRules, shims: Iterable[Shim]) -> DeviceRules:
         added = [s for i in d.iifs for s in extra(i)]
         dnats.append(replace(d, iifs=(*d.iifs, *added)) if added else d)
     return replace(rules, uplink_ifs=tuple(dict.fromkeys(uplinks)),
-                   transit_uplinks=tuple(dict.fromkeys(pairs)), dnats=tuple(dnats))
+                   transit_uplinks=tuple(dict.fromkeys(pairs)), dnats=tuple(dnats),
+                   shim_local=tuple(local))

@@ -81,8 +81,8 @@ def switch_device_items(d: DevicePlan, uplinks: Mapping[str, str]) -> list[Item]
     for v in d.switch.vlans:
         out.append(VlanLink(v.name, v.parent, by_if[v.parent], v.vlan, v.mtu))
     for s in d.switch.shims:
-        out.append(ShimLink(s.name, s.parent, by_if[s.parent], s.mac, s.mtu, s.addresses,
-                            tuple(sorted(s.sysctls.items()))))
+        out.append(ShimLink(s.name, s.parent, by_if[s.parent], s.mac, s.mtu, (),
+                            tuple(sorted(s.sysctls.items())), s.neighbours))
     if names.MAIN_TABLE in d.switch.route_tables:
         main = tuple(r for r in d.switch.routes if r.table == names.MAIN_TABLE)
         out.append(k.Routes("", None, names.MAIN_TABLE, main,

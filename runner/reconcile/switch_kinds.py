@@ -19,7 +19,7 @@ when air-gapped) and, air-gapped, a bridge without address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from runner.reconcile.items import Change, Item
@@ -67,9 +67,11 @@ class VlanLink(Item):
 
 @dataclass(frozen=True)
 class ShimLink(Item):
-    """The device's macvlan on an uplink with untagged switch NIs: a fixed MAC, the
-    uplink's addresses as /32, and sysctls that keep it answering only the apps
-    (rp_filter, arp_filter: ARP only for hosts routed to it), IPv6 off."""
+    """The device's macvlan on an uplink with untagged switch NIs: a fixed MAC, no
+    address (`addresses` is what a read finds: it must be none), sysctls that keep it
+    talking to the apps only (ARP answered only for hosts routed to it, never asked: no
+    broadcast solicitation), IPv6 off; a permanent neighbour entry per routed app (see
+    runner.plan.switch)."""
 
     KIND = "shim"
     RANK = 5
@@ -81,6 +83,7 @@ class ShimLink(Item):
     mtu: int
     addresses: tuple[IPv4Interface, ...]
     sysctls: tuple[tuple[str, str], ...]  # path under /proc/sys -> value
+    neighbours: tuple[tuple[IPv4Address, str], ...] = ()  # (IP, MAC) of routed apps
 
     @property
     def key(self) -> str:
@@ -102,6 +105,11 @@ class ShimLink(Item):
             out.append(Change("MTU", f"mtu {old.mtu} -> {self.mtu}"))
         if old.sysctls != self.sysctls:
             out.append(Change("switch shim", "sysctls"))
+        before, now = set(old.neighbours), set(self.neighbours)
+        out += [Change("switch shim", f"- neighbour {ip} at {mac}") for ip, mac in
+                sorted(before - now)]
+        out += [Change("switch shim", f"+ neighbour {ip} at {mac}") for ip, mac in
+                sorted(now - before)]
         return out
 
 

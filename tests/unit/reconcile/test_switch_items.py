@@ -4,7 +4,7 @@ what, who owns the shim, what a learned lease changes, what a delete leaves."""
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -83,7 +83,8 @@ def test_the_shim_joins_eth1_in_the_device_ruleset_and_leases_get_routes() -> No
     assert f'"{shim.name}"' in p.device.nft
     net = IPv4Network("203.0.113.114/32")
     for table in (names.MAIN_TABLE, names.uplink_table(1)):
-        assert Route(table, net, dev=shim.name) in p.device.routes
+        assert Route(table, net, dev=shim.name, src=A("203.0.113.2")) in p.device.routes
+    assert "iifname . ip daddr @shim_local accept" in p.device.nft
     assert plan().device.switch.shims == ()  # no switch NI, no shim
     assert plan().device.nft == plan_site(CONFIG, FACTS, list(NIS), {}).device.nft
 
@@ -131,8 +132,10 @@ def test_the_shim_is_the_devices_and_the_routes_of_both_tables_wait_for_it() -> 
     shim = shims[0]
     assert dict(shim.sysctls) == {f"net/ipv4/conf/{shim.name}/rp_filter": "1",
                                   f"net/ipv4/conf/{shim.name}/arp_filter": "1",
+                                  f"net/ipv4/neigh/{shim.name}/mcast_solicit": "0",
                                   f"net/ipv6/conf/{shim.name}/disable_ipv6": "1"}
-    assert shim.addresses == (IPv4Interface("203.0.113.2/32"),)
+    assert shim.addresses == ()  # none: eth1's address on two links confuses the kernel
+    assert shim.neighbours == ((LEASE.ip, LEASE.mac),)  # the shim never asks the segment
     main = now["routes:device/254"]
     table = now[f"routes:device/{names.uplink_table(1)}"]
     assert isinstance(main, k.Routes) and isinstance(table, k.Routes)
@@ -144,13 +147,18 @@ def test_the_shim_is_the_devices_and_the_routes_of_both_tables_wait_for_it() -> 
     assert any(r.gateway == A("203.0.113.1") for r in table.routes)
 
 
-def test_a_new_lease_changes_only_the_devices_routes() -> None:
+def test_a_new_lease_changes_only_the_devices_routes_and_shim_neighbours() -> None:
     before = items(switch())
     after = items(switch(), facts=replace(FACTS, learned={"plant": (LEASE,)}))
     d = diff(before, after)
-    assert sorted(f"{op.action} {op.id}" for op in d.ops) == [
-        f"modify routes:device/{names.uplink_table(1)}", "modify routes:device/254"]
+    shim = f"shim:{names.shim_if('eth1')}"
+    assert [f"{op.action} {op.id}" for op in d.ops] == [  # the neighbour before the routes
+        f"modify {shim}", f"modify routes:device/{names.uplink_table(1)}",
+        "modify routes:device/254"]
+    assert d.ops[0].line().endswith(f"+ neighbour 203.0.113.114 at {PLC.mac}")
     assert result(d.ops, "plant").action == "unchanged"
+    gone = diff(after, before)
+    assert [op.id for op in gone.ops][0] == shim  # and gone before them: never an ARP
 
 
 def test_first_switch_ni_creates_the_shim_the_last_one_deletes_it() -> None:

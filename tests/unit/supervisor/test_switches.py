@@ -122,10 +122,11 @@ def test_attach_plugs_a_port_and_its_table_and_a_lease_is_routed_at_once(w: Worl
     w.sup.switches.learned_in("plant")
     w.sup.work()
     assert sorted(w.fakes.calls) == [("modify", "routes:device/1001"),
-                                     ("modify", "routes:device/254")]
+                                     ("modify", "routes:device/254"),
+                                     ("modify", f"shim:{names.shim_if('eth1')}")]
     routes = w.sup.current["routes:device/254"].routes  # type: ignore[attr-defined]
     assert [str(r) for r in routes] == [f"203.0.113.114/32 dev {names.shim_if('eth1')} "
-                                        "scope link"]
+                                        "scope link src 203.0.113.2"]
     ev = w.sup.events.since(0)[-1]
     assert (ev.kind, ev.ni) == ("switch.learned", "plant")
     assert "203.0.113.114 leased to 02:00:00:00:0e:10 (routed)" in ev.message
