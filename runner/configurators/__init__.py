@@ -16,7 +16,7 @@ from runner.configurators.links import BridgeConf, PlugConf, VethConf
 from runner.configurators.netns import NetnsConf, SysctlsConf
 from runner.configurators.nft import NftConf
 from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
-from runner.configurators.switch import ShimConf, SwitchPortConf, VlanConf
+from runner.configurators.switch import PortTableConf, ShimConf, SwitchPortConf, VlanConf
 from runner.configurators.task import TaskConf
 from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
@@ -46,5 +46,5 @@ def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
         "vlan": VlanConf(),
         "shim": ShimConf(),
         "swport": SwitchPortConf(),
-        "porttable": NftConf(),
+        "porttable": PortTableConf(),
     }

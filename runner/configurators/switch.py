@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from runner.drivers import links, segment
+from runner.configurators.nft import NftConf
+from runner.drivers import links, nft, segment
 from runner.drivers import netns as ns
 from runner.drivers.links import IPRoute, LinkError
-from runner.reconcile.switch_kinds import ShimLink, SwitchPort, VlanLink
+from runner.reconcile.kinds import NftTable
+from runner.reconcile.switch_kinds import PortTable, ShimLink, SwitchPort, VlanLink
 
 
 def _kept(ip: IPRoute, name: str, good: Callable[[segment.SubLink], bool]) -> bool:
@@ -163,3 +165,13 @@ class SwitchPortConf:
             raise LinkError(f"read port {item.name} in {item.netns}: its lower device "
                             f"{item.lower} does not exist")
         return live if live.lower == lower else None
+
+
+class PortTableConf(NftConf):
+    """An app port's table; a new one gets back what the old one's sets learned."""
+
+    def create(self, item: NftTable) -> NftTable:
+        made = super().create(item)
+        if isinstance(item, PortTable) and item.seed:
+            nft.apply(item.seed, item.netns, f"restore the leases of {item.name}")
+        return made

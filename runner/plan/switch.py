@@ -130,6 +130,8 @@ class SwitchPlan:
     mtu: int
     sysctls: dict[str, str]
     resources: Resources
+    # the leases its ports learned (facts): a port table made anew starts with them
+    learned: tuple[Binding, ...] = ()
 
     # What a switch NI has in common with the others' NIPlan (status, metrics, rolls read
     # these of any NI): no transit link, VPN, routes or port maps; a task with no service.
@@ -203,6 +205,7 @@ def plan_switch(spec: SwitchSpec, apps: Sequence[SwitchApp], config: SupervisorC
         mtu=mtu,
         sysctls=dict(SWITCH_SYSCTLS),
         resources=spec.resources,
+        learned=tuple(facts.learned.get(spec.name, ())),
     )
 
 

@@ -67,7 +67,7 @@ def switch_items(sw: SwitchPlan, layout: Layout, plugs: Sequence[AppPlug] = (),
             links.append(sp.id)
         family, _, table = port.table.partition(" ")
         out.append(PortTable(ni, ns, family, table, render.port_table(sw, port),
-                             links=tuple(links)))
+                             links=tuple(links), seed=render.seed(port, sw.learned)))
     return out
 
 

@@ -18,7 +18,7 @@ when air-gapped) and, air-gapped, a bridge without address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -155,6 +155,9 @@ class PortTable(NftTable):
     KIND = "porttable"
     RANK = 12
     links: tuple[str, ...] = ()  # ids of the plug and the port it cross-connects
+    # nft commands that put back what its sets learned before (a table made anew after
+    # its port was lost starts empty): carried along, never a reason for a change
+    seed: str = field(default="", compare=False)
 
     def deps(self) -> tuple[str, ...]:
         return (*super().deps(), *self.links)

@@ -19,6 +19,7 @@ supervisor's listener (runner.drivers.nflearn) has to route the new lease at onc
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -103,6 +104,17 @@ def port_table(sw: SwitchPlan, port: SwitchPort) -> str:
                   f"\t\toifname {app} {_learn_ack(port.mac)}",
                   "\t}"]
     return "\n".join([*lines, "}", ""])
+
+
+def seed(port: SwitchPort, leases: Iterable[Binding]) -> str:
+    """nft commands that put `leases` of the port's app back into its table's set (after
+    the table was made anew: its sets start empty), each with what was left of it."""
+    family, _, name = port.table.partition(" ")
+    elements = [f"{_mac_int(b.mac)} . 0x{int(b.ip):08x} expires {max(1, b.expires_ms // 1000)}s"
+                for b in leases if b.mac == port.mac and b.source == "dhcp"]
+    if not elements:
+        return ""
+    return f"add element {family} {name} leases {{ {', '.join(elements)} }}\n"
 
 
 def parse_learned(text: str) -> dict[str, list[Binding]]:

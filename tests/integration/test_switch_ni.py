@@ -328,3 +328,38 @@ def test_isolation_of_a_switch_ni_app(world: World) -> None:
         for net in ("169.254.100.0/22", "10.2.0.0/24", "198.51.100.0/24"):
             sh("ip", "route", "del", net, netns=w.seg, check=False)
         lab.cli("delete", PLANT, check=False)
+
+
+def test_a_lost_port_or_shim_is_healed_with_what_it_had_learned(world: World) -> None:
+    """Deleted behind the supervisor's back, an app's port and the shim are made again
+    within a second or so; the new port table gets back the app's lease, so the app
+    stays routed without asking the segment's server again."""
+    w, lab = world, world.lab
+    w.apply(switch_ni())
+    app = lab.app("heal", PLANT, "02:00:00:00:5e:30")
+    ip = lab.dhcp(app, "heal")
+    lab_wait(lambda: w.routed(ip), 5, "the app's lease routed")
+    lab.serve(app, "tcp", 7100, "heal")
+    netns = names.netns(PLANT)
+    (port,) = [line.split(":")[1].strip().split("@")[0] for line in
+               sh("ip", "-o", "link", netns=netns).stdout.splitlines()
+               if line.split(":")[1].strip().startswith(names.SWITCH_PORT_PREFIX)]
+    try:
+        t0 = time.monotonic()
+        sh("ip", "link", "del", port, netns=netns)
+        lab_wait(lambda: lab.connect(app, "tcp", SEGMENT_HOST_IP, 7000, timeout=0.5)
+                 == f"seg sees {ip}", 10, "the port healed")
+        healed = time.monotonic() - t0
+        assert lab.connect(lab.device, "tcp", ip, 7100) == f"heal sees {DEV_IP}"
+        learned = [a for a in w.status(PLANT)["apps"] if a["mac"] == "02:00:00:00:5e:30"]
+        assert learned and learned[0]["ip"] == ip and learned[0]["source"] == "dhcp"
+        shim = names.shim_if("eth1")
+        sh("ip", "link", "del", shim, netns=lab.device)
+        lab_wait(lambda: lab.connect(lab.device, "tcp", ip, 7100, timeout=0.5)
+                 == f"heal sees {DEV_IP}", 10, "the shim and its routes healed")
+        assert w.routed(ip)
+        events = lab.cli("events").stdout
+        assert f"link {port} deleted" in events and f"link {shim} deleted" in events
+        assert healed < 5, healed
+    finally:
+        lab.cli("delete", PLANT, check=False)
