@@ -129,3 +129,14 @@ def test_nft_accepts_the_device_ruleset_with_a_shim(tmp_path: Path) -> None:
     path.write_text(_device_with_a_shim())
     done = subprocess.run([*NFT, "-c", "-f", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_seed_puts_a_ports_own_leases_back_with_what_was_left() -> None:
+    port = ON_SEGMENT.ports[0]
+    mine = Binding("02:00:00:00:0e:10", IPv4Address("203.0.113.114"), "dhcp", 3_481_500)
+    seen = Binding("02:00:00:00:0e:10", IPv4Address("203.0.113.115"), "seen", 60_000)
+    other = Binding("02:00:00:00:0e:99", IPv4Address("203.0.113.116"), "dhcp", 60_000)
+    assert switch.seed(port, [mine, seen, other]) == (
+        f"add element netdev {port.app_if} leases "
+        "{ 0x020000000e10 . 0xcb007172 expires 3481s }\n")
+    assert switch.seed(port, [seen, other]) == ""
