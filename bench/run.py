@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import bringup, change, scale, throughput
+from bench import bringup, change, scale, switch, throughput
 from bench.lab import BenchLab, leftovers
 from bench.stats import Stat, fmt, mib, ratio
 
@@ -149,6 +149,8 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None) -> di
     section("change", lambda: change.run(blab, cfg["change"]))
     say(f"throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} per path")
     section("throughput", lambda: throughput.run(blab, cfg["iperf_s"], cfg["iperf_reps"]))
+    say(f"switch NI throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} per path")
+    section("switch", lambda: switch.run(blab, cfg["iperf_s"], cfg["iperf_reps"]))
     return r
 
 
@@ -242,6 +244,12 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
         row("… of which the apply call", _stat(ch.nirunner_apply))
     if "throughput" in r:
         _rows_throughput(r["throughput"], row, rows)
+    if "switch" in r:
+        sw_n, sw_f = (_stat(r["switch"].paths.get(k, [])) for k in ("switch nirunner",
+                                                                    "switch floor"))
+        row("TCP switch NI app → segment host (floor: a macvlan of eth1 plugged straight in)",
+            sw_n, sw_f, unit="Gbit/s", target="≥ 0.9x floor",
+            ok=bool(sw_n and sw_f and sw_n.median >= 0.9 * sw_f.median))
 
     head = ["measurement", "nirunner", "floor", "CNI", "nirunner/floor", "nirunner/CNI",
             "target", "met"]
@@ -395,6 +403,8 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
         out["change"] = change.Change(**r["change"])
     if "throughput" in r:
         out["throughput"] = throughput.Throughput(**r["throughput"])
+    if "switch" in r:
+        out["switch"] = switch.SwitchThroughput(**r["switch"])
     return out
 
 
