@@ -11,9 +11,10 @@ BOOTP in a UDP packet, as raw offsets from the UDP header (@th, in bits): op at 
 (2: a reply), yiaddr at 192, chaddr at 288; options from 1984, where servers put the
 message type first (0x35 0x01 0x05: an ACK).
 
-A learned ACK is also copied to nflog group SWITCH_LEARN_GROUP (its first bytes only):
-the kernel sends no event for set elements added from the packet path, and the
-supervisor's listener (runner.drivers.nflearn) has to route the new lease at once.
+A learned ACK is also copied to nflog group SWITCH_LEARN_GROUP (its first byte only,
+sent at once: nflog otherwise holds up to 100 packets or 1 s): the kernel sends no
+event for set elements added from the packet path, and the supervisor's listener
+(runner.drivers.nflearn) has to route the new lease at once.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _learn_from_app(mac: str) -> list[str]:
 
 def _learn_ack(mac: str) -> str:
     return (f"{_ACK} {_CHADDR} {_mac_int(mac)} update @leases {{ {_CHADDR} . {_YIADDR} }} "
-            f"log group {names.SWITCH_LEARN_GROUP} snaplen 1")
+            f"log group {names.SWITCH_LEARN_GROUP} snaplen 1 queue-threshold 1")
 
 
 def port_table(sw: SwitchPlan, port: SwitchPort) -> str:
