@@ -232,8 +232,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(render_status([s]))
     t = s.get("transit")
-    print(f"\nGATEWAY {s['gateway']}  MTU {s['mtu']}"
-          + (f"  TRANSIT {t['device']} ({t['link']}) <-> {t['ni']}" if t else ""))
+    seg = s.get("segment")
+    if s["type"] == "switch":
+        print(f"\nSEGMENT {seg['lower'] if seg else '(air-gapped: br0)'}  MTU {s['mtu']}"
+              + (f"  PORTS {' '.join(seg['ports'])}" if seg and seg["ports"] else ""))
+    else:
+        print(f"\nGATEWAY {s['gateway']}  MTU {s['mtu']}"
+              + (f"  TRANSIT {t['device']} ({t['link']}) <-> {t['ni']}" if t else ""))
     print(f"TASK {s['task']['container']} {s['task']['status']} pid {s['task']['pid']}  "
           f"services: " + (", ".join(f"{k} {v}" for k, v in s["services"].items()) or "-"))
     for key, title in (("routes", "ROUTES (NI netns)"), ("deviceRules", "RULES (device)")):

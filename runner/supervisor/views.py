@@ -44,6 +44,8 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
     svc = status.services(state_dir / "services.status")
     if ni.type is not NIType.VPN:
         svc.pop("charon", None)
+    if ni.type is NIType.SWITCH:  # its task runs no service
+        svc.pop("dnsmasq", None)
     usage = {}
     if task.status == "running":
         with contextlib.suppress(ContainerdError, ValueError):
