@@ -388,7 +388,8 @@ class Supervisor:
                 raise attach_mod.AttachError(f"{a.netns} {a.ifname} was attached through CNI; "
                                              "its runtime detaches it")
             others = [x for x in self.desired.attachments if x not in same]
-            self.change_attachments([*others, a], {ni} | {x.ni for x in same})
+            # "": a switch NI's app has routes and a neighbour entry on the device
+            self.change_attachments([*others, a], {ni, ""} | {x.ni for x in same})
             return a
 
     def detach(self, ni: str, netns: str, ifname: str) -> None:
@@ -398,7 +399,7 @@ class Supervisor:
                     if (a.ni, a.netns, a.ifname) != key or a.kind != NETNS]
             if len(keep) == len(self.desired.attachments):
                 raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
-            self.change_attachments(keep, {ni})
+            self.change_attachments(keep, {ni, ""})
 
     def change_attachments(self, attachments: list[Attachment], scope: set[str],
                            atomic: bool = True) -> Run:

@@ -365,5 +365,10 @@ def test_a_lost_port_or_shim_is_healed_with_what_it_had_learned(world: World) ->
         events = lab.cli("events").stdout
         assert f"link {port} deleted" in events and f"link {shim} deleted" in events
         assert healed < 5, healed
+        # detached: its port, route and neighbour entry go at once
+        lab.cli("detach", PLANT, "--netns", f"/run/netns/{app}")
+        assert not w.routed(ip)
+        assert port not in sh("ip", "-o", "link", netns=netns).stdout
+        assert ip not in sh("ip", "neigh", "show", "dev", shim, netns=lab.device).stdout
     finally:
         lab.cli("delete", PLANT, check=False)

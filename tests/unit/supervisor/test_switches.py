@@ -171,3 +171,18 @@ def test_cni_and_taps_are_refused_on_a_switch_ni(w: World) -> None:
                                             "with `nirunner attach --netns`"):
         w.sup.workloads.attach(AttachRequest("plant", AttachmentKey("c1", "eth0", "net"),
                                              str(w.app)))
+
+
+def test_detach_takes_the_apps_port_route_and_neighbour_at_once(w: World) -> None:
+    w.apply(PLANT)
+    a = w.sup.attach("plant", str(w.app), "eth0", MAC, "")
+    w.learned["nr-plant"] = (Binding(MAC, IPv4Address("203.0.113.114"), "dhcp", 3_600_000),)
+    w.sup.switches.learned_in("plant")
+    w.sup.work()
+    w.fakes.calls.clear()
+    w.sup.detach("plant", str(w.app), "eth0")  # its lease is still in the facts
+    calls = set(w.fakes.calls)
+    assert ("delete", f"plug:plant/{a.host_ifname}") in calls
+    assert {("modify", "routes:device/254"), ("modify", "routes:device/1001"),
+            ("modify", f"shim:{names.shim_if('eth1')}")} <= calls
+    assert w.sup.current["routes:device/254"].routes == ()  # type: ignore[attr-defined]
