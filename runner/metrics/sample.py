@@ -186,6 +186,8 @@ class Sampler:
         services = status.services(state_dir / "services.status")
         if ni.type is not NIType.VPN:
             services.pop("charon", None)
+        if ni.type is NIType.SWITCH:  # its task runs no service
+            services.pop("dnsmasq", None)
         vpn_st = self._read_vpn(p, ni, state_dir) if isinstance(p, NIPlan) and \
             p.vpn is not None and ni.vpn is not None and \
             task.status == "running" else None

@@ -186,3 +186,20 @@ def test_detach_takes_the_apps_port_route_and_neighbour_at_once(w: World) -> Non
     assert {("modify", "routes:device/254"), ("modify", "routes:device/1001"),
             ("modify", f"shim:{names.shim_if('eth1')}")} <= calls
     assert w.sup.current["routes:device/254"].routes == ()  # type: ignore[attr-defined]
+
+
+def test_metrics_sample_a_switch_ni(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.metrics import sample as sm
+
+    w.apply(PLANT)
+    w.sup.attach("plant", str(w.app), "eth0", MAC, "")
+    monkeypatch.setattr(sm.tasks, "list_tasks", lambda c: [])
+    monkeypatch.setattr(sm.tasks, "all_metrics", lambda c: {})
+    status = w.sup.store.state_dir("plant") / "services.status"  # as ni-init writes it
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text("dnsmasq stopped pid=0 restarts=0 last_exit=-\n"
+                      "charon stopped pid=0 restarts=0 last_exit=-\n")
+    (plant,) = sm.Sampler(w.sup, read_counters=lambda: {}).get().nis
+    assert (plant.name, plant.type, plant.uplink, plant.attached, plant.apps) == (
+        "plant", "switch", "eth1", 1, 1)
+    assert plant.transit == {} and plant.vpn is None and plant.services == {}
