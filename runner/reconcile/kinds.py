@@ -252,7 +252,8 @@ class Routes(Item):
     table: int
     routes: tuple[Route, ...]
     links: tuple[str, ...] = ()  # ids of the link items the routes go through
-    uplinks: tuple[str, ...] = ()  # ids of uplinks (and switch shims) they use (ordering only)
+    # ids of uplinks (and switch shims) they use: ordering only, never a reason to change
+    uplinks: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:

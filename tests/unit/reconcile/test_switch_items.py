@@ -170,6 +170,8 @@ def test_first_switch_ni_creates_the_shim_the_last_one_deletes_it() -> None:
     shim = next(i for i in created if i.startswith("shim:"))
     assert created.index(shim) < created.index(f"swport:nr-plant/mv{PLC.host_ifname[2:]}")
     assert "routes:device/254" in created  # empty, but the main table's owner from now on
+    table = f"routes:device/{names.uplink_table(1)}"
+    assert table not in [op.id for op in d.ops]  # ordered after the shim, not changed by it
     assert not [op for op in diff(one, two, scope={"line2", ""}).ops
                 if op.id.startswith(("shim:", "routes:"))]  # shared
     gone = diff(one, none, scope={"plant", ""})
