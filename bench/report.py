@@ -105,6 +105,12 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
         _rows_throughput(t, r["throughput"])
     if "appedge" in r or "appedge_sup" in r:
         _rows_appedge(t, r.get("appedge"), r.get("appedge_sup"))
+    if "switch" in r:
+        sw_n, sw_f = (_stat(r["switch"].paths.get(k, [])) for k in ("switch nirunner",
+                                                                    "switch floor"))
+        t.row("TCP switch NI app → segment host (floor: a macvlan of eth1 plugged straight in)",
+              sw_n, sw_f, unit="Gbit/s", target="≥ 0.9x floor",
+              ok=bool(sw_n and sw_f and sw_n.median >= 0.9 * sw_f.median))
 
     out = [f"Measured {m['date']} on {m['os']}, kernel {m['kernel']}, {m['nproc']} cores "
            f"({m['cpu']}), {m['mem']}, cgroup {m['cgroup']}, containerd {m['containerd']}; "

@@ -35,7 +35,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import appedge, bringup, change, cli, memory, podman, scale, throughput
+from bench import (
+    appedge,
+    bringup,
+    change,
+    cli,
+    memory,
+    podman,
+    scale,
+    switch,
+    throughput,
+)
 from bench.lab import BenchLab, leftovers
 from bench.report import report
 
@@ -209,6 +219,8 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None,
         ("appedge_sup", f"app edge: the flow log in the supervisor at {cfg['flows']} new "
                         "flows/s",
          lambda: appedge.in_supervisor(blab, cfg["flows"], cfg["flow_window"])),
+        ("switch", f"switch NI throughput: iperf3 {cfg['iperf_s']:g}s x {cfg['iperf_reps']} "
+                   "per path", lambda: switch.run(blab, cfg["iperf_s"], cfg["iperf_reps"])),
     ]
     for key, what, fn in plan:
         if key in only:
@@ -291,6 +303,8 @@ def _load(r: dict[str, Any]) -> dict[str, Any]:
             k: (v[0], v[1], v[2]) for k, v in h["collector"].items()})
     if "appedge_sup" in r:
         out["appedge_sup"] = appedge.InSupervisor(**r["appedge_sup"])
+    if "switch" in r:
+        out["switch"] = switch.SwitchThroughput(**r["switch"])
     return out
 
 

@@ -55,6 +55,7 @@ from runner.lab.topology import (
     SEGMENT_DHCP_RANGE,
     SEGMENT_HOST_IP,
     UPLINKS,
+    HeldFlow,
     Lab,
     LabError,
     sh,
@@ -131,32 +132,12 @@ def snapshot_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 # -- flows held across a change -------------------------------------------------------------
 
-@dataclass
-class Watch:
-    name: str
-    proc: subprocess.Popen[str]
+def start_watch(netns: str, name: str, host: str, port: int) -> HeldFlow:
+    return HeldFlow.start(name, netns, host, port)
 
 
-def start_watch(netns: str, name: str, host: str, port: int) -> Watch:
-    p = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "runner.lab.net",
-                          "watch", host, str(port), "--interval", "0.01"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    return Watch(name, p)
-
-
-def stop_watch(w: Watch) -> dict[str, Any]:
-    if w.proc.poll() is None:
-        w.proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = w.proc.communicate(timeout=70)
-    except subprocess.TimeoutExpired:
-        w.proc.kill()
-        out, err = w.proc.communicate(timeout=5)
-    try:
-        return dict(json.loads(out.strip().splitlines()[-1]))
-    except (ValueError, IndexError):
-        return {"round_trips": 0, "max_gap_ms": 0, "error": (err or out).strip()[-200:]}
+def stop_watch(w: HeldFlow) -> dict[str, Any]:
+    return w.result()
 
 
 # -- the lab ----------------------------------------------------------------------------------

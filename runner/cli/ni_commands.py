@@ -101,7 +101,7 @@ def render_status(sts: list[dict[str, Any]]) -> str:
     for s in sts:
         u = s["usage"]
         rows.append([
-            s["name"], s["type"], s["state"], s["uplink"] or "(air-gapped)", s["subnet"],
+            s["name"], s["type"], s["state"], s["uplink"] or "(air-gapped)", _subnet(s),
             str(len(s["apps"])), str(len(s["portMaps"])), str(s["task"]["pid"] or "-"),
             str(s["task"]["restarts"]),
             f"{_mib(u.get('memory'))}/{_mib(u['memoryLimit'])}",
@@ -115,6 +115,13 @@ def render_status(sts: list[dict[str, Any]]) -> str:
     if len(sts) == 1:
         out += "\n" + _details(sts[0])
     return out + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _subnet(s: dict[str, Any]) -> str:
+    """A switch NI has no subnet of its own: the uplink's segment, or VLAN N of it."""
+    if s["type"] != "switch":
+        return str(s["subnet"])
+    return f"vlan {s['vlan']}" if s.get("vlan") else "(segment)" if s["uplink"] else "(L2)"
 
 
 def _ago(seconds: int | None) -> str:
@@ -175,7 +182,11 @@ def _vpn_details(v: dict[str, Any]) -> str:
 
 def _details(s: dict[str, Any]) -> str:
     parts = []
-    if s["apps"]:
+    if s["apps"] and s["type"] == "switch":  # as the NI's ports learned them
+        parts.append("\nAPPS\n" + table([["IP", "MAC", "LEARNED FROM", "PORT", "HOSTNAME"]] + [
+            [a["ip"] or "-", a["mac"], {"dhcp": "DHCP ACK", "seen": "ARP"}.get(a["source"], "-"),
+             a["port"], a["hostname"] or "-"] for a in s["apps"]]))
+    elif s["apps"]:
         parts.append("\nAPPS\n" + table([["IP", "MAC", "HOSTNAME"]] + [
             [a["ip"], a["mac"], a["hostname"] or "-"] for a in s["apps"]]))
     if s["portMaps"]:
@@ -225,8 +236,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(render_status([s]))
     t = s.get("transit")
-    print(f"\nGATEWAY {s['gateway']}  MTU {s['mtu']}"
-          + (f"  TRANSIT {t['device']} ({t['link']}) <-> {t['ni']}" if t else ""))
+    seg = s.get("segment")
+    if s["type"] == "switch":
+        print(f"\nSEGMENT {seg['lower'] if seg else '(air-gapped: br0)'}  MTU {s['mtu']}"
+              + (f"  PORTS {' '.join(seg['ports'])}" if seg and seg["ports"] else ""))
+    else:
+        print(f"\nGATEWAY {s['gateway']}  MTU {s['mtu']}"
+              + (f"  TRANSIT {t['device']} ({t['link']}) <-> {t['ni']}" if t else ""))
     print(f"TASK {s['task']['container']} {s['task']['status']} pid {s['task']['pid']}  "
           f"services: " + (", ".join(f"{k} {v}" for k, v in s["services"].items()) or "-"))
     for key, title in (("routes", "ROUTES (NI netns)"), ("deviceRules", "RULES (device)")):

@@ -17,6 +17,7 @@ from runner.configurators.links import BridgeConf, PlugConf, VethConf
 from runner.configurators.netns import NetnsConf, SysctlsConf
 from runner.configurators.nft import NftConf
 from runner.configurators.routing import LocalRuleConf, RoutesConf, RuleConf
+from runner.configurators.switch import PortTableConf, ShimConf, SwitchPortConf, VlanConf
 from runner.configurators.task import TaskConf
 from runner.configurators.workloads import AppAddressConf, TakenLinkConf
 from runner.containerd.client import Client
@@ -49,4 +50,9 @@ def configurators(client: Client, layout: Layout, secrets_dir: str | None = None
         "edge": EdgeTableConf(edge, layout),
         "edgeport": EdgePortConf(edge),
         "acl": AclTableConf(edge, layout),
+        # switch NIs (runner.reconcile.switch_kinds)
+        "vlan": VlanConf(),
+        "shim": ShimConf(),
+        "swport": SwitchPortConf(),
+        "porttable": PortTableConf(),
     }

@@ -79,7 +79,7 @@ class BridgeConf:
     def create(self, item: Bridge) -> Bridge:
         def body(ip: IPRoute) -> None:
             links.ensure_bridge(ip, item.name, item.mac, item.mtu)
-            links.ensure_up(ip, item.name, item.mtu, (item.address,))
+            links.ensure_up(ip, item.name, item.mtu, (item.address,) if item.address else ())
 
         links.in_netns(item.netns, body)
         return item
@@ -98,7 +98,8 @@ class BridgeConf:
         if link is None or link.kind != "bridge":
             return None
         return replace(item, mac=link.mac, mtu=link.mtu if link.up else 0,
-                       address=_one(link.addresses))
+                       address=_one(link.addresses) if link.addresses or item.address
+                       else None)
 
 
 class PlugConf:
@@ -124,7 +125,7 @@ class PlugConf:
 
     def modify(self, old: Plug, new: Plug) -> Plug:
         links.in_netns(new.netns, lambda ip: links.ensure_up(ip, new.host_if, new.mtu,
-                                                              master=new.bridge))
+                                                              master=new.bridge or None))
 
         def app_side(ip: IPRoute) -> None:
             links.ensure_up(ip, "lo")
@@ -146,6 +147,10 @@ class PlugConf:
         if pair is None or pair[1].mac.lower() != item.mac:
             return None
         here, there = pair
-        bridge = _get(item.netns, item.bridge)
-        plugged = bridge is not None and here.master == bridge.index and here.up and there.up
+        if item.bridge:
+            bridge = _get(item.netns, item.bridge)
+            on = bridge is not None and here.master == bridge.index
+        else:  # a switch NI's port: its table cross-connects it, no bridge
+            on = not here.master
+        plugged = on and here.up and there.up
         return replace(item, mtu=here.mtu if plugged else 0)

@@ -132,6 +132,11 @@ def delete_table(family: str, table: str, netns: str | None = None) -> None:
           f"delete nft table {family} {table}")
 
 
+def list_sets(netns: str | None = None) -> str:
+    """`nft -j list sets`: every set with its elements, as JSON text."""
+    return _nft(["-j", "list", "sets"], None, netns, "list nft sets")
+
+
 def list_table(family: str, table: str, netns: str | None = None) -> str:
     return _nft(["list", "table", family, table], None, netns, f"list nft table {table}")
 

@@ -6,13 +6,14 @@ that entered the netns, so one watcher sees the device netns and every NI's.
 Nothing is polled: the kernel's own notifications arrive as they happen.
 
 What is reported (as `Drift(owner, what, item)` to `on_drift`):
-- in an NI netns: its bridge, transit end or app ports deleted or set down, an
-  address removed from them, one of our routes (proto nirunner) deleted, one of
-  its nft tables (ni, and the app edge's: bridge edge, inet acl) changed by anyone
-  but us;
-- in the device netns: a transit link deleted or set down or its address
-  removed, our routes in the uplinks' tables or our rules deleted, table inet
-  nirunner changed by anyone but us.
+- in an NI netns: its bridge, transit end or app ports (a switch NI's macvlan
+  ports too) deleted or set down, an address removed from them, one of our
+  routes (proto nirunner) deleted, one of its nft tables (ni, and the app edge's:
+  bridge edge, inet acl) changed by anyone but us;
+- in the device netns: a transit link (or a switch NI's shim) deleted or set
+  down or its address removed, our routes in the uplinks' tables (and the main
+  table's, with switch NIs) or our rules deleted, table inet nirunner changed by
+  anyone but us.
 Changes to the uplinks themselves (link, address, default route) go to
 `on_uplink` instead: they change the plan.
 
@@ -301,7 +302,8 @@ class Watcher:
     def _link_owner(self, src: _Source, name: str) -> str | None:
         if src.owner == DEVICE:
             return self.ours.transit.get(name)
-        if name in (names.BRIDGE_IF, names.NI_TRANSIT_IF) or name.startswith(names.APP_PREFIX):
+        if name in (names.BRIDGE_IF, names.NI_TRANSIT_IF) or name.startswith(
+                (names.APP_PREFIX, names.SWITCH_PORT_PREFIX)):  # a switch NI's port
             return src.owner
         return None
 

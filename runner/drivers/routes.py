@@ -58,6 +58,8 @@ def _args(ip: IPRoute, r: Route) -> dict[str, Any]:
         args["oif"] = idx
     if r.gateway is not None:
         args["gateway"] = str(r.gateway)
+    if r.src is not None:
+        args["prefsrc"] = str(r.src)
     return args
 
 
@@ -127,10 +129,11 @@ def read_table(table: int, netns: str | None = None) -> tuple[Route, ...]:
                 link = ip.get_links(oif)
                 names[oif] = str(link[0].get_attr("IFLA_IFNAME")) if link else "?"
             gw = r.get_attr("RTA_GATEWAY")
+            src = r.get_attr("RTA_PREFSRC")
             out.append(Route(table, dst, _NAMES.get(r["type"], RouteType.UNICAST),
                              gateway=IPv4Address(gw) if gw else None,
                              dev=names.get(oif) if oif is not None else None,
-                             metric=metric or None))
+                             metric=metric or None, src=IPv4Address(src) if src else None))
         return tuple(sorted(out, key=str))
 
     return in_netns(netns, body)

@@ -21,6 +21,7 @@ machine-wide per namespace, so two labs must never share one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -62,6 +63,36 @@ def wait_for(cond: object, timeout: float, what: str, step: float = 0.05) -> Non
         if time.monotonic() > deadline:
             raise LabError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(step)
+
+
+@dataclass
+class HeldFlow:
+    """A TCP flow held with a round trip every 10 ms (`python -m runner.lab.net watch`):
+    `result()` stops it and says whether it survived and its longest gap."""
+
+    name: str
+    proc: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, name: str, netns: str, host: str, port: int) -> HeldFlow:
+        p = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m",
+                              "runner.lab.net", "watch", host, str(port), "--interval", "0.01"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        return cls(name, p)
+
+    def result(self) -> dict[str, object]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=70)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=5)
+        try:
+            return dict(json.loads(out.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            return {"round_trips": 0, "max_gap_ms": 0, "error": (err or out).strip()[-300:]}
 
 
 @dataclass
@@ -127,6 +158,12 @@ class Lab:
             sh("ip", "link", "set", port, "master", bridge, netns=self.wan)
             sh("ip", "addr", "add", gw, "dev", bridge, netns=self.wan)
             sh("ip", "link", "set", bridge, "up", netns=self.wan)
+        ns = self._host_on(bridge, name, address)
+        sh("ip", "route", "add", "default", "via", gw.split("/")[0], netns=ns)
+        return ns
+
+    def _host_on(self, bridge: str, name: str, address: str) -> str:
+        """A host netns `<prefix>-<name>` plugged into `bridge` of the wan router."""
         ns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "set", "lo", "up", netns=ns)
@@ -136,8 +173,22 @@ class Lab:
         sh("ip", "link", "set", wan_if, "master", bridge, "up", netns=self.wan)
         sh("ip", "addr", "add", address, "dev", "eth0", netns=ns)
         sh("ip", "link", "set", "eth0", "up", netns=ns)
-        sh("ip", "route", "add", "default", "via", gw.split("/")[0], netns=ns)
         return ns
+
+    def vlan_host(self, uplink: str, vlan: int, name: str, address: str) -> str:
+        """A host netns `<prefix>-<name>` with `address` (CIDR) on VLAN `vlan` of an
+        uplink's segment: on the wan router, an 802.1Q link of its end of that segment
+        (tagged frames are taken off before a bridge sees them) in a bridge of its own
+        with the host. Needs a kernel with VLAN devices; returns the netns."""
+        i = list(UPLINKS).index(uplink)
+        port, bridge = f"w{i}", f"v{i}x{vlan}"
+        sub = f"{port}.{vlan}"
+        sh("ip", "link", "add", "link", port, "name", sub, "type", "vlan", "id", str(vlan),
+           netns=self.wan)
+        sh("ip", "link", "add", bridge, "type", "bridge", netns=self.wan)
+        sh("ip", "link", "set", sub, "master", bridge, "up", netns=self.wan)
+        sh("ip", "link", "set", bridge, "up", netns=self.wan)
+        return self._host_on(bridge, name, address)
 
     def add_segment(self) -> str:
         """Make eth1's link a LAN with a DHCP server and a host; returns the host's netns."""

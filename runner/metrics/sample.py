@@ -27,6 +27,7 @@ from runner.errors import NirunnerError
 from runner.model.types import NetworkInstance, NIType
 from runner.net import names
 from runner.plan.ni import NIPlan
+from runner.plan.switch import SwitchPlan
 from runner.supervisor import status
 from runner.supervisor.health import Health
 
@@ -43,7 +44,7 @@ class Records:
     """What a sample copies from the supervisor under its lock."""
 
     nis: dict[str, NetworkInstance]
-    plans: dict[str, NIPlan]
+    plans: dict[str, NIPlan | SwitchPlan]
     health: dict[str, Health]
     attached: dict[str, tuple[status.Attached, ...]]
     errors: dict[str, tuple[str, str]]  # item id -> (owner, error)
@@ -93,7 +94,8 @@ def records(sup: Supervisor) -> Records:
         atts.setdefault(a.ni, []).append(
             status.Attached(a.netns, a.ifname, a.mac, a.host_ifname, a.hostname))
     return Records(
-        nis=dict(sup.desired.nis), plans=dict(plan.nis),
+        nis={n: ni for n, ni in sup.desired.nis.items() if n not in plan.refused},
+        plans={**plan.nis, **plan.switches},
         health={n: Health(**vars(h)) for n, h in sup.health.items()},
         attached={n: tuple(v) for n, v in atts.items()},
         errors=dict(sup.errors), containerd_ok=sup.containerd_ok,
@@ -184,7 +186,10 @@ class Sampler:
         services = status.services(state_dir / "services.status")
         if ni.type is not NIType.VPN:
             services.pop("charon", None)
-        vpn_st = self._read_vpn(p, ni, state_dir) if p.vpn is not None and ni.vpn is not None and \
+        if ni.type is NIType.SWITCH:  # its task runs no service
+            services.pop("dnsmasq", None)
+        vpn_st = self._read_vpn(p, ni, state_dir) if isinstance(p, NIPlan) and \
+            p.vpn is not None and ni.vpn is not None and \
             task.status == "running" else None
         now = time.time()
         errors = [e for owner, e in r.errors.values() if owner == name]

@@ -24,16 +24,21 @@ def to_manifest(ni: NetworkInstance) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": str(ni.type)}
     if ni.uplink is not None:
         spec["uplink"] = ni.uplink
-    spec["subnet"] = str(ni.subnet)
-    spec["gateway"] = str(ni.gateway)
+    if ni.vlan is not None:
+        spec["vlan"] = ni.vlan
+    if ni.subnet is not None:
+        spec["subnet"] = str(ni.subnet)
+    if ni.gateway is not None:
+        spec["gateway"] = str(ni.gateway)
     if ni.mtu is not None:
         spec["mtu"] = ni.mtu
-    spec["dhcp"] = {
-        "range": {"start": str(ni.dhcp.range.start), "end": str(ni.dhcp.range.end)},
-        "leaseTime": _dur(ni.dhcp.lease_time),
-        "reservations": [{"name": r.name, "mac": r.mac, "ip": str(r.ip)}
-                         for r in ni.dhcp.reservations],
-    }
+    if ni.dhcp is not None:
+        spec["dhcp"] = {
+            "range": {"start": str(ni.dhcp.range.start), "end": str(ni.dhcp.range.end)},
+            "leaseTime": _dur(ni.dhcp.lease_time),
+            "reservations": [{"name": r.name, "mac": r.mac, "ip": str(r.ip)}
+                             for r in ni.dhcp.reservations],
+        }
     dns: dict[str, Any] = {}
     if ni.dns.domain is not None:
         dns["domain"] = ni.dns.domain

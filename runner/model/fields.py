@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from runner.model.checker import DURATION_UNITS, SIZE_UNITS, Checker
 from runner.model.config import UPLINK_NAME, UPLINK_NAME_RULE
 from runner.model.errors import did_you_mean, show
+from runner.model.switch_fields import switch_section
 from runner.model.types import (
     Dhcp,
     DhcpRange,
@@ -55,7 +56,7 @@ _SIZE_FORM = "a size like 64Mi, 1Gi, 512M or 67108864"
 
 _TOP = ("apiVersion", "kind", "metadata", "spec")
 _SPEC = ("type", "uplink", "subnet", "gateway", "mtu", "dhcp", "dns", "ntp", "portMaps",
-         "resources", "vpn", "apps", "flowLog")
+         "resources", "vpn", "apps", "flowLog", "vlan")
 _DHCP = ("range", "leaseTime", "reservations")
 _RESERVATION = ("name", "mac", "ip")
 _DNS = ("domain", "upstream", "static")
@@ -84,11 +85,21 @@ def network_instance(c: Checker) -> NetworkInstance | None:
 
 
 def _spec(c: Checker, value: object, name: str | None) -> NetworkInstance | None:
-    s = c.mapping(value, "spec", _SPEC, required=("type", "subnet"))
+    s = c.mapping(value, "spec", _SPEC, required=("type",))
     if s is None:
         return None
     ni_type = _ni_type(c, s.get("type"))
     uplink = c.matching(s.get("uplink"), "spec.uplink", UPLINK_NAME, UPLINK_NAME_RULE, 32)
+    vlan = switch_section(c, s, ni_type)
+    if ni_type is NIType.SWITCH:  # on the uplink's segment: no subnet, DHCP, DNS of ours
+        resources = _resources(c, s.get("resources"))
+        vpn_rules(c, s, ni_type, None, None)
+        if not c.ok or name is None or resources is None:
+            return None
+        return NetworkInstance(name=name, type=ni_type, subnet=None, gateway=None, dhcp=None,
+                               uplink=uplink, resources=resources, vlan=vlan)
+    if s.get("subnet") is None:
+        c.error("spec.subnet", "is required")
     subnet = c.network(s.get("subnet"), "spec.subnet", "10.1.0.0/24", 8, 30)
     gateway = _gateway(c, s.get("gateway"), subnet)
     mtu = c.integer(s.get("mtu"), "spec.mtu", 576, 9000)
@@ -122,15 +133,12 @@ def _ni_type(c: Checker, value: object) -> NIType | None:
     text = c.string(value, "spec.type")
     if text is None:
         return None
-    if text == NIType.SWITCH:
-        c.error("spec.type", f"{text!r} is not supported yet (only 'local' and 'vpn' are)")
-    elif text not in (NIType.LOCAL, NIType.VPN):
+    if text not in tuple(NIType):
         choices = [t.value for t in NIType]
         hint = did_you_mean(text, choices)
         c.error("spec.type", f"{show(text)} is not one of {', '.join(choices)}{hint}")
-    else:
-        return NIType(text)
-    return None
+        return None
+    return NIType(text)
 
 
 def label(c: Checker, value: object, path: str, max_len: int = 63) -> str | None:

@@ -140,7 +140,7 @@ def _pool_problems(loc: Located, config: SupervisorConfig) -> list[Problem]:
     ni, pool = loc.ni, config.transit_pool
     found: list[Problem] = []
     inside = f"the supervisor's transitPool {pool} (the links between the device and its NIs)"
-    if ni.subnet.overlaps(pool):
+    if ni.subnet is not None and ni.subnet.overlaps(pool):
         found.append(problem(loc, "spec.subnet", f"{ni.subnet} overlaps {inside}"))
     servers = [(f"spec.dns.upstream[{i}]", ip) for i, ip in enumerate(ni.dns.upstream or ())]
     servers += [(f"spec.ntp[{i}]", ip) for i, ip in enumerate(ni.ntp)]

@@ -146,11 +146,14 @@ class FlowLog:
 
 @dataclass(frozen=True)
 class NetworkInstance:
+    """An NI. A switch NI (apps on the uplink's own segment) has no subnet, gateway,
+    DHCP, DNS or port maps of ours: those are None or empty exactly for type switch."""
+
     name: str
     type: NIType
-    subnet: IPv4Network
-    gateway: IPv4Address
-    dhcp: Dhcp
+    subnet: IPv4Network | None
+    gateway: IPv4Address | None
+    dhcp: Dhcp | None
     uplink: str | None = None  # None: air-gapped
     mtu: int | None = None  # None: the uplink's MTU
     dns: Dns = field(default_factory=Dns)
@@ -160,10 +163,12 @@ class NetworkInstance:
     vpn: Vpn | None = None  # exactly for type vpn
     apps: tuple[App, ...] = ()
     flow_log: FlowLog = field(default_factory=FlowLog)
+    vlan: int | None = None  # switch NIs only: VLAN N of the uplink (None: untagged)
 
     def declared(self) -> tuple[App, ...]:
         """Every declared app: the reservations (a fixed IP, no ACLs), then spec.apps."""
-        return tuple(App(r.name, r.mac, r.ip) for r in self.dhcp.reservations) + self.apps
+        reservations = self.dhcp.reservations if self.dhcp else ()
+        return tuple(App(r.name, r.mac, r.ip) for r in reservations) + self.apps
 
     def target_ip(self, pm: PortMap) -> IPv4Address:
         """The app address a port map points at (an app or reservation name, or an IP)."""

@@ -35,6 +35,7 @@ NI_NFT_TABLE = "ni"  # table inet ni in each NI netns
 EDGE_NFT_TABLE = "edge"  # table bridge edge in each NI netns: anti-spoofing at app ports
 ACL_NFT_TABLE = "acl"  # table inet acl in each NI netns: the apps' ACLs
 FLOWLOG_GROUP = 7  # nflog group of an NI netns: drops and DNS replies for the flow log
+SWITCH_LEARN_GROUP = 8  # nflog group of a switch NI netns: a lease learned (wakes the supervisor)
 
 UPLINK_TABLE_BASE = 1000  # route table of uplink i (index in config.uplinks)
 TRANSIT_RULE_BASE = 1000  # priority of "iif nr<slot> lookup <table>": base + slot
@@ -110,6 +111,13 @@ def app_peer_if(app_key: str) -> str:
 def switch_port_if(app_key: str) -> str:
     """A switch NI app's macvlan on the segment (in the NI netns), paired with app_if(key)."""
     return check_ifname(SWITCH_PORT_PREFIX + _hex8(app_key))
+
+
+def switch_port_for(app_if: str) -> str:
+    """The macvlan paired with app veth end `app_if` (ap<hex> -> mv<hex>)."""
+    if not app_if.startswith(APP_PREFIX):
+        raise NetValueError(f"{app_if!r} is not an app's interface ({APP_PREFIX}<hex>)")
+    return check_ifname(SWITCH_PORT_PREFIX + app_if.removeprefix(APP_PREFIX))
 
 
 def shim_if(uplink_if: str) -> str:

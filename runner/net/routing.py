@@ -30,6 +30,7 @@ class Route:
     gateway: IPv4Address | None = None
     dev: str | None = None
     metric: int | None = None
+    src: IPv4Address | None = None  # the preferred source address
 
     def __str__(self) -> str:
         parts = [] if self.type is RouteType.UNICAST else [str(self.type)]
@@ -40,6 +41,8 @@ class Route:
             parts.append(f"dev {self.dev}")
             if self.gateway is None:
                 parts.append("scope link")
+        if self.src is not None:
+            parts.append(f"src {self.src}")
         if self.metric is not None:
             parts.append(f"metric {self.metric}")
         if self.table != names.MAIN_TABLE:

@@ -69,3 +69,5 @@ class DeviceRules:
     # (transit if, its NI's subnet) of NIs with port maps: a port-map client whose
     # address lies in that subnet is masqueraded on its way in (see render.nft)
     port_map_subnets: tuple[tuple[str, IPv4Network], ...] = ()
+    # (shim, its uplink's address) of switch NIs' shims: what their apps reach locally
+    shim_local: tuple[tuple[str, IPv4Address], ...] = ()

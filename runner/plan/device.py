@@ -29,8 +29,11 @@ from runner.net.rules import DeviceDnat, DeviceRules
 from runner.plan.errors import PlanError
 from runner.plan.facts import Facts
 from runner.plan.ni import NIPlan, UplinkRef
+from runner.plan.switch import SwitchDevicePlan, with_shims
 from runner.plan.transit import TransitLink
 from runner.render import nft
+
+NO_SWITCHES = SwitchDevicePlan((), (), (), ())
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class DevicePlan:
     sysctls: dict[str, str]  # path under /proc/sys -> value, in the device netns
     nft_rules: DeviceRules
     nft: str  # table inet nirunner, for `nft -f`
+    # switch NIs' VLAN links, shims and app routes (those are in `routes` too)
+    switch: SwitchDevicePlan = NO_SWITCHES
 
 
 def _sysctls(config: SupervisorConfig) -> dict[str, str]:
@@ -106,14 +111,16 @@ def _dnats(config: SupervisorConfig, facts: Facts, linked: list[_Linked]) -> lis
     return dnats
 
 
-def plan_device(config: SupervisorConfig, facts: Facts, nis: Sequence[NIPlan]) -> DevicePlan:
-    """The device netns's part for `nis` (already planned, with their transit slots)."""
+def plan_device(config: SupervisorConfig, facts: Facts, nis: Sequence[NIPlan],
+                switch: SwitchDevicePlan = NO_SWITCHES) -> DevicePlan:
+    """The device netns's part for `nis` (already planned, with their transit slots)
+    and for the switch NIs (`switch`: their shims join their uplinks in the ruleset)."""
     for u in config.uplinks:
         names.check_ifname(u.interface)
     linked = _linked(nis)
     rules = [Rule(names.transit_rule_priority(x.transit.slot), x.uplink.table,
                   x.transit.device_if) for x in linked]
-    nft_rules = DeviceRules(
+    nft_rules = with_shims(DeviceRules(
         transit_ifs=tuple(x.transit.device_if for x in linked),
         uplink_ifs=tuple(dict.fromkeys(u.interface for u in config.uplinks)),
         transit_uplinks=tuple((x.transit.device_if, x.uplink.interface) for x in linked),
@@ -122,13 +129,14 @@ def plan_device(config: SupervisorConfig, facts: Facts, nis: Sequence[NIPlan]) -
         transit_pool=str(config.transit_pool),
         port_map_subnets=tuple((x.transit.device_if, x.plan.bridge.address.network)
                                for x in linked if x.plan.port_maps),
-    )
+    ), switch.shims)
     return DevicePlan(
         uplink_tables={u.name: names.uplink_table(i) for i, u in enumerate(config.uplinks)},
-        routes=tuple(_routes(config, facts)),
+        routes=(*_routes(config, facts), *switch.routes),
         rules=(*rules, LOCAL_RULE),
         absent_rules=(DEFAULT_LOCAL_RULE,),
         sysctls=_sysctls(config),
         nft_rules=nft_rules,
         nft=nft.device_ruleset(nft_rules),
+        switch=switch,
     )

@@ -2,7 +2,8 @@
 
 Planning is a pure function of manifests, the supervisor config and these
 facts: a change of a fact (an uplink's address, gateway or MTU, the device's
-resolvers) is a change of input that gives a new plan.
+resolvers, an address a switch NI's app leased) is a change of input that gives
+a new plan.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ class KernelFeatures:
 
 
 @dataclass(frozen=True)
+class Binding:
+    """An address an app of a switch NI uses, as its NI learned it (runner.render.switch)."""
+
+    mac: str
+    ip: IPv4Address
+    source: str  # "dhcp": an ACK from the segment's server; "seen": the app's ARP
+    expires_ms: int = 0  # what is left of the set element's timeout
+
+
+@dataclass(frozen=True)
 class Facts:
     """The live values planning depends on."""
 
@@ -59,6 +70,8 @@ class Facts:
     resolvers: tuple[IPv4Address, ...] = ()  # the device's DNS servers
     kernel_esp: bool = False  # the kernel can do ESP (XFRM with esp4); else VPNs use libipsec
     kernel: KernelFeatures = KernelFeatures()  # default: everything (tests); probed live
+    # what each switch NI's ports learned (by NI name): leased ones get routes
+    learned: dict[str, tuple[Binding, ...]] = field(default_factory=dict)
 
     def uplink(self, name: str) -> UplinkFacts | None:
         return self.uplinks.get(name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from runner.model.types import NetworkInstance, NIType, PortMap, Resources, SupervisorConfig
 from runner.net import names
@@ -113,7 +113,15 @@ def _uplink(ni: NetworkInstance, config: SupervisorConfig) -> UplinkRef | None:
     raise PlanError(f"NI {ni.name}: uplink {ni.uplink!r} is not configured (known: {known})")
 
 
+def _subnet(ni: NetworkInstance) -> tuple[IPv4Network, IPv4Address]:
+    """The NI's subnet and gateway; a switch NI has none (runner.plan.switch plans it)."""
+    if ni.subnet is None or ni.gateway is None:
+        raise PlanError(f"NI {ni.name}: a {ni.type} NI has no subnet of its own")
+    return ni.subnet, ni.gateway
+
+
 def _port_maps(ni: NetworkInstance, extra: tuple[PortMap, ...] = ()) -> tuple[NIPortMap, ...]:
+    subnet = _subnet(ni)[0]
     seen: dict[tuple[str, int], str] = {}
     out = []
     for pm in (*ni.port_maps, *extra):
@@ -123,18 +131,19 @@ def _port_maps(ni: NetworkInstance, extra: tuple[PortMap, ...] = ()) -> tuple[NI
                             f"{pm.protocol}/{pm.uplink_port}")
         seen[key] = pm.name
         target = ni.target_ip(pm)
-        if target not in ni.subnet:
+        if target not in subnet:
             raise PlanError(f"NI {ni.name}: port map {pm.name} targets {target}, "
-                            f"outside {ni.subnet}")
+                            f"outside {subnet}")
         out.append(NIPortMap(pm.name, pm.protocol, pm.uplink_port, target, pm.target_port))
     return tuple(out)
 
 
 def _pins(ni: NetworkInstance, w: NIWorkloads) -> tuple[tuple[str, IPv4Address, str], ...]:
+    subnet = _subnet(ni)[0]
     for pin in w.pins:
-        if pin.ip not in ni.subnet:
+        if pin.ip not in subnet:
             raise PlanError(f"NI {ni.name}: {pin.owner or pin.mac} holds {pin.ip}, outside "
-                            f"subnet {ni.subnet}: detach it first")
+                            f"subnet {subnet}: detach it first")
     return tuple(sorted((p.mac, p.ip, p.hostname) for p in w.pins))
 
 
@@ -145,12 +154,13 @@ def plan_ni(
     """The plan of `ni`; `slot` is its transit slot (None if and only if air-gapped);
     `workloads`: what its CNI attachments add (pinned leases, port maps)."""
     if ni.type is NIType.SWITCH:
-        raise PlanError(f"NI {ni.name}: type switch is not supported yet")
+        raise PlanError(f"NI {ni.name}: a switch NI is planned by runner.plan.switch")
+    subnet, gateway = _subnet(ni)
     uplink = _uplink(ni, config)
     if (uplink is None) != (slot is None):
         raise PlanError(f"NI {ni.name}: a transit slot is needed exactly when it has an uplink")
-    if ni.subnet.overlaps(config.transit_pool):
-        raise PlanError(f"NI {ni.name}: subnet {ni.subnet} overlaps the transit pool "
+    if subnet.overlaps(config.transit_pool):
+        raise PlanError(f"NI {ni.name}: subnet {subnet} overlaps the transit pool "
                         f"{config.transit_pool}")
     transit = None if slot is None else link(config.transit_pool, slot)
     port_maps = _port_maps(ni, workloads.port_maps)
@@ -187,7 +197,7 @@ def plan_ni(
     bridge = BridgePlan(
         names.BRIDGE_IF,
         names.bridge_mac(ni.name),
-        IPv4Interface(f"{ni.gateway}/{ni.subnet.prefixlen}"),
+        IPv4Interface(f"{gateway}/{subnet.prefixlen}"),
     )
     sysctls = dict(NI_SYSCTLS) | edge_plan.sysctls(edge)
     routes: tuple[Route, ...] = ()

@@ -10,10 +10,13 @@ addresses in sets (DHCP ACKs from the segment, the app's ARP). No
 bridge: two macvlans of one lower on one bridge form a loop through that lower.
 
 The device reaches its apps (and they the uplink's address: port maps of local NIs)
-through one macvlan shim per uplink with untagged switch NIs, carrying the uplink's
-addresses as /32, strict rp_filter (it answers ARP only for hosts routed to it) and a
-/32 route per app address leased from the segment's DHCP server, in the main table and
-the uplink's table. An air-gapped switch NI is a bridge br0 (fixed MAC, no address)
+through one macvlan shim per uplink with untagged switch NIs: strict rp_filter and
+arp_filter (it answers ARP for the device's addresses only to hosts routed to it), no
+ARP requests of its own, and a /32 route per app address leased from the segment's
+DHCP server, in the main table and the uplink's table, with the uplink's address as
+source. The shim has no address: the device's own address on two interfaces would
+make the kernel's per-interface address checks (nft `fib daddr . iif`) depend on the
+order the two were added. An air-gapped switch NI is a bridge br0 (fixed MAC, no address)
 with the apps' veths as ports, and the same per-app table in the bridge family.
 
 Pure: the live inputs are Facts (uplinks, kernel features) and the learned bindings.
@@ -24,14 +27,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
+from typing import ClassVar
 
-from runner.model.types import Resources, SupervisorConfig
+from runner.model.types import NetworkInstance, NIType, Resources, SupervisorConfig
 from runner.net import names
 from runner.net.routing import Route
 from runner.net.rules import DeviceRules
 from runner.plan.errors import PlanError
-from runner.plan.facts import Facts, KernelFeature
+from runner.plan.facts import Binding, Facts, KernelFeature
 from runner.plan.ni import DEFAULT_MTU, UplinkRef
+
+__all__ = ["Binding", "Segment", "Shim", "SwitchApp", "SwitchDevicePlan", "SwitchPlan",
+           "SwitchPort", "SwitchSpec", "VlanLink", "app_addresses", "app_bindings",
+           "plan_switch", "plan_switch_device", "spec_of", "with_shims"]
 
 # In the NI netns. The ports carry the apps' MACs: with IPv6 on, they would take the
 # apps' own link-local addresses and answer neighbour solicitations for them.
@@ -39,19 +47,36 @@ SWITCH_SYSCTLS: dict[str, str] = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
-# On the shim, in the device netns: answer and accept only hosts routed to it (the
-# apps), so the segment never learns the device's address at the shim's MAC.
-SHIM_SYSCTLS = ("rp_filter", "1")
+# On the shim, in the device netns: the segment must never learn the device's address
+# at the shim's MAC. The shim answers ARP only for hosts routed to it (the apps):
+# strict rp_filter does it alone where conf/all/rp_filter is 0 or 1 (measured), and
+# arp_filter also where a distribution sets all to 2 (loose: the effective value is the
+# max). It never asks: an ARP request goes out to the whole segment, and every host that
+# knows the device's address (its gateway!) would take the shim's MAC for it and send
+# the device's own traffic there, where strict rp_filter drops it (measured: the
+# device's flow to its gateway stalled 14 s after the device first talked to an app).
+# So no broadcast solicitations (mcast_solicit 0), and a permanent neighbour entry per
+# routed app instead (its MAC is in its lease). No IPv6: the segment would see the
+# shim's MAC in its neighbour discovery.
+SHIM_SYSCTLS = (("net/ipv4/conf/{}/rp_filter", "1"), ("net/ipv4/conf/{}/arp_filter", "1"),
+                ("net/ipv4/neigh/{}/mcast_solicit", "0"),
+                ("net/ipv6/conf/{}/disable_ipv6", "1"))
 
 
 @dataclass(frozen=True)
 class SwitchSpec:
-    """What a switch NI's manifest says (runner.model will give it; see docs/switch-ni.md)."""
+    """What a switch NI's manifest says (see spec_of)."""
 
     name: str
     uplink: str | None  # None: air-gapped
     vlan: int | None = None  # None: the untagged segment
     resources: Resources = field(default_factory=Resources)
+
+
+def spec_of(ni: NetworkInstance) -> SwitchSpec:
+    if ni.type is not NIType.SWITCH:
+        raise PlanError(f"NI {ni.name}: a {ni.type} NI is not a switch NI")
+    return SwitchSpec(ni.name, ni.uplink, ni.vlan, ni.resources)
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,7 @@ class SwitchApp:
 
     key: str  # stable: "<ni>/<app>", as for app_if
     mac: str  # lower-case, colon separated
+    app_if: str = ""  # its veth's NI end when already named (an attachment's); else app_if(key)
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,25 @@ class SwitchPlan:
     mtu: int
     sysctls: dict[str, str]
     resources: Resources
+    # the leases its ports learned (facts): a port table made anew starts with them
+    learned: tuple[Binding, ...] = ()
+
+    # What a switch NI has in common with the others' NIPlan (status, metrics, rolls read
+    # these of any NI): no transit link, VPN, routes or port maps; a task with no service.
+    type: ClassVar[NIType] = NIType.SWITCH
+    transit: ClassVar[None] = None
+    vpn: ClassVar[None] = None
+    routes: ClassVar[tuple[Route, ...]] = ()
+    port_maps: ClassVar[tuple[()]] = ()
+    restart_key: ClassVar[str] = "switch"  # the task reads nothing at start
+
+    @property
+    def uplink(self) -> UplinkRef | None:
+        return self.segment.uplink if self.segment else None
+
+    @property
+    def vlan(self) -> int | None:
+        return self.segment.vlan.vlan if self.segment and self.segment.vlan else None
 
 
 @dataclass(frozen=True)
@@ -113,19 +158,10 @@ class Shim:
     name: str
     parent: str  # the uplink's interface
     mac: str
-    addresses: tuple[IPv4Interface, ...]  # the uplink's addresses, each as /32
+    serves: tuple[IPv4Address, ...]  # the uplink's addresses: what apps reach through it
     mtu: int
     sysctls: dict[str, str]  # path under /proc/sys -> value
-
-
-@dataclass(frozen=True)
-class Binding:
-    """An address an app of a switch NI uses, as its NI learned it."""
-
-    mac: str
-    ip: IPv4Address
-    source: str  # "dhcp": an ACK from the segment's server; "seen": the app's ARP
-    expires_ms: int = 0  # what is left of the set element's timeout
+    neighbours: tuple[tuple[IPv4Address, str], ...] = ()  # routed apps: (IP, MAC), permanent
 
 
 @dataclass(frozen=True)
@@ -151,11 +187,11 @@ def plan_switch(spec: SwitchSpec, apps: Sequence[SwitchApp], config: SupervisorC
             raise PlanError(f"NI {spec.name}: apps {seen_macs[app.mac]} and {app.key} both "
                             f"use MAC {app.mac}")
         seen_macs[app.mac] = app.key
-        app_if = names.app_if(app.key)
+        app_if = app.app_if or names.app_if(app.key)
         ports.append(SwitchPort(
             key=app.key,
             app_if=app_if,
-            port_if=None if segment is None else names.switch_port_if(app.key),
+            port_if=None if segment is None else names.switch_port_for(app_if),
             mac=app.mac,
             table=f"{family} {app_if}",
         ))
@@ -169,6 +205,7 @@ def plan_switch(spec: SwitchSpec, apps: Sequence[SwitchApp], config: SupervisorC
         mtu=mtu,
         sysctls=dict(SWITCH_SYSCTLS),
         resources=spec.resources,
+        learned=tuple(facts.learned.get(spec.name, ())),
     )
 
 
@@ -208,6 +245,7 @@ def plan_switch_device(switches: Iterable[SwitchPlan], facts: Facts,
     `learned` holds each switch NI's bindings (by NI name)."""
     vlans: dict[str, VlanLink] = {}
     shims: dict[str, Shim] = {}
+    neighbours: dict[str, set[tuple[IPv4Address, str]]] = {}  # by shim
     routes: list[Route] = []
     tables: set[int] = set()
     macs: dict[tuple[str, str], str] = {}  # (lower, MAC) -> NI: a macvlan's MAC is unique
@@ -231,26 +269,34 @@ def plan_switch_device(switches: Iterable[SwitchPlan], facts: Facts,
                 name=names.shim_if(seg.uplink.interface),
                 parent=seg.uplink.interface,
                 mac=names.shim_mac(seg.uplink.interface),
-                addresses=tuple(IPv4Interface(f"{ip}/32") for ip in own),
+                serves=own,
                 mtu=seg.mtu,
-                sysctls={f"net/ipv4/conf/{names.shim_if(seg.uplink.interface)}/"
-                         f"{SHIM_SYSCTLS[0]}": SHIM_SYSCTLS[1]},
+                sysctls={key.format(names.shim_if(seg.uplink.interface)): value
+                         for key, value in SHIM_SYSCTLS},
             )
             shims[seg.uplink.interface] = shim
         tables |= {names.MAIN_TABLE, seg.uplink.table}
-        for ip in app_addresses(sw, learned.get(sw.name, ()), facts):
+        for b in app_leases(sw, learned.get(sw.name, ()), facts):
+            neighbours.setdefault(shim.name, set()).add((b.ip, b.mac))
             for table in (names.MAIN_TABLE, seg.uplink.table):
-                routes.append(Route(table, IPv4Interface(f"{ip}/32").network, dev=shim.name))
+                routes.append(Route(table, IPv4Interface(f"{b.ip}/32").network,
+                                    dev=shim.name, src=shim.serves[0]))
     return SwitchDevicePlan(tuple(vlans[k] for k in sorted(vlans)),
-                            tuple(shims[k] for k in sorted(shims)),
+                            tuple(replace(shims[k], neighbours=tuple(sorted(
+                                neighbours.get(shims[k].name, ())))) for k in sorted(shims)),
                             tuple(sorted(set(routes), key=str)), tuple(sorted(tables)))
 
 
 def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
                   ) -> list[IPv4Address]:
-    """The addresses the device routes to `sw`'s apps: leased from the segment's DHCP
-    server to one of its ports' MACs (an app cannot forge an ACK: its own are dropped),
-    inside the uplink's subnets, not the device's own; the newest lease per MAC.
+    """The addresses the device routes to `sw`'s apps (see app_leases)."""
+    return sorted({b.ip for b in app_leases(sw, bindings, facts)})
+
+
+def app_leases(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts) -> list[Binding]:
+    """The leases the device routes to `sw`'s apps: from the segment's DHCP server to one
+    of its ports' MACs (an app cannot forge an ACK: its own are dropped), inside the
+    uplink's subnets, not the device's own; the newest lease per MAC.
     Addresses only seen in an app's traffic are shown but get no route: any app could
     claim any address, and the route would take the device's traffic to that host."""
     if sw.segment is None or sw.segment.vlan is not None:
@@ -270,16 +316,16 @@ def app_addresses(sw: SwitchPlan, bindings: Iterable[Binding], facts: Facts
             continue
         if b.mac not in newest or b.expires_ms > newest[b.mac].expires_ms:
             newest[b.mac] = b
-    return sorted({b.ip for b in newest.values()})
+    return sorted(newest.values(), key=lambda b: (int(b.ip), b.mac))
 
 
-def app_bindings(sw: SwitchPlan, learned: Mapping[str, Sequence[Binding]]
-                 ) -> dict[str, list[Binding]]:
-    """What status shows per app (by key): the bindings its port's table learned (by
-    app_if, as parse_learned gives them) for its own MAC, leases first, newest first."""
+def app_bindings(sw: SwitchPlan, learned: Iterable[Binding]) -> dict[str, list[Binding]]:
+    """What status shows per app (by key): the bindings its NI's port tables learned for
+    the app's own MAC, leases first, newest first."""
+    learned = list(learned)
     out = {}
     for port in sw.ports:
-        mine = [b for b in learned.get(port.app_if, ()) if b.mac == port.mac]
+        mine = [b for b in learned if b.mac == port.mac]
         out[port.key] = sorted(mine, key=lambda b: (b.source != "dhcp", -b.expires_ms,
                                                     int(b.ip)))
     return out
@@ -288,10 +334,13 @@ def app_bindings(sw: SwitchPlan, learned: Mapping[str, Sequence[Binding]]
 def with_shims(rules: DeviceRules, shims: Iterable[Shim]) -> DeviceRules:
     """table inet nirunner with each shim as one more interface of its uplink: in the
     uplink interfaces (input, forward, masquerade), in the iifs of that uplink's port-map
-    DNATs, and paired with the transit links of NIs on that uplink."""
+    DNATs, paired with the transit links of NIs on that uplink, and with the uplink's
+    addresses as the only local ones its apps reach."""
     by_parent: dict[str, list[str]] = {}
+    local: list[tuple[str, IPv4Address]] = []
     for s in shims:
         by_parent.setdefault(s.parent, []).append(s.name)
+        local += [(s.name, ip) for ip in s.serves]
     if not by_parent:
         return rules
 
@@ -306,4 +355,5 @@ def with_shims(rules: DeviceRules, shims: Iterable[Shim]) -> DeviceRules:
         added = [s for i in d.iifs for s in extra(i)]
         dnats.append(replace(d, iifs=(*d.iifs, *added)) if added else d)
     return replace(rules, uplink_ifs=tuple(dict.fromkeys(uplinks)),
-                   transit_uplinks=tuple(dict.fromkeys(pairs)), dnats=tuple(dnats))
+                   transit_uplinks=tuple(dict.fromkeys(pairs)), dnats=tuple(dnats),
+                   shim_local=tuple(local))

@@ -19,8 +19,10 @@ from runner.plan.device import DevicePlan
 from runner.plan.layout import Layout
 from runner.plan.ni import NIPlan
 from runner.plan.site import Plan
+from runner.plan.switch import SwitchPlan
 from runner.reconcile import kinds as k
 from runner.reconcile.build_edge import edge_items
+from runner.reconcile.build_switch import shims_of, switch_device_items, switch_items
 from runner.reconcile.items import Item
 from runner.render import dnsmasq
 
@@ -104,20 +106,26 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
                         for name, src, mode in sources)
     out.append(k.ConfigFiles(ni, str(layout.config_dir(ni)), tuple(sorted(p.files.items())),
                              secrets, p.vpn))
-    generation = (f"{p.restart_key}.{tasks.seccomp_profile}" if tasks.seccomp_profile
-                  else p.restart_key)
-    out.append(k.Task(
-        ni=ni, container_id=p.container_id, image=tasks.image, generation=generation,
-        ni_type=str(p.type), uplink=p.uplink.name if p.uplink else "", netns=ns,
-        netns_path=f"/run/netns/{ns}", config_dir=str(layout.config_dir(ni)),
-        state_dir=str(layout.state_dir(ni)), log_path=str(layout.log_path(ni)),
-        limits=limits(p.resources), seccomp=tasks.seccomp))
+    out.append(task_item(p, layout, tasks))
     if p.transit is not None and p.uplink is not None:
         rule = k.Rule(ni, _transit_rule(p), link=links[0])
         out.append(rule)
     for a in plugs:
         out.extend(_app_items(p, layout, a, app_netns, taps))
     return out
+
+
+def task_item(p: NIPlan | SwitchPlan, layout: Layout, tasks: TaskPolicy) -> k.Task:
+    """The NI's task: `restart_key` (and the seccomp profile) make its generation."""
+    ni, ns = p.name, p.netns
+    generation = (f"{p.restart_key}.{tasks.seccomp_profile}" if tasks.seccomp_profile
+                  else p.restart_key)
+    return k.Task(
+        ni=ni, container_id=p.container_id, image=tasks.image, generation=generation,
+        ni_type=str(p.type), uplink=p.uplink.name if p.uplink else "", netns=ns,
+        netns_path=f"/run/netns/{ns}", config_dir=str(layout.config_dir(ni)),
+        state_dir=str(layout.state_dir(ni)), log_path=str(layout.log_path(ni)),
+        limits=limits(p.resources), seccomp=tasks.seccomp)
 
 
 def _app_items(p: NIPlan, layout: Layout, a: AppPlug, app_netns: Mapping[str, int],
@@ -175,12 +183,14 @@ def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[st
             out.append(k.Sysctls("", None, values, uplink=name))
     for name, table in d.uplink_tables.items():
         routes = tuple(r for r in d.routes if r.table == table)
-        out.append(k.Routes("", None, table, routes, uplinks=(k.uplink_id(name),)))
+        out.append(k.Routes("", None, table, routes,
+                            uplinks=(k.uplink_id(name), *shims_of(d, uplinks[name]))))
     for rule in d.rules:
         if rule.iif is None:  # the local rule's new place
             out.append(k.LocalRule(rule.priority, rule.table))
     out.append(k.NftTable("", None, "inet", names.DEVICE_NFT_TABLE, d.nft,
                           _device_facets(d.nft_rules)))
+    out += switch_device_items(d, uplinks)
     return out
 
 
@@ -199,6 +209,12 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     for name, p in plan.nis.items():
         for x in ni_items(p, layout, policy.of(name), by_ni.get(name, ()), stamps, app_netns,
                           taps):
+            if x.id in out and not x.EXTERNAL:
+                raise ValueError(f"item {x.id} planned twice")
+            out[x.id] = x
+    for name, sw in plan.switches.items():
+        for x in [*switch_items(sw, layout, by_ni.get(name, ()), app_netns),
+                  task_item(sw, layout, policy.of(name))]:
             if x.id in out and not x.EXTERNAL:
                 raise ValueError(f"item {x.id} planned twice")
             out[x.id] = x

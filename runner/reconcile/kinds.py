@@ -224,7 +224,8 @@ class Veth(Item):
 
 @dataclass(frozen=True)
 class Bridge(Item):
-    """The NI's br0: a fixed MAC (else it takes its lowest port's), the gateway address."""
+    """The NI's br0: a fixed MAC (else it takes its lowest port's), the gateway address
+    (None: an air-gapped switch NI's, plain L2)."""
 
     KIND = "bridge"
     RANK = 5
@@ -233,7 +234,7 @@ class Bridge(Item):
     name: str
     mac: str
     mtu: int
-    address: IPv4Interface
+    address: IPv4Interface | None
 
     @property
     def key(self) -> str:
@@ -247,7 +248,7 @@ class Bridge(Item):
         return netns_id(self.netns)
 
     def describe(self) -> str:
-        return f"bridge {self.name} in {self.netns} ({self.mac}, {self.address})"
+        return f"bridge {self.name} in {self.netns} ({self.mac}, {self.address or 'no address'})"
 
     def changes(self, old: Any) -> list[Change]:
         out = []
@@ -271,7 +272,8 @@ class Routes(Item):
     table: int
     routes: tuple[Route, ...]
     links: tuple[str, ...] = ()  # ids of the link items the routes go through
-    uplinks: tuple[str, ...] = ()  # ids of uplinks they use (ordering only)
+    # ids of uplinks (and switch shims) they use: ordering only, never a reason to change
+    uplinks: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
@@ -649,7 +651,8 @@ class Task(Item):
 
 @dataclass(frozen=True)
 class Plug(Item):
-    """An app's veth: `host_if` on the NI's br0, `ifname` (with `mac`) in the app's netns."""
+    """An app's veth: `host_if` on the NI's br0, `ifname` (with `mac`) in the app's netns.
+    A switch NI on a segment has no bridge (bridge ""): its port table cross-connects."""
 
     KIND = "plug"
     RANK = 11
@@ -669,7 +672,8 @@ class Plug(Item):
         return f"{self.ni}/{self.host_if}"
 
     def deps(self) -> tuple[str, ...]:
-        return (_id("bridge", f"{self.netns}/{self.bridge}"), appns_id(self.app_netns))
+        on = _id("bridge", f"{self.netns}/{self.bridge}") if self.bridge else netns_id(self.netns)
+        return (on, appns_id(self.app_netns))
 
     def after(self) -> tuple[str, ...]:
         # its port is registered in table bridge edge before the veth joins br0 (else

@@ -15,10 +15,11 @@ ni-init restarts dnsmasq alone, not the task, when it changed (see ni-init.c).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
-from runner.model.types import NetworkInstance
+from runner.model.types import Dhcp, NetworkInstance
 from runner.net import names
+from runner.render.errors import RenderError
 
 CONFIG_DIR = "/etc/nirunner"
 STATE_DIR = "/var/lib/nirunner"
@@ -43,9 +44,17 @@ def _text(ni: str, lines: Sequence[str]) -> str:
     return header(ni) + "".join(f"{line}\n" for line in lines)
 
 
+def _served(ni: NetworkInstance) -> tuple[Dhcp, IPv4Network]:
+    """The NI's DHCP settings and subnet (a switch NI has neither: no dnsmasq of ours)."""
+    if ni.dhcp is None or ni.subnet is None:
+        raise RenderError(f"NI {ni.name}: no DHCP of ours for type {ni.type}")
+    return ni.dhcp, ni.subnet
+
+
 def conf(ni: NetworkInstance) -> str:
     """dnsmasq.conf (read once at start: a change needs a task restart)."""
-    rng = ni.dhcp.range
+    dhcp, subnet = _served(ni)
+    rng = dhcp.range
     lines = [
         f"interface={names.BRIDGE_IF}",
         "bind-interfaces",
@@ -61,7 +70,7 @@ def conf(ni: NetworkInstance) -> str:
         "bogus-priv",
         "no-ping",  # else every new lease waits ~3 s
         "dhcp-authoritative",
-        f"dhcp-range={rng.start},{rng.end},{ni.subnet.netmask},{ni.dhcp.lease_time}s",
+        f"dhcp-range={rng.start},{rng.end},{subnet.netmask},{dhcp.lease_time}s",
         f"dhcp-leasefile={LEASE_FILE}",
         f"dhcp-hostsfile={CONFIG_DIR}/{DHCP_HOSTS}",
         f"dhcp-optsfile={CONFIG_DIR}/{DHCP_OPTS}",

@@ -256,6 +256,9 @@ def device_ruleset(r: DeviceRules) -> str:
     t.set("port_map_subnets", "ifname . ipv4_addr",
           [f"{quote(i)} . {net}" for i, net in r.port_map_subnets], flags="interval")
     t.chain("prerouting", _NAT_PRE, [_device_dnat(d) for d in r.dnats if d.daddrs])
+    # a switch NI's shim has no address (masquerade would take another uplink's): its
+    # uplink's first one, as the uplink itself would give
+    sources = {i: ip for i, ip in reversed(r.shim_local)}
     t.chain("postrouting", _NAT_POST, [
         # same-NI hairpin: without it the app's reply goes straight back, a martian
         "iifname @transit_ifs oifname @transit_ifs ct status dnat masquerade",
@@ -264,11 +267,25 @@ def device_ruleset(r: DeviceRules) -> str:
         # it on its bridge. Translated here, it answers the device through the NI.
         # (Inside the NI, the reply would be un-NATed before routing and go on-link.)
         "oifname . ip saddr @port_map_subnets ct status dnat masquerade",
+        *(f"iifname @transit_ifs oifname {quote(i)} snat ip to {ip}"
+          for i, ip in sorted(sources.items())),
         "iifname @transit_ifs oifname @uplink_ifs masquerade",
     ])
+    shims = []
+    if r.shim_local:  # a switch NI's shim has no address: its apps reach its uplink's
+        t.set("shim_local", "ifname . ipv4_addr",
+              [f"{quote(i)} . {ip}" for i, ip in r.shim_local])
+        shims = ["iifname . ip daddr @shim_local accept"]
     t.chain("input", _filter("input", "accept"), [
         "iifname @transit_ifs ct state established,related accept",
         "iifname @transit_ifs drop",
+        *shims,
+        # strong host on the uplinks: from an uplink (or a switch NI's shim), only that
+        # uplink's own addresses; never the transit ends or another uplink's address
+        # (a host on a segment that routes through the device, a switch NI's app).
+        # Replies of the device's own flows still come in wherever they are routed.
+        "iifname @uplink_ifs fib daddr type local fib daddr . iif type != local "
+        "ct state != { established, related } drop",
     ])
     unknown = []
     if r.transit_pool:

@@ -10,14 +10,21 @@ cross-connected by `fwd` at ingress; only the app's MAC leaves, never a DHCP ans
 BOOTP in a UDP packet, as raw offsets from the UDP header (@th, in bits): op at 64
 (2: a reply), yiaddr at 192, chaddr at 288; options from 1984, where servers put the
 message type first (0x35 0x01 0x05: an ACK).
+
+A learned ACK is also copied to nflog group SWITCH_LEARN_GROUP (its first byte only,
+sent at once: nflog otherwise holds up to 100 packets or 1 s): the kernel sends no
+event for set elements added from the packet path, and the supervisor's listener
+(runner.drivers.nflearn) has to route the new lease at once.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import Any
 
+from runner.net import names
 from runner.plan.switch import Binding, SwitchPlan, SwitchPort
 from runner.render.errors import RenderError
 from runner.render.nft import quote
@@ -64,7 +71,8 @@ def _learn_from_app(mac: str) -> list[str]:
 
 
 def _learn_ack(mac: str) -> str:
-    return f"{_ACK} {_CHADDR} {_mac_int(mac)} update @leases {{ {_CHADDR} . {_YIADDR} }}"
+    return (f"{_ACK} {_CHADDR} {_mac_int(mac)} update @leases {{ {_CHADDR} . {_YIADDR} }} "
+            f"log group {names.SWITCH_LEARN_GROUP} snaplen 1 queue-threshold 1")
 
 
 def port_table(sw: SwitchPlan, port: SwitchPort) -> str:
@@ -97,6 +105,17 @@ def port_table(sw: SwitchPlan, port: SwitchPort) -> str:
                   f"\t\toifname {app} {_learn_ack(port.mac)}",
                   "\t}"]
     return "\n".join([*lines, "}", ""])
+
+
+def seed(port: SwitchPort, leases: Iterable[Binding]) -> str:
+    """nft commands that put `leases` of the port's app back into its table's set (after
+    the table was made anew: its sets start empty), each with what was left of it."""
+    family, _, name = port.table.partition(" ")
+    elements = [f"{_mac_int(b.mac)} . 0x{int(b.ip):08x} expires {max(1, b.expires_ms // 1000)}s"
+                for b in leases if b.mac == port.mac and b.source == "dhcp"]
+    if not elements:
+        return ""
+    return f"add element {family} {name} leases {{ {', '.join(elements)} }}\n"
 
 
 def parse_learned(text: str) -> dict[str, list[Binding]]:

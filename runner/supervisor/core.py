@@ -45,7 +45,7 @@ from runner.model.manifest import Located, parse_many, validate_set
 from runner.model.types import NetworkInstance, SupervisorConfig, TaskSeccomp
 from runner.net import names
 from runner.plan import site
-from runner.plan.facts import Facts
+from runner.plan.facts import Binding, Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
 from runner.reconcile.build import Items, TaskPolicy, build
@@ -54,6 +54,7 @@ from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
 from runner.reconcile.report import DELETED, UNCHANGED, NIResult, results
+from runner.reconcile.switch_kinds import ShimLink
 from runner.supervisor import apps as apps_mod
 from runner.supervisor import attach as attach_mod
 from runner.supervisor import views
@@ -62,6 +63,7 @@ from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
 from runner.supervisor.store import NETNS, Attachment, Desired, Store
+from runner.supervisor.switches import Switches, switch_apps
 from runner.supervisor.workloads import Workloads, app_plugs, plan_inputs
 from runner.testhooks import crash_point
 
@@ -150,6 +152,7 @@ class Supervisor:
         self._read_once = False  # nothing read back yet: the record is empty, not the kernel
         self._last_light = self._last_forced = time.monotonic()
         self.workloads = Workloads(self)  # CNI attachments and taps (the API's *Workload)
+        self.switches = Switches(self)  # switch NIs: their apps, what they learn
         # observers (runner.metrics): a pass's kind and duration; every engine run
         self.on_pass: Callable[[str, float], None] = lambda kind, seconds: None
         self.on_run: Callable[[Run], None] = lambda run: None
@@ -163,8 +166,14 @@ class Supervisor:
 
     def _facts_now(self) -> Facts:
         if self._facts is None:
-            self._facts = self._read_facts()
+            self._facts = self.switches.with_learned(self._read_facts())
         return self._facts
+
+    def facts_learned(self, learned: dict[str, tuple[Binding, ...]]) -> None:
+        """Switch NIs learned other leases (runner.supervisor.switches): a fact changed."""
+        if self._facts is not None:
+            self._facts = replace(self._facts, learned=learned)
+            self._plan_cache = None
 
     def facts(self) -> Facts:
         return self._facts_now()
@@ -173,8 +182,9 @@ class Supervisor:
               attachments: Sequence[Attachment] | None = None) -> Plan:
         """`attachments` (default: the desired ones) add pinned leases and port maps."""
         atts = self.desired.attachments if attachments is None else attachments
+        mine = [a for a in atts if a.ni in nis]
         return site.build(self.config, self._facts_now(), list(nis.values()), slots,
-                          plan_inputs([a for a in atts if a.ni in nis]))
+                          plan_inputs(mine), switch_apps(mine))
 
     def plan(self) -> Plan:
         """The plan of the desired state, rebuilt only when it or the uplinks changed."""
@@ -190,7 +200,7 @@ class Supervisor:
         sources = [s for p in plan.nis.values() if p.vpn is not None
                    for s in ([p.vpn.psk_file] if p.vpn.psk_file else [])
                    + [c.source for c in p.vpn.copies]]
-        mine = [a for a in attachments if a.ni in plan.nis]
+        mine = [a for a in attachments if a.ni in plan.nis or a.ni in plan.switches]
         app_netns = {a.netns: inode for a in mine
                      if a.netns and (inode := ns.inode_of_path(a.netns)) is not None}
         return build(plan, self.store, self.task_policy,
@@ -285,14 +295,18 @@ class Supervisor:
             self.edge.follow(follows(self.plan(), self.store, live))
         if self.watcher is None:
             return
+        shims = [x.name for x in intended.values() if isinstance(x, ShimLink)]
         self.watcher.ours = Ours(
-            transit={x.name: x.ni for x in intended.values() if isinstance(x, k.Veth)},
+            transit={**{x.name: x.ni for x in intended.values() if isinstance(x, k.Veth)},
+                     **{name: "" for name in shims}},  # the device's links
             rules={**{x.rule.priority: x.ni for x in intended.values()
                       if isinstance(x, k.Rule)},
                    names.LOCAL_RULE_PRIORITY: ""},
-            tables={names.uplink_table(i) for i in range(len(self.config.uplinks))},
+            tables={names.uplink_table(i) for i in range(len(self.config.uplinks))}
+            | ({names.MAIN_TABLE} if shims else set()),  # routes to switch NIs' apps
             uplinks={u.interface for u in self.config.uplinks},
         )
+        self.switches.follow()
         wanted = {x.ni: x.name for x in self.current.values() if isinstance(x, k.Netns)
                   and x.ni in self.desired.nis}
         for owner in self.watcher.watched() - {"", *wanted}:
@@ -320,6 +334,7 @@ class Supervisor:
             validate_set([*located, *kept], self.config)
             new_nis = {**self.desired.nis, **{x.ni.name: x.ni for x in located}}
             plan = self._plan(new_nis, self.desired.slots)  # PlanError: nothing changed
+            site.refuse(plan, chosen)  # a switch NI this kernel cannot build
             intended = self._intended(plan, self.desired.attachments)
             d = diff(self.current, intended, scope={*chosen, ""})
             fresh = {n for n in chosen if n not in self.desired.nis}
@@ -386,7 +401,8 @@ class Supervisor:
                 raise attach_mod.AttachError(f"{a.netns} {a.ifname} was attached through CNI; "
                                              "its runtime detaches it")
             others = [x for x in self.desired.attachments if x not in same]
-            self.change_attachments([*others, a], {ni} | {x.ni for x in same})
+            # "": a switch NI's app has routes and a neighbour entry on the device
+            self.change_attachments([*others, a], {ni, ""} | {x.ni for x in same})
             return a
 
     def detach(self, ni: str, netns: str, ifname: str) -> None:
@@ -396,7 +412,7 @@ class Supervisor:
                     if (a.ni, a.netns, a.ifname) != key or a.kind != NETNS]
             if len(keep) == len(self.desired.attachments):
                 raise NirunnerError(f"{netns} {ifname or 'eth0'} is not attached to NI {ni}")
-            self.change_attachments(keep, {ni})
+            self.change_attachments(keep, {ni, ""})
 
     def change_attachments(self, attachments: list[Attachment], scope: set[str],
                            atomic: bool = True) -> Run:
@@ -570,6 +586,7 @@ class Supervisor:
     def work(self) -> None:
         """Whatever is due: a heal, restarts, a light or a forced pass."""
         now = time.monotonic()
+        self.switches.work()  # leases learned: routed at once
         if self._drifts.owners and now >= self._drifts.since + SETTLE:
             self.heal()
             self.on_pass("heal", time.monotonic() - now)

@@ -39,6 +39,7 @@ log = logging.getLogger("nirunner.roll")
 
 READY_TIMEOUT = 20.0  # seconds for a new task's dnsmasq to answer
 PROBE_EVERY = 0.02
+SETTLE = 0.5  # a task without a service (a switch NI's) is ready once it ran this long
 
 
 class RollError(NirunnerError):
@@ -149,12 +150,16 @@ def dns_answers(netns: str, server: str, timeout: float = 0.2) -> bool:
 
 
 def wait_ready(sup: Supervisor, name: str, since_exits: int, timeout: float) -> str:
-    """"" once NI `name`'s task answers DNS, else why not (it exited, or timed out)."""
-    p = sup.plan().nis[name]
-    gateway = str(p.bridge.address.ip)
-    deadline = time.monotonic() + timeout
+    """"" once NI `name`'s task answers DNS, else why not (it exited, or timed out).
+    A switch NI's task serves nothing: ready once it has run for SETTLE seconds."""
+    plan = sup.plan()
+    p = plan.nis.get(name)
+    started = time.monotonic()
+    deadline = started + timeout
     while time.monotonic() < deadline:
-        if dns_answers(p.netns, gateway):
+        if p is not None and dns_answers(p.netns, str(p.bridge.address.ip)):
+            return ""
+        if p is None and time.monotonic() >= started + SETTLE:
             return ""
         h = sup.health.get(name)
         if h is not None and (h.restarts > since_exits or h.failed_reason):

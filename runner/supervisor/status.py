@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.model.types import NetworkInstance
+from runner.model.types import NetworkInstance, NIType
 from runner.plan.ni import NIPlan
+from runner.plan.switch import SwitchPlan
 
 UNREACHABLE = "containerd unreachable"
 
@@ -68,7 +69,7 @@ class NIView:
     """Everything status shows of one NI, gathered at one time."""
 
     ni: NetworkInstance
-    plan: NIPlan
+    plan: NIPlan | SwitchPlan | None  # None: a switch NI this kernel cannot build
     task: TaskView
     failed_reason: str = ""
     last_error: str = ""
@@ -84,10 +85,14 @@ class NIView:
     nft: str | None = None  # detail: the NI's nft table as nft lists it
     edge: dict[str, Any] | None = None  # detail: the app edge (runner.supervisor.apps.view)
     now: float = 0.0
+    ports: tuple[dict[str, Any], ...] | None = None  # a switch NI's apps as it learned them
 
 
 def apps(v: NIView) -> list[dict[str, Any]]:
-    """The NI's apps: attached ones and holders of unexpired leases, each once (by MAC)."""
+    """The NI's apps: attached ones and holders of unexpired leases, each once (by MAC);
+    a switch NI's: its ports with what they learned (runner.supervisor.switches)."""
+    if v.ports is not None:
+        return list(v.ports)
     out: dict[str, dict[str, Any]] = {}
     for lease in v.leases:
         if lease["expires"] == 0 or lease["expires"] > v.now:
@@ -104,9 +109,15 @@ def ni_status(v: NIView, detail: bool = False) -> dict[str, Any]:
     ni, p = v.ni, v.plan
     st: dict[str, Any] = {
         "name": ni.name, "type": str(ni.type), "uplink": ni.uplink or "",
-        "subnet": str(ni.subnet), "gateway": str(ni.gateway), "mtu": p.mtu,
+        "subnet": str(ni.subnet or ""), "gateway": str(ni.gateway or ""),
+        "mtu": p.mtu if p else 0,
     }
-    if p.transit:
+    if ni.type is NIType.SWITCH:
+        st["vlan"] = ni.vlan
+        if isinstance(p, SwitchPlan) and p.segment is not None:
+            st["segment"] = {"lower": p.segment.lower, "ports": [
+                x.port_if for x in p.ports]}
+    if p is not None and p.transit:
         st["transit"] = {"device": str(p.transit.device_addr), "ni": str(p.transit.ni_addr),
                          "link": p.transit.device_if}
     st["task"] = {"container": v.task.container, "pid": v.task.pid, "status": v.task.status,
@@ -128,7 +139,7 @@ def ni_status(v: NIView, detail: bool = False) -> dict[str, Any]:
     if v.vpn is not None:
         st["vpn"] = v.vpn
     if detail:
-        st["routes"] = [str(x) for x in p.routes]
+        st["routes"] = [str(x) for x in p.routes] if p else []
         st["deviceRules"] = list(v.device_rules)
         st["items"] = list(v.items)
         if v.nft is not None:
@@ -148,7 +159,8 @@ def state(v: NIView) -> tuple[str, str]:
         why = v.last_error or v.held or f"task {v.task.status}"
         return "pending", why
     bad = {k: s for k, s in v.services.items() if s in ("backoff", "failed")}
-    if v.services.get("dnsmasq") != "running" and "dnsmasq" not in bad:
+    serves = v.ni.type is not NIType.SWITCH  # a switch NI's task starts no service
+    if serves and v.services.get("dnsmasq") != "running" and "dnsmasq" not in bad:
         return "pending", "services starting"
     if bad:
         return "degraded", ", ".join(f"{k} {s}" for k, s in sorted(bad.items()))

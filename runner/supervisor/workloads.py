@@ -49,7 +49,7 @@ from runner.cni.effects import DriverEffects, Effects
 from runner.dhcp.client import Lease
 from runner.dhcp.packet import DhcpError
 from runner.errors import NirunnerError
-from runner.model.types import NetworkInstance
+from runner.model.types import NetworkInstance, NIType
 from runner.net import names
 from runner.net.errors import NetValueError
 from runner.plan.ni import NIWorkloads
@@ -100,6 +100,10 @@ class Workloads:
     def attach(self, req: AttachRequest) -> Result:
         with self.sup.lock:
             ni = self._ni(req.ni)
+            if ni.type is NIType.SWITCH:  # its ports are macvlans of the segment, see
+                raise WorkloadError(  # runner.supervisor.switches; taps and CNI: not yet
+                    ErrorKind.INVALID, f"NI {ni.name} is a switch NI: containers and taps "
+                    "join it with `nirunner attach --netns` (CNI and --interface: not yet)")
             if req.interface:
                 return self._take(ni, req.interface)
             return self._attach(ni, req)
@@ -298,7 +302,10 @@ class Workloads:
         return errors
 
     def _release(self, ni: str, address: IPv4Interface, mac: str) -> None:
-        self.fx.release(names.netns(ni), address, self.sup.desired.nis[ni].gateway, mac)
+        gateway = self.sup.desired.nis[ni].gateway
+        if gateway is None:
+            raise WorkloadError(ErrorKind.FAILED, f"NI {ni} has no DHCP server of ours")
+        self.fx.release(names.netns(ni), address, gateway, mac)
 
     def _task_runs(self, ni: str) -> bool:
         """As far as the supervisor knows (containerd away: as last seen)."""

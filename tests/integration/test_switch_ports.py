@@ -75,11 +75,9 @@ def _uplink_state(lab: Lab) -> dict[str, object]:
 def _build(lab: Lab, sw: SwitchPlan, dev: SwitchDevicePlan, apps: dict[str, str]) -> None:
     """What the configurators will do, in dependency order."""
     assert sw.segment is not None
-    for shim in dev.shims:
+    for shim in dev.shims:  # no address: the routes to its apps name their source
         sh("ip", "link", "add", shim.name, "link", shim.parent, "address", shim.mac,
            "mtu", str(shim.mtu), "type", "macvlan", "mode", "bridge", netns=lab.device)
-        for a in shim.addresses:
-            sh("ip", "addr", "add", str(a), "dev", shim.name, netns=lab.device)
         ns.set_sysctls(shim.sysctls, lab.device)
         sh("ip", "link", "set", shim.name, "up", netns=lab.device)
     sh("ip", "netns", "add", sw.netns)
@@ -124,6 +122,10 @@ def test_apps_on_the_segment_through_planned_ports(lab: tuple[Lab, str]) -> None
     app_a, ip_a = apps[MACS["a"]], leased[MACS["a"]]
     assert the_lab.connect(app_a, "tcp", DEV_IP, 7002, timeout=1.5) is None  # not yet
     routed = plan_switch_device([sw], facts, {NI: bindings})
+    for shim in routed.shims:  # the shim never asks the segment (no ARP requests)
+        for ip, mac in shim.neighbours:
+            sh("ip", "neigh", "replace", str(ip), "lladdr", mac, "dev", shim.name, "nud",
+               "permanent", netns=the_lab.device)
     routes.sync(routed.routes, routed.route_tables, the_lab.device)
     assert the_lab.connect(app_a, "tcp", SEGMENT_HOST_IP, 7000) == f"seg sees {ip_a}"
     assert the_lab.connect(app_a, "tcp", DEV_IP, 7002) == f"device sees {ip_a}"

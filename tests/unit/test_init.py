@@ -443,3 +443,18 @@ def test_unwritable_state_dir_is_skipped(env: Env) -> None:
     assert wait_exit(init) == 0
     assert init.count("not writing status") == 1  # said once, not on every update
     assert not missing.exists()
+
+
+def test_with_nothing_to_start_it_idles_until_stopped(env: Env) -> None:
+    """A switch NI's task: an empty config dir, no service; ni-init stays up, quietly."""
+    init = env.start()
+    init.wait_for(r"starting")
+    env.wait_status("dnsmasq", state="stopped")
+    assert {n: s["state"] for n, s in env.status().items()} == {"dnsmasq": "stopped",
+                                                                "charon": "stopped"}
+    time.sleep(0.5)
+    assert init.proc.poll() is None  # still running
+    assert init.log().strip().splitlines() == [init.log().strip()]  # only "starting"
+    assert init.log().startswith("ni-init: starting")
+    init.send(signal.SIGTERM)
+    assert wait_exit(init) == 0

@@ -231,8 +231,11 @@ BAD = [
      "spec.resources.pids", "8 is out of range 16..65536", 39),
     ("duplicate-ni-name", two(edit("name: lab", "name: factory", LAB.replace("8080", "8081"))),
      "metadata.name", "'factory' is already used in site.yaml:4", 44),
-    ("type-switch", edit("type: local", "type: switch"),
-     "spec.type", "'switch' is not supported yet", 6),
+    ("type-switch-with-a-subnet", edit("type: local", "type: switch"),
+     "spec.subnet", "is not allowed for type switch (apps take addresses from the uplink's "
+     "segment)", 8),
+    ("vlan-on-local", edit("mtu: 1500", "mtu: 1500\n  vlan: 100"),
+     "spec.vlan", "is only for spec.type switch (this NI is local)", 11),
     ("type-vpn-without-vpn", edit("type: local", "type: vpn"),
      "spec.vpn", "is required for spec.type vpn", 5),
     ("type-unknown", edit("type: local", "type: lokal"),

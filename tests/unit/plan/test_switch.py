@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -112,11 +112,13 @@ def test_one_shim_per_uplink_with_untagged_switch_nis_and_routes_to_leased_apps(
     (shim,) = d.shims
     assert shim.name == names.shim_if("eth1") and shim.parent == "eth1"
     assert shim.mac == names.shim_mac("eth1")
-    assert shim.addresses == (IPv4Interface("203.0.113.2/32"),)
-    assert shim.sysctls == {f"net/ipv4/conf/{shim.name}/rp_filter": "1"}
+    assert shim.serves == (A("203.0.113.2"),)  # its routes' source; it has no address
+    assert shim.sysctls[f"net/ipv4/conf/{shim.name}/rp_filter"] == "1"
+    assert shim.sysctls[f"net/ipv4/conf/{shim.name}/arp_filter"] == "1"
     net = IPv4Network("203.0.113.114/32")
-    assert d.routes == (Route(names.MAIN_TABLE, net, dev=shim.name),
-                        Route(names.uplink_table(1), net, dev=shim.name))
+    src = A("203.0.113.2")
+    assert d.routes == (Route(names.MAIN_TABLE, net, dev=shim.name, src=src),
+                        Route(names.uplink_table(1), net, dev=shim.name, src=src))
     assert d.route_tables == (names.MAIN_TABLE, names.uplink_table(1))
 
 
@@ -148,6 +150,7 @@ def test_shims_join_their_uplink_in_the_device_ruleset() -> None:
         assert after.iifs == (before.iifs + (shim.name,) if "eth1" in before.iifs
                               else before.iifs)
     assert any(shim.name in d.iifs for d in out.dnats)  # gamma's port map on eth1
+    assert out.shim_local == ((shim.name, A("203.0.113.2")),)
     assert with_shims(rules, []) is rules
 
 
@@ -157,5 +160,6 @@ def test_status_shows_each_apps_own_bindings_leases_first() -> None:
     seen = Binding(PLC.mac, A("203.0.113.114"), "seen", 500_000)
     old = Binding(PLC.mac, A("203.0.113.120"), "dhcp", 10_000)
     stranger = Binding("02:00:00:00:ff:ff", A("203.0.113.99"), "seen")
-    got = app_bindings(p, {plc_if: [seen, old, stranger, LEASE]})
+    assert p.ports[0].app_if == plc_if or p.ports[1].app_if == plc_if
+    got = app_bindings(p, [seen, old, stranger, LEASE])
     assert got == {PLC.key: [LEASE, old, seen], HMI.key: []}

@@ -52,7 +52,7 @@ class Fakes:
         return {kind: _Fake(self, kind == "task") for kind in
                 ("statedir", "netns", "sysctls", "veth", "bridge", "routes", "rule",
                  "localrule", "nft", "files", "task", "plug", "tap", "appaddr", "edge",
-                 "acl", "edgeport")}
+                 "acl", "edgeport", "vlan", "shim", "swport", "porttable")}
 
 
 class _Fake:

@@ -131,3 +131,20 @@ def test_counting_chains_only_count() -> None:
         assert "policy accept;" in body
         assert not any(v in body for v in (" accept\n", " drop", "dnat ip to", "masquerade"))
     assert all("counter" not in p.nft for p in PLAN.nis.values())
+
+
+def test_device_input_takes_from_an_uplink_only_that_uplinks_addresses() -> None:
+    """A host on an uplink's segment (or a switch NI's app) reaches the device's address
+    on that uplink; new connections to the transit ends or another uplink's address
+    are dropped, replies of the device's own flows are not (behaviour: the switch NI
+    integration test)."""
+    chain = PLAN.device.nft.split("chain input {")[1].split("}\n")[0]
+    rules = [line.strip() for line in chain.splitlines()[2:] if line.strip()]
+    assert rules == [
+        "iifname @transit_ifs ct state established,related accept",
+        "iifname @transit_ifs drop",
+        "iifname @uplink_ifs fib daddr type local fib daddr . iif type != local "
+        "ct state != { established, related } drop",
+    ]
+    # port maps are DNATed before input: they never meet this rule
+    assert "type nat hook prerouting priority dstnat" in PLAN.device.nft

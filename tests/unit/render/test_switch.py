@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.net import names
 from runner.plan.switch import Binding, SwitchApp, SwitchSpec, plan_switch
 from runner.render import switch
 from runner.render.errors import RenderError
@@ -99,3 +100,43 @@ def test_nft_accepts_port_table_with_its_devices(name: str, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     family = "netdev" if port.port_if else "bridge"
     assert done.stdout.split("\n")[:-1] == [f"table {family} {port.app_if}"]
+
+
+def _device_with_a_shim() -> str:
+    from runner.model.types import NetworkInstance, NIType
+    from runner.plan.site import build
+    from tests.unit.plan.sample import NIS
+
+    plant = NetworkInstance("plant", NIType.SWITCH, None, None, None, uplink="eth1")
+    return build(CONFIG, FACTS, [*NIS, plant], {}).device.nft
+
+
+def test_device_ruleset_with_a_shim_matches_golden(golden: Callable[[str, str], None]) -> None:
+    text = _device_with_a_shim()
+    golden("switch/device.nft", text)
+    lines = [line.strip() for line in text.splitlines()]
+    shim = names.shim_if("eth1")
+    # its apps reach eth1's address, and nothing else local of the device
+    accept = lines.index("iifname . ip daddr @shim_local accept")
+    drop = next(i for i, line in enumerate(lines) if line.startswith("iifname @uplink_ifs fib"))
+    assert accept < drop and f'"{shim}" . 203.0.113.2' in text
+
+
+@needs_nft
+def test_nft_accepts_the_device_ruleset_with_a_shim(tmp_path: Path) -> None:
+    assert NFT is not None
+    path = tmp_path / "device.nft"
+    path.write_text(_device_with_a_shim())
+    done = subprocess.run([*NFT, "-c", "-f", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_seed_puts_a_ports_own_leases_back_with_what_was_left() -> None:
+    port = ON_SEGMENT.ports[0]
+    mine = Binding("02:00:00:00:0e:10", IPv4Address("203.0.113.114"), "dhcp", 3_481_500)
+    seen = Binding("02:00:00:00:0e:10", IPv4Address("203.0.113.115"), "seen", 60_000)
+    other = Binding("02:00:00:00:0e:99", IPv4Address("203.0.113.116"), "dhcp", 60_000)
+    assert switch.seed(port, [mine, seen, other]) == (
+        f"add element netdev {port.app_if} leases "
+        "{ 0x020000000e10 . 0xcb007172 expires 3481s }\n")
+    assert switch.seed(port, [seen, other]) == ""

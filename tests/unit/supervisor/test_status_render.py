@@ -36,3 +36,22 @@ def test_status_table() -> None:
     assert "10.1.0.10  02:00:00:00:00:10  plc" in out
     assert "plc (10.1.0.10):80" in out
     assert out.rstrip().endswith("factory: degraded: dnsmasq backoff")
+
+
+def test_switch_ni_status_table() -> None:
+    st = {
+        "name": "plant", "type": "switch", "state": "running", "reason": "", "uplink": "eth1",
+        "subnet": "", "vlan": None,
+        "apps": [{"ip": "203.0.113.114", "mac": "02:00:00:00:0e:10", "hostname": "",
+                  "source": "dhcp", "port": "mv12345678"},
+                 {"ip": "", "mac": "02:00:00:00:0e:11", "hostname": "hmi", "source": "",
+                  "port": "mv9abcdef0"}],
+        "portMaps": [], "task": {"pid": 42, "restarts": 0},
+        "usage": {"memoryLimit": 32 << 20, "cpuLimit": 0.1, "pidsLimit": 32},
+    }
+    out = render_status([st])
+    assert out.splitlines()[1].split()[:6] == ["plant", "switch", "running", "eth1",
+                                               "(segment)", "2"]
+    assert "203.0.113.114  02:00:00:00:0e:10  DHCP ACK      mv12345678  -" in out
+    assert "-              02:00:00:00:0e:11  -             mv9abcdef0  hmi" in out
+    assert "vlan 100" in render_status([{**st, "vlan": 100}]).splitlines()[1]
