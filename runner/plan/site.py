@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from runner.model.types import NetworkInstance, NIType, SupervisorConfig
 from runner.plan import transit
@@ -36,6 +37,9 @@ def refuse(plan: Plan, names: Sequence[str]) -> None:
             raise PlanError(plan.refused[name])
 
 
+Memo = dict[str, tuple[tuple[object, ...], Any]]
+
+
 def build(
     config: SupervisorConfig,
     facts: Facts,
@@ -43,12 +47,28 @@ def build(
     previous_slots: Mapping[str, int],
     workloads: Mapping[str, NIWorkloads] | None = None,
     apps: Mapping[str, Sequence[SwitchApp]] | None = None,
+    memo: Memo | None = None,
 ) -> Plan:
     """Plan every NI and the device netns; `previous_slots` keeps transit links stable;
     `workloads`: what CNI attachments add to their NIs, by NI name; `apps`: the apps
-    attached to switch NIs, by NI name."""
+    attached to switch NIs, by NI name.
+
+    `memo` (kept by the caller between builds) holds each NI's plan with the inputs it
+    was made of, and the device's: an NI whose inputs are the same objects or values
+    is not planned again, so a change of one NI costs one NI's planning (and the
+    device's, when an NI's plan changed). Planning is pure: reuse is exact."""
     workloads = workloads or {}
     apps = apps or {}
+    memo = {} if memo is None else memo
+
+    def cached(key: str, inputs: tuple[object, ...], make: Callable[[], Any]) -> Any:
+        hit = memo.get(key)
+        if hit is not None and hit[0] == inputs:
+            return hit[1]
+        value = make()
+        memo[key] = (inputs, value)
+        return value
+
     by_name: dict[str, NetworkInstance] = {}
     for ni in nis:
         if ni.name in by_name:
@@ -60,15 +80,30 @@ def build(
         (n for n, ni in routed.items() if ni.uplink is not None),
         previous_slots,
     )
-    plans = {n: plan_ni(routed[n], config, facts, slots.get(n),
-                        workloads.get(n, NIWorkloads())) for n in sorted(routed)}
+    def ni_plan(n: str, w: NIWorkloads) -> Callable[[], NIPlan]:
+        return lambda: plan_ni(routed[n], config, facts, slots.get(n), w)
+
+    def switch_plan(n: str, mine: tuple[SwitchApp, ...]) -> Callable[[], SwitchPlan]:
+        return lambda: plan_switch(spec_of(by_name[n]), mine, config, facts)
+
+    plans: dict[str, NIPlan] = {}
+    for n in sorted(routed):
+        w = workloads.get(n, NIWorkloads())
+        plans[n] = cached(f"ni:{n}", (routed[n], slots.get(n), config, facts, w),
+                          ni_plan(n, w))
     switches: dict[str, SwitchPlan] = {}
     refused: dict[str, str] = {}
     for n in sorted(set(by_name) - set(routed)):
         try:
-            switches[n] = plan_switch(spec_of(by_name[n]), apps.get(n, ()), config, facts)
+            mine = tuple(apps.get(n, ()))
+            switches[n] = cached(f"switch:{n}", (by_name[n], mine, config, facts),
+                                 switch_plan(n, mine))
         except PlanError as e:  # that NI alone cannot be built here
             refused[n] = str(e)
-    device = plan_device(config, facts, list(plans.values()),
-                         plan_switch_device(switches.values(), facts, facts.learned))
+    device = cached("device", (config, facts, *plans.values(), *switches.values()),
+                    lambda: plan_device(config, facts, list(plans.values()),
+                                        plan_switch_device(switches.values(), facts,
+                                                           facts.learned)))
+    for key in [k for k in memo if k.partition(":")[2] not in by_name and k != "device"]:
+        del memo[key]  # NIs that are gone
     return Plan(slots, plans, device, switches, refused)

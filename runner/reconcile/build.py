@@ -6,7 +6,7 @@ never from live reads: the same inputs give the same items.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -197,26 +197,72 @@ def device_items(d: DevicePlan, uplinks: Mapping[str, str], present: Sequence[st
 def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[str, str],
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
           stamps: Mapping[str, Stamp] | None = None,
-          app_netns: Mapping[str, int] | None = None, taps: Collection[str] = ()) -> Items:
-    """All intended items of a plan, by id (`tasks`: the policy, or just the image)."""
+          app_netns: Mapping[str, int] | None = None, taps: Collection[str] = (),
+          memo: dict[str, tuple[tuple[object, ...], Items]] | None = None) -> Items:
+    """All intended items of a plan, by id (`tasks`: the policy, or just the image).
+
+    `memo` (kept by the caller between builds) holds each NI's items with the inputs
+    they were made of: an NI whose plan (the same object: runner.plan.site reuses
+    them), plugs and facts are as before is not built again."""
     policy = TaskPolicy(tasks) if isinstance(tasks, str) else tasks
+    stamps = stamps or {}
+    app_netns = app_netns or {}
+    memo = {} if memo is None else memo
+
     out: Items = {}
-    for x in device_items(plan.device, uplinks, present):
-        out[x.id] = x
+
+    def add(key: str, inputs: tuple[object, ...], make: Callable[[], list[Item]]) -> None:
+        """The items of `key` into `out`, made again only when their inputs changed."""
+        hit = memo.get(key)
+        if hit is None or hit[0] != inputs:
+            made = {}
+            for x in make():
+                if x.id in made and not x.EXTERNAL:
+                    raise ValueError(f"item {x.id} planned twice")
+                made[x.id] = x
+            hit = (inputs, made)
+            memo[key] = hit
+        clash = sorted(i for i in out.keys() & hit[1].keys() if not hit[1][i].EXTERNAL)
+        if clash:
+            raise ValueError(f"item {clash[0]} planned twice")
+        out.update(hit[1])
+
+    add("device", (plan.device, tuple(uplinks.items()), tuple(present)),
+        lambda: device_items(plan.device, uplinks, present))
     by_ni: dict[str, list[AppPlug]] = {}
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        for x in ni_items(p, layout, policy.of(name), by_ni.get(name, ()), stamps, app_netns,
-                          taps):
-            if x.id in out and not x.EXTERNAL:
-                raise ValueError(f"item {x.id} planned twice")
-            out[x.id] = x
+        mine = tuple(by_ni.get(name, ()))
+        facts = (tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p)),
+                 tuple(app_netns.get(a.netns) for a in mine),
+                 tuple(a.ifname in taps for a in mine))
+        add(f"ni:{name}", (p, layout, policy.of(name), mine, facts),
+            _ni_maker(p, layout, policy.of(name), mine, stamps, app_netns, taps))
     for name, sw in plan.switches.items():
-        for x in [*switch_items(sw, layout, by_ni.get(name, ()), app_netns),
-                  task_item(sw, layout, policy.of(name))]:
-            if x.id in out and not x.EXTERNAL:
-                raise ValueError(f"item {x.id} planned twice")
-            out[x.id] = x
+        mine = tuple(by_ni.get(name, ()))
+        netns_of = tuple(app_netns.get(a.netns) for a in mine)
+        add(f"switch:{name}", (sw, layout, policy.of(name), mine, netns_of),
+            _switch_maker(sw, layout, policy.of(name), mine, app_netns))
+    alive = {*plan.nis, *plan.switches}
+    gone = [key for key in memo if key != "device" and key.partition(":")[2] not in alive]
+    for key in gone:  # NIs that are gone
+        del memo[key]
     return out
 
+
+def _secret_sources(p: NIPlan) -> list[str]:
+    if p.vpn is None:
+        return []
+    return ([p.vpn.psk_file] if p.vpn.psk_file else []) + [c.source for c in p.vpn.copies]
+
+
+def _ni_maker(p: NIPlan, layout: Layout, policy: TaskPolicy, plugs: Sequence[AppPlug],
+              stamps: Mapping[str, Stamp], app_netns: Mapping[str, int],
+              taps: Collection[str]) -> Callable[[], list[Item]]:
+    return lambda: ni_items(p, layout, policy, plugs, stamps, app_netns, taps)
+
+
+def _switch_maker(sw: SwitchPlan, layout: Layout, policy: TaskPolicy, plugs: Sequence[AppPlug],
+                  app_netns: Mapping[str, int]) -> Callable[[], list[Item]]:
+    return lambda: [*switch_items(sw, layout, plugs, app_netns), task_item(sw, layout, policy)]

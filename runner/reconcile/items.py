@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,11 +58,11 @@ class Item:
     def key(self) -> str:
         raise NotImplementedError
 
-    @property
-    def id(self) -> str:
-        return f"{self.KIND}:{self.key}"
+    @functools.cached_property
+    def id(self) -> str:  # cached in the instance (its fields never change): items are
+        return f"{self.KIND}:{self.key}"  # keyed by it everywhere
 
-    @property
+    @functools.cached_property
     def owner(self) -> str:
         """The NI this item belongs to; "" for the device's own items."""
         return str(getattr(self, "ni", ""))

@@ -144,6 +144,9 @@ class Supervisor:
         self.source: Any = None  # a FleetSource when the desired state comes from etcd
         self._facts: Facts | None = None
         self._plan_cache: tuple[tuple[int, int], Plan] | None = None
+        # what each NI's plan and items were made of: a change of one NI plans one NI
+        self._plan_memo: site.Memo = {}
+        self._items_memo: dict[str, Any] = {}
         self._version = 0  # bumped by every change of the desired state
         self._uplinks_changed = threading.Event()
         self._resync = threading.Event()
@@ -184,7 +187,7 @@ class Supervisor:
         atts = self.desired.attachments if attachments is None else attachments
         mine = [a for a in atts if a.ni in nis]
         return site.build(self.config, self._facts_now(), list(nis.values()), slots,
-                          plan_inputs(mine), switch_apps(mine))
+                          plan_inputs(mine), switch_apps(mine), self._plan_memo)
 
     def plan(self) -> Plan:
         """The plan of the desired state, rebuilt only when it or the uplinks changed."""
@@ -207,7 +210,7 @@ class Supervisor:
                      {u.name: u.interface for u in self.config.uplinks},
                      [n for n, f in facts.uplinks.items() if f.exists], app_plugs(mine),
                      {s: stamp(s) for s in sources}, app_netns,
-                     self.workloads.links_present(mine))
+                     self.workloads.links_present(mine), self._items_memo)
 
     def intended(self) -> Items:
         return self._intended(self.plan(), self.desired.attachments)

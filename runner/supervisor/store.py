@@ -1,10 +1,15 @@
 """Desired state on disk: applied manifests, transit slots, app attachments.
 
-One JSON file, written atomically (tmp, fsync, rename) with a checksum of its
-body, so a torn or corrupt file is detected and reported, never silently
-dropped. The layout of the state dir is runner.plan.layout's. Attachments
-written before CNI and taps existed (no `kind`) read back as `attach --netns`
-ones.
+    desired.json              the NIs' manifests and transit slots
+    attachments/<ni>.json     each NI's app attachments (none: no file)
+
+Each file is written atomically (tmp, fsync, rename) with a checksum of its body,
+so a torn or corrupt file is detected and reported, never silently dropped; a
+file is written only when what it holds changed, so attaching an app writes its
+NI's small file and nothing else, however many NIs there are. The layout of the
+state dir is runner.plan.layout's. A desired.json of format 1 holds the
+attachments itself; it is read as such and written anew in format 2. Attachments
+written before CNI and taps existed (no `kind`) read back as `attach --netns` ones.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from runner.model.manifest import load_documents
 from runner.model.types import NetworkInstance
 from runner.plan.layout import Layout
 
-FORMAT = 1
+FORMAT = 2  # 1: the attachments were in desired.json
+ATTACHMENTS_FORMAT = 1
 
 
 class StateCorrupt(NirunnerError):
@@ -97,43 +103,92 @@ def _checksum(body: dict[str, Any]) -> str:
 class Store(Layout):
     def __init__(self, state_dir: str | Path) -> None:
         super().__init__(Path(state_dir))
+        # what each file holds, as last written or read: a file is written when it changes
+        object.__setattr__(self, "_written", {})
 
     @property
     def path(self) -> Path:
         return self.desired
 
-    def load(self) -> Desired:
+    @property
+    def attachments_dir(self) -> Path:
+        return self.root / "attachments"
+
+    def attachments_path(self, ni: str) -> Path:
+        return self.attachments_dir / f"{ni}.json"
+
+    def _read(self, path: Path, formats: tuple[int, ...]) -> tuple[int, Any] | None:
         try:
-            raw = self.path.read_text()
+            raw = path.read_text()
         except FileNotFoundError:
-            return Desired()
+            return None
+        doc = json.loads(raw)
+        body = doc["body"]
+        if doc.get("format") not in formats:
+            raise StateCorrupt(f"{path}: unknown format {doc.get('format')!r}")
+        if doc.get("checksum") != _checksum(body):
+            raise StateCorrupt(f"{path}: checksum mismatch (torn or edited file)")
+        return int(doc["format"]), body
+
+    def load(self) -> Desired:
+        path = self.path
         try:
-            doc = json.loads(raw)
-            body = doc["body"]
-            if doc.get("format") != FORMAT:
-                raise StateCorrupt(f"{self.path}: unknown format {doc.get('format')!r}")
-            if doc.get("checksum") != _checksum(body):
-                raise StateCorrupt(f"{self.path}: checksum mismatch (torn or edited file)")
+            found = self._read(path, (1, FORMAT))
+            if found is None:
+                return Desired()
+            version, body = found
             nis = {}
             for name, manifest in body["nis"].items():
-                (ni,) = load_documents(yaml.safe_dump(manifest), f"{self.path}:{name}")
+                (ni,) = load_documents(yaml.safe_dump(manifest), f"{path}:{name}")
                 nis[name] = ni
-            return Desired(
-                nis=nis,
-                slots={k: int(v) for k, v in body["slots"].items()},
-                attachments=[Attachment.from_json(a) for a in body.get("attachments", [])],
-            )
+            attachments = [Attachment.from_json(a) for a in body.get("attachments", [])]
+            if version != 1:
+                for f in sorted(self.attachments_dir.glob("*.json")):
+                    path = f
+                    got = self._read(f, (ATTACHMENTS_FORMAT,))
+                    if got is not None:
+                        attachments += [Attachment.from_json(a) for a in got[1]]
+            return Desired(nis=nis, slots={k: int(v) for k, v in body["slots"].items()},
+                           attachments=attachments)
         except StateCorrupt:
             raise
         except (ValueError, KeyError, TypeError, NirunnerError) as e:
-            raise StateCorrupt(f"{self.path}: cannot be read back: {e}") from e
+            raise StateCorrupt(f"{path}: cannot be read back: {e}") from e
 
     def save(self, d: Desired) -> None:
-        body = {
-            "nis": {n: to_manifest(ni) for n, ni in sorted(d.nis.items())},
-            "slots": dict(sorted(d.slots.items())),
-            "attachments": [a.to_json() for a in d.attachments],
-        }
-        doc = {"format": FORMAT, "checksum": _checksum(body), "body": body}
+        """Write the files whose content changed (each of them, the first time)."""
+        written: dict[Path, object] = self._written  # type: ignore[attr-defined]
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
+        # the attachments first: a format 1 file read before still has them, until the
+        # new desired.json (without them) replaces it
+        by_ni: dict[str, list[Attachment]] = {}
+        for a in d.attachments:
+            by_ni.setdefault(a.ni, []).append(a)
+        self.attachments_dir.mkdir(mode=0o700, exist_ok=True)
+        for ni, atts in by_ni.items():
+            path = self.attachments_path(ni)
+            if written.get(path) != atts or not path.exists():
+                _write(path, [a.to_json() for a in atts], ATTACHMENTS_FORMAT)
+                written[path] = list(atts)
+        # the NI values themselves (kept alive here): the same objects compare at once
+        key = (tuple(sorted(d.nis.items())), tuple(sorted(d.slots.items())))
+        if written.get(self.path) != key or not self.path.exists():
+            body = {"nis": {n: to_manifest(ni) for n, ni in sorted(d.nis.items())},
+                    "slots": dict(sorted(d.slots.items()))}
+            _write(self.path, body, FORMAT)
+            written[self.path] = key
+        for path in [p for p in written if p.parent == self.attachments_dir]:
+            if path.stem not in by_ni:
+                path.unlink(missing_ok=True)
+                del written[path]
+        if not written.get(self.attachments_dir):  # once: files left by an older state
+            for path in self.attachments_dir.glob("*.json"):
+                if path.stem not in by_ni:
+                    path.unlink()
+            written[self.attachments_dir] = True
+
+
+def _write(path: Path, body: Any, version: int) -> None:
+    text = json.dumps({"format": version, "checksum": _checksum(body), "body": body},
+                      indent=1, sort_keys=True) + "\n"
+    write_atomic(path, text, mode=0o600)

@@ -69,10 +69,13 @@ def test_workload_attachments_round_trip_and_old_files_read(tmp_path: Path) -> N
     d.attachments += [cni, tap]
     store.save(d)
     assert store.load() == d
-    # a file written before attachments had a kind: they read back as `attach --netns` ones
+    assert sorted(p.name for p in store.attachments_dir.iterdir()) == ["lab.json"]
+    # a file of format 1 (the attachments in desired.json), written before attachments
+    # had a kind: they read back as `attach --netns` ones
     old = {"ni": "lab", "netns": "/run/netns/a", "ifname": "eth0", "host_ifname": "ap12345678",
            "mac": "02:00:00:00:00:01", "hostname": "plc"}
     doc = json.loads(store.path.read_text())
+    doc["format"] = 1
     doc["body"]["attachments"] = [old]
     from runner.supervisor.store import _checksum
 
@@ -86,3 +89,18 @@ def test_workload_attachments_round_trip_and_old_files_read(tmp_path: Path) -> N
     store.path.write_text(json.dumps(doc))
     with pytest.raises(StateCorrupt, match="unknown kind 'vm'"):
         store.load()
+
+
+def test_a_save_writes_only_what_changed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    d = _desired()
+    store.save(d)
+    mtimes = {p: p.stat().st_mtime_ns for p in (store.path, *store.attachments_dir.iterdir())}
+    store.save(Desired(dict(d.nis), dict(d.slots), list(d.attachments)))  # the same
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    plug = Attachment("lab", "/run/netns/x", "eth0", "ap0000cccc", "02:00:00:00:00:09")
+    store.save(Desired(dict(d.nis), dict(d.slots), [*d.attachments, plug]))
+    assert store.path.stat().st_mtime_ns == mtimes[store.path]  # an attach: its NI's file
+    assert store.load().attachments == [*d.attachments, plug]
+    store.save(Desired(dict(d.nis), dict(d.slots), []))
+    assert list(store.attachments_dir.iterdir()) == [] and store.load().attachments == []
