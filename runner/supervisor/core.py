@@ -629,15 +629,18 @@ class Supervisor:
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
+            usage: dict[str, Any] = {}
+            infos: dict[str, tasks.TaskInfo] | None = None
             try:
-                infos: dict[str, tasks.TaskInfo] | None = self.tasks.observe()
+                infos = self.tasks.observe()
                 self.containerd_ok = True
+                if any(i.status == "running" for i in infos.values()):
+                    usage = tasks.all_metrics(self.client)  # one call for every task
             except ContainerdError as e:
                 self.containerd_lost(str(e))
-                infos = None
             plan = self.plan()
             chosen = list(names_) or sorted(self.desired.nis)
-            gathered = [views.gather(self, plan, n, infos, detail) for n in chosen]
+            gathered = [views.gather(self, plan, n, infos, detail, usage) for n in chosen]
         return [ni_status(v, detail) for v in gathered]
 
     def item_states(self, name: str) -> list[dict[str, str]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from runner.containerd import metrics, tasks
 from runner.containerd.errors import ContainerdError
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 
 
 def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskInfo] | None,
-           detail: bool) -> status.NIView:
-    """`infos`: the namespace's tasks from one list call; None if containerd is unreachable."""
+           detail: bool, metrics_of: Mapping[str, Any] | None = None) -> status.NIView:
+    """`infos`: the namespace's tasks from one list call; None if containerd is unreachable;
+    `metrics_of`: the tasks' metrics by container id, from one call (else one call here)."""
     ni = sup.desired.nis[name]
     p = None if name in plan.refused else plan.of(name)  # refused: a switch NI not built
     container = names.container_id(name)
@@ -49,7 +51,11 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
     usage = {}
     if task.status == "running":
         with contextlib.suppress(ContainerdError, ValueError):
-            u = metrics.decode(tasks.task_metrics(sup.client, container))
+            raw = (metrics_of.get(container) if metrics_of is not None
+                   else tasks.task_metrics(sup.client, container))
+            if raw is None:
+                raise ValueError(container)
+            u = metrics.decode(raw)
             usage = {"memory": u.memory_bytes, "cpuSeconds": round(u.cpu_ns / 1e9, 3),
                      "pids": u.pids}
     vpn_st, vpn_down = None, ""
