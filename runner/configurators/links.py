@@ -21,7 +21,7 @@ def _one(addresses: tuple[IPv4Interface, ...]) -> IPv4Interface:
 
 def _get(netns: str | None, ifname: str) -> LinkInfo | None:
     try:
-        return links.in_netns(netns, lambda ip: links.get(ip, ifname))
+        return links.read(netns, ifname)
     except ns.NoSuchNetns:
         return None
 

@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers import netns as ns
+from runner.drivers import readcache
 from runner.errors import NirunnerError
 from runner.net.names import check_ifname
 from runner.testhooks import netlink_fault
@@ -112,6 +113,33 @@ def get(ip: IPRoute, ifname: str) -> LinkInfo | None:
         addresses=tuple(sorted(IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
                                for a in addrs)),
     )
+
+
+def all_links(ip: IPRoute) -> dict[str, LinkInfo]:
+    """Every link and its IPv4 addresses, by name: one dump of each (a batch of reads)."""
+    addrs: dict[int, list[IPv4Interface]] = {}
+    for a in call("read addresses", ip.get_addr, family=2):
+        addrs.setdefault(int(a["index"]), []).append(
+            IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
+    out = {}
+    for link in call("read links", ip.get_links):
+        idx = int(link["index"])
+        info = link.get_attr("IFLA_LINKINFO")
+        name = str(link.get_attr("IFLA_IFNAME"))
+        out[name] = LinkInfo(
+            index=idx, name=name, kind=str((info.get_attr("IFLA_INFO_KIND") if info else "")
+                                           or ""),
+            mac=str(link.get_attr("IFLA_ADDRESS") or ""),
+            mtu=int(link.get_attr("IFLA_MTU") or 0), up=bool(link["flags"] & IFF_UP),
+            master=link.get_attr("IFLA_MASTER"), peer=link.get_attr("IFLA_LINK"),
+            addresses=tuple(sorted(addrs.get(idx, ()))))
+    return out
+
+
+def read(netns: str | None, ifname: str) -> LinkInfo | None:
+    """A link of a netns (None: here); inside a read batch from one dump of them all."""
+    return readcache.cached(("links", netns),
+                            lambda: in_netns(netns, all_links)).get(ifname)
 
 
 def add_veth(ip: IPRoute, name: str, peer: str, peer_netns_path: str, mtu: int,

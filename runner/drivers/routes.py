@@ -15,6 +15,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from runner.drivers import readcache
 from runner.drivers.links import LinkError, call, in_netns, index, ipr
 from runner.drivers.netns import where
 from runner.net.routing import Route, RouteType, Rule
@@ -140,9 +141,13 @@ def read_table(table: int, netns: str | None = None) -> tuple[Route, ...]:
 
 
 def rules() -> set[Rule]:
-    """The device netns's rules that look up a table (all priorities)."""
-    with ipr() as ip:
-        return _rules(ip)
+    """The device netns's rules that look up a table (all priorities); inside a read
+    batch, one dump for all of the batch's reads."""
+    def dump() -> set[Rule]:
+        with ipr() as ip:
+            return _rules(ip)
+
+    return set(readcache.cached("rules", dump))
 
 
 def add_rule(r: Rule) -> None:

@@ -39,6 +39,7 @@ from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError
 from runner.drivers import facts as live_facts
 from runner.drivers import netns as ns
+from runner.drivers import readcache
 from runner.drivers.nlwatch import Drift, Ours, Watcher
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_many, validate_set
@@ -488,7 +489,8 @@ class Supervisor:
     def _read_back(self, items: Sequence[Item], sweep: bool = False) -> None:
         """Replace the record of `items` by what a read finds; with `sweep` the whole
         record (orphans included). What could not be read stays as it was."""
-        seen = self.engine.read(items, sweep=sweep)
+        with readcache.batch():  # one dump of the device's links and rules for all reads
+            seen = self.engine.read(items, sweep=sweep)
         if "task" in seen.broken:
             self.containerd_lost(seen.broken["task"])
         else:

@@ -1,0 +1,39 @@
+"""Reads of a batch share their kernel dumps (per thread, only while a batch is open).
+
+Reading back every item (a forced pass, a supervisor's start) would otherwise ask the
+kernel once per item: 100 transit links read one by one cost a netlink socket and
+three requests each, where one dump of the device's links answers them all. Outside a
+batch nothing is kept: a configurator that changes something reads fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """While open, `cached` keeps what it reads (nested batches share the outer one)."""
+    if getattr(_local, "cache", None) is not None:
+        yield
+        return
+    _local.cache = {}
+    try:
+        yield
+    finally:
+        _local.cache = None
+
+
+def cached(key: Hashable, read: Callable[[], T]) -> T:
+    cache: dict[Hashable, Any] | None = getattr(_local, "cache", None)
+    if cache is None:
+        return read()
+    if key not in cache:
+        cache[key] = read()
+    return cache[key]  # type: ignore[no-any-return]
