@@ -149,10 +149,10 @@ class AclTableConf:
         _delete_table(*edge_driver.ACL, item.netns)
 
     def read(self, item: AclTable) -> AclTable | None:
-        view = edge_driver.read_acl(item.netns)
-        if view is None:
+        tag = edge_driver.acl_tag(item.netns)
+        if tag is None:
             return None
-        return item if view.tag == nft.tag(item.text) else replace(item, text=DIFFERS)
+        return item if tag == nft.tag(item.text) else replace(item, text=DIFFERS)
 
 
 def tampered(item: EdgeTable | AclTable) -> EdgeTable | AclTable:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.drivers import netns as ns
-from runner.drivers import nft
+from runner.drivers import nfnl, nft
 from runner.flowlog import counters
 from runner.net import names
 
@@ -131,6 +131,20 @@ def read_edge(netns: str) -> EdgeView | None:
 def read_acl(netns: str) -> AclView | None:
     text = _list(*ACL, netns)
     return None if text is None else parse_acl(text)
+
+
+def acl_tag(netns: str) -> str | None:
+    """The tag of table inet acl (see tag_block); None without the table. One netlink
+    request: a read-back of many NIs must not run nft for each."""
+    def read() -> str | None:
+        if nfnl.table_comment(*ACL) is None:  # a dump finds nothing of a missing table
+            return None
+        return next((c for c in nfnl.rule_comments(*ACL, TAG_CHAIN) or () if c), "")
+
+    try:
+        return ns.run_in(netns, read)
+    except ns.NoSuchNetns:
+        return None
 
 
 def tag_block(tag: str) -> str:

@@ -1,6 +1,7 @@
 """nftables over netlink, the little nirunner needs without spawning nft.
 
 - `table_comment`: one NFT_MSG_GETTABLE request, the table's comment back;
+- `rule_comments`: one NFT_MSG_GETRULE dump of a chain, its rules' comments back;
 - `parse`: nftables event messages (from a socket bound to NFNLGRP_NFTABLES) as
   (message type, table name, PID of the process behind a batch) tuples.
 
@@ -28,7 +29,11 @@ NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
 NFT_MSG_NEWSET, NFT_MSG_DELSET = 9, 11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFT_MSG_NEWGEN = 15
+NFT_MSG_GETRULE = 7
+NLM_F_DUMP = 0x300
+NLMSG_DONE = 3
 NFTA_TABLE_NAME, NFTA_TABLE_USERDATA = 1, 6
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_USERDATA = 1, 2, 7
 NFTA_GEN_PROC_PID = 2
 NFTNL_UDATA_TABLE_COMMENT = 0
 
@@ -88,6 +93,38 @@ def table_comment(family: str, table: str) -> str | None:
         raise NfnlError(-code, f"get nft table {family} {table}: {os.strerror(-code)}")
     attrs = _attrs(data, _HDR.size + _GEN.size, length)
     return _comment(attrs.get(NFTA_TABLE_USERDATA, b""))
+
+
+def rule_comments(family: str, table: str, chain: str) -> list[str] | None:
+    """The comments of the rules of one chain, in order; None if there is no such table
+    or chain. One dump request, no nft process."""
+    msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE
+    body = (_GEN.pack(FAMILIES[family], 0, 0) + _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+            + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
+    request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body
+    out: list[str] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
+        s.settimeout(5)
+        s.bind((0, 0))
+        s.send(request)
+        while True:
+            data = s.recv(1 << 16)
+            at = 0
+            while at + _HDR.size <= len(data):
+                length, kind, _, _, _ = _HDR.unpack_from(data, at)
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, at + _HDR.size)
+                    if -code == errno.ENOENT:
+                        return None
+                    if code:
+                        raise NfnlError(-code, f"list rules of {family} {table} {chain}: "
+                                               f"{os.strerror(-code)}")
+                    return out
+                attrs = _attrs(data, at + _HDR.size + _GEN.size, at + length)
+                out.append(_comment(attrs.get(NFTA_RULE_USERDATA, b"")))
+                at += (length + 3) & ~3
 
 
 @dataclass(frozen=True)
