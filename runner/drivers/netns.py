@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from runner.drivers import readcache
 from runner.errors import NirunnerError
 
 NETNS_DIR = Path("/run/netns")
@@ -84,28 +86,79 @@ class NoSuchNetns(NetnsError):
     pass
 
 
+def _enter(name_or_path: str, target: str) -> None:
+    """setns(2) of the calling thread into `target`."""
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NoSuchNetns(f"netns {name_or_path} does not exist") from None
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsError(f"enter netns {name_or_path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    _here.name = name_or_path.removeprefix(str(NETNS_DIR) + "/")
+
+
+class _Resident:
+    """A thread that entered a netns and stays there to run calls (a batch of reads)."""
+
+    def __init__(self, name_or_path: str, target: str) -> None:
+        self.calls: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]] | None]
+        self.calls = queue.SimpleQueue()
+        entered: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+        def serve() -> None:
+            try:
+                _enter(name_or_path, target)
+            except BaseException as e:
+                entered.put(e)
+                return
+            entered.put(None)
+            while (call := self.calls.get()) is not None:
+                fn, reply = call
+                try:
+                    reply.put((True, fn()))
+                except BaseException as e:  # handed to the caller's thread
+                    reply.put((False, e))
+
+        threading.Thread(target=serve, name=f"netns:{target}", daemon=True).start()
+        error = entered.get()
+        if error is not None:
+            raise error
+
+    def run(self, fn: Callable[[], T]) -> T:
+        reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self.calls.put((fn, reply))
+        ok, value = reply.get()
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.calls.put(None)
+
+
 def run_in(name_or_path: str, fn: Callable[[], T]) -> T:
-    """Run fn in a short-lived thread that has entered the netns.
+    """Run fn in a thread that has entered the netns.
 
     setns(2) changes only the calling thread, so the supervisor's own threads
-    stay in the device netns. NoSuchNetns if it does not exist.
+    stay in the device netns. NoSuchNetns if it does not exist. Inside a read batch
+    (runner.drivers.readcache) the thread stays for the batch's next calls there;
+    otherwise it is a short-lived one.
     """
     target = name_or_path if name_or_path.startswith("/") else path(name_or_path)
+    residents = readcache.residents()
+    if residents is not None:
+        if target not in residents:
+            residents[target] = _Resident(name_or_path, target)
+        return residents[target].run(fn)  # type: ignore[no-any-return]
     box: dict[str, object] = {}
 
     def body() -> None:
         try:
-            try:
-                fd = os.open(target, os.O_RDONLY)
-            except FileNotFoundError:
-                raise NoSuchNetns(f"netns {name_or_path} does not exist") from None
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise NetnsError(f"enter netns {name_or_path}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            _here.name = name_or_path.removeprefix(str(NETNS_DIR) + "/")
+            _enter(name_or_path, target)
             box["value"] = fn()
         except BaseException as e:  # handed to the caller's thread
             box["error"] = e

@@ -19,15 +19,25 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def batch() -> Iterator[None]:
-    """While open, `cached` keeps what it reads (nested batches share the outer one)."""
+    """While open, `cached` keeps what it reads, and the threads that entered a netns
+    stay there for the next reads (nested batches share the outer one)."""
     if getattr(_local, "cache", None) is not None:
         yield
         return
     _local.cache = {}
+    _local.residents = {}
     try:
         yield
     finally:
+        for resident in _local.residents.values():
+            resident.stop()
         _local.cache = None
+        _local.residents = None
+
+
+def residents() -> dict[str, Any] | None:
+    """The batch's threads in other netns, by netns path (runner.drivers.netns.run_in)."""
+    return getattr(_local, "residents", None)
 
 
 def cached(key: Hashable, read: Callable[[], T]) -> T:
