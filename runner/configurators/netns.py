@@ -12,7 +12,7 @@ from runner.reconcile.kinds import Netns, Sysctls
 
 
 class NetnsConf:
-    parallel = False
+    parallel = True  # `ip netns add/del` is a process each: several at once
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout

@@ -7,6 +7,8 @@ else's; rules are owned by priority range.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
@@ -151,16 +153,20 @@ def rules() -> set[Rule]:
 
 
 def add_rule(r: Rule) -> None:
+    """Add the rule; one that is there already is fine (the kernel says EEXIST)."""
     with ipr() as ip:
-        if r not in _rules(ip):
-            call(f"add ip rule {r}", ip.rule, "add", **_rule_args(r))
+        try:
+            ip.rule("add", **_rule_args(r))
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise LinkError(f"add ip rule {r}{where()}: {os.strerror(e.code)}") from None
 
 
 def delete_rule(r: Rule) -> None:
+    """Remove the rule; one that is gone already is fine (ENOENT)."""
     with ipr() as ip:
-        if r in _rules(ip):
-            try:
-                ip.rule("del", **_rule_args(r))
-            except NetlinkError as e:
-                if e.code != 2:  # ENOENT: gone already
-                    raise LinkError(f"delete ip rule {r}: {e}") from None
+        try:
+            ip.rule("del", **_rule_args(r))
+        except NetlinkError as e:
+            if e.code != errno.ENOENT:
+                raise LinkError(f"delete ip rule {r}{where()}: {os.strerror(e.code)}") from None
