@@ -59,7 +59,21 @@ def _noun(op: Op) -> str:
 
 
 def result(ops: Sequence[Op], ni: str, new: bool = False, deleted: bool = False) -> NIResult:
-    mine = [op for op in ops if op.item.owner == ni or any(c.ni == ni for c in op.changes())]
+    return _result(_concerning(ops).get(ni, []), ni, new, deleted)
+
+
+def _concerning(ops: Iterable[Op]) -> dict[str, list[Op]]:
+    """The ops that concern each NI, in order: its own and the device's that name it.
+    One pass, so a report on many NIs stays linear in the ops."""
+    out: dict[str, list[Op]] = {}
+    for op in ops:
+        nis = {op.item.owner} | {c.ni for c in op.changes() if c.ni}
+        for ni in nis:
+            out.setdefault(ni, []).append(op)
+    return out
+
+
+def _result(mine: Sequence[Op], ni: str, new: bool, deleted: bool) -> NIResult:
     if deleted:
         return NIResult(ni, DELETED)
     if new:
@@ -76,4 +90,5 @@ def result(ops: Sequence[Op], ni: str, new: bool = False, deleted: bool = False)
 
 def results(ops: Sequence[Op], names: Iterable[str], new: Collection[str] = (),
             deleted: Collection[str] = ()) -> list[NIResult]:
-    return [result(ops, n, n in new, n in deleted) for n in names]
+    by_ni = _concerning(ops)
+    return [_result(by_ni.get(n, []), n, n in new, n in deleted) for n in names]
