@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from ipaddress import IPv4Interface
 
@@ -13,6 +14,7 @@ from runner.net import names
 from runner.reconcile.kinds import Bridge, Plug, Veth
 
 NO_ADDRESS = IPv4Interface("0.0.0.0/32")  # read back when a link has not exactly one
+GONE_WAIT = 3.0  # s the kernel has to free an NI's netns (and its veth) before we delete
 
 
 def _one(addresses: tuple[IPv4Interface, ...]) -> IPv4Interface:
@@ -58,6 +60,19 @@ class VethConf:
 
     def delete(self, item: Veth) -> None:
         links.delete(item.name)  # its peer goes with it
+
+    def await_gone(self, items: list[Veth]) -> None:
+        """Pairs that went with their NI's netns: the kernel removes many at once, a
+        moment after. Any still here after that (the netns held by someone) are deleted."""
+        left = {x.name for x in items}
+        deadline = time.monotonic() + GONE_WAIT
+        while True:
+            left &= set(links.names())
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        for name in sorted(left):
+            links.delete(name)
 
     def read(self, item: Veth) -> Veth | None:
         pair = _pair(None, item.name, item.peer_netns, item.peer_name)

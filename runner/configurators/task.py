@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,43 @@ class ShimGroups:
         self.size = size
         self.members: dict[str, set[str]] = {}  # group -> container ids
         self.lock = threading.Lock()
+        self.up: set[str] = set()  # groups whose shim a task of ours started and that runs
+        self._gates: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def starting(self, group: str) -> Iterator[None]:
+        """Held while a task of `group` starts. Until the group's shim runs, its tasks
+        start one at a time: containerd 1.6 starting one group's shim for two tasks at
+        once can remove the socket the other just made ("create new shim socket: chmod
+        ...: no such file or directory"). Once it runs, they start side by side."""
+        gate: threading.Lock | None = None
+        if group:
+            with self.lock:
+                if group not in self.up:
+                    gate = self._gates.setdefault(group, threading.Lock())
+            if gate is not None:
+                gate.acquire()
+                if group in self.up:  # started while we waited
+                    gate.release()
+                    gate = None
+        try:
+            yield
+            if group:
+                with self.lock:
+                    self.up.add(group)
+        except BaseException:
+            with self.lock:
+                self.up.discard(group)
+            raise
+        finally:
+            if gate is not None:
+                gate.release()
+
+    def exited(self, cid: str) -> None:
+        """A task exited: its group's shim may have gone with it (killed, all its tasks
+        with it), so the group's next start is a first one again."""
+        with self.lock:
+            self.up -= {g for g, cids in self.members.items() if cid in cids}
 
     def choose(self, cid: str) -> str:
         if self.size <= 1:
@@ -85,6 +123,7 @@ def _index(group: str) -> int:
 
 class TaskConf:
     parallel = True  # creating and starting a task is mostly waiting on runc
+    starts = STARTS  # the engine's bound on creates at once (its pool stays free for others)
 
     def __init__(self, client: Client, secrets_dir: str | None = None,
                  shim_group_size: int = 1) -> None:
@@ -104,7 +143,7 @@ class TaskConf:
         t = replace(_nitask(item), shim_group=group)
         try:
             try:
-                with self._starts:
+                with self._starts, self.groups.starting(group):
                     pid = nitask.run(self.client, item.image, t)
             except AlreadyExists:  # made before it was recorded (a crash, say): adopt or redo
                 self.prepare()
@@ -113,7 +152,7 @@ class TaskConf:
                 if live is not None and replace(live, running=True) == item:
                     return live if live.running else self.modify(live, item)
                 nitask.remove(self.client, item.ni)
-                with self._starts:
+                with self._starts, self.groups.starting(group):
                     pid = nitask.run(self.client, item.image, t)
         except BaseException:
             self.groups.forget(item.container_id)
@@ -128,7 +167,7 @@ class TaskConf:
             if old.status not in ("", "missing"):
                 with contextlib.suppress(NotFound):
                     tasks.delete_task(c, new.container_id)
-            with self._starts:
+            with self._starts, self.groups.starting(old.shim_group or new.shim_group):
                 pid = nitask.start(c, _nitask(new))
             return replace(new, pid=pid, status="running")
         return replace(new, pid=old.pid, status=old.status)

@@ -7,9 +7,14 @@ A configurator does the effects of one item kind:
     delete(item)                remove it (a missing object is not an error)
     read(item) -> item | None   the object `item` names as it is now, or None
 
-Ops run in the diff's order. Ops of a configurator marked `parallel` (tasks:
-runc mostly waits) run on a small pool; an op waits for running ops of the items
-it is ordered against. Any exception of a configurator stops its item:
+An op starts as soon as the ops before it in the diff that it is ordered against
+(its items' dependencies, both halves of a re-create) are done, so one NI's task
+starts while the next NIs' links are still being made, and one NI's netns goes
+while other tasks still stop. Ops of a configurator marked `parallel` (tasks,
+namespaces: mostly waiting) run on a pool (a configurator's `starts` bounds its
+creates at once); the others one at a time. Among ready ops, those an op just done
+released go first (an NI begun is finished first), then the diff's order.
+Any exception of a configurator stops its item:
 
 - atomic (an apply): nothing more starts, running ops finish, and the inverse
   of every op that was done runs in reverse order (create <-> delete,
@@ -23,14 +28,15 @@ API's report are made from it alone.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runner.reconcile.diff import APPLY_PHASE, DELETE_PHASE, Diff, Op
+from runner.reconcile.diff import DELETE_PHASE, Diff, Op
 from runner.reconcile.items import Action, Item
 
 log = logging.getLogger("nirunner.engine")
@@ -179,37 +185,109 @@ class Engine:
             hold: Hold | None = None) -> Run:
         run = Run(current=dict(current))
         related = _relations(d)
+        ops = d.ops
+        after = _successors(ops, related)
+        waiting_on = [0] * len(ops)
+        for succ in after:
+            for j in succ:
+                waiting_on[j] += 1
+        # ready ops, one heap for those run here and one per kind for the pool's; an op
+        # released by one that finished goes first (an NI begun is finished first: its
+        # task starts, its netns goes, while other NIs wait), then the diff's order
+        serial: list[tuple[int, int]] = []
+        pooled: dict[str, list[tuple[int, int]]] = {}
+        busy: dict[str, int] = {}
+        inflight: dict[futures.Future[Done], int] = {}
         failed: set[str] = set()
-        inflight: dict[str, futures.Future[Done]] = {}
         stop = False
+
+        def make_ready(i: int, rank: int) -> None:
+            op = ops[i]
+            if self.conf(op.item).parallel and not op.implied:
+                heapq.heappush(pooled.setdefault(op.item.KIND, []), (rank, i))
+            else:
+                heapq.heappush(serial, (rank, i))
+
+        def finished(i: int, done: Done) -> None:
+            nonlocal stop
+            self._settle(done, run, failed)
+            stop = stop or bool(done.error and atomic)
+            for j in after[i]:
+                waiting_on[j] -= 1
+                if waiting_on[j] == 0:
+                    make_ready(j, 0)
+
+        def held(i: int) -> bool:
+            op = ops[i]
+            why = self._blocked(op, related, failed) or (hold(op) if hold else "")
+            if why:
+                failed.add(op.id)
+                finished(i, Done(op, skipped=why))
+            return bool(why)
+
+        def harvest(block: bool) -> None:
+            settled = [f for f in inflight if f.done()]
+            if not settled and block:
+                settled = list(futures.wait(inflight, return_when=futures.FIRST_COMPLETED)[0])
+            for fut in sorted(settled, key=inflight.__getitem__):
+                i = inflight.pop(fut)
+                busy[ops[i].item.KIND] -= 1
+                finished(i, fut.result())
+
+        for i, n in enumerate(waiting_on):
+            if n == 0:
+                make_ready(i, 1)
         with futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for op in d.ops:
-                if stop:
+            while True:
+                while not stop and len(inflight) < self.workers:
+                    kinds = [k for k, h in pooled.items()
+                             if h and busy.get(k, 0) < self._width(k, ops[h[0][1]])]
+                    if not kinds:
+                        break
+                    _, i = heapq.heappop(pooled[min(kinds, key=lambda k: pooled[k][0])])
+                    if not held(i):
+                        inflight[pool.submit(self._do, ops[i])] = i
+                        busy[ops[i].item.KIND] = busy.get(ops[i].item.KIND, 0) + 1
+                if serial and not stop:
+                    _, i = heapq.heappop(serial)
+                    if not held(i):
+                        finished(i, self._do(ops[i]))
+                    harvest(block=False)
+                elif inflight:
+                    harvest(block=True)
+                else:
                     break
-                wait_for = [inflight.pop(i) for i in related.get(op.id, ()) if i in inflight]
-                for fut in wait_for:
-                    self._settle(fut.result(), run, failed)
-                if op.phase == APPLY_PHASE and op.id in inflight:
-                    self._settle(inflight.pop(op.id).result(), run, failed)
-                why = self._blocked(op, related, failed) or (hold(op) if hold else "")
-                if why:
-                    run.done.append(Done(op, skipped=why))
-                    failed.add(op.id)
-                    continue
-                conf = self.conf(op.item)
-                if conf.parallel and not op.implied:
-                    inflight[op.id] = pool.submit(self._do, op)
-                    continue
-                done = self._do(op)
-                self._settle(done, run, failed)
-                if done.error and atomic:
-                    stop = True
-            for fut in inflight.values():
-                self._settle(fut.result(), run, failed)
+        self._await_implied(run)
         run.writes += sum(1 for x in run.done if not x.skipped and not x.op.implied)
         if atomic and failed and any(x.error for x in run.done):
             self._rollback(run)
         return run
+
+    def _width(self, kind: str, op: Op) -> int:
+        """How many ops of a kind run at once: a configurator's `starts` bounds its creates
+        and modifies (runc create costs CPU), else the pool's width."""
+        if op.phase == DELETE_PHASE:
+            return self.workers
+        return int(getattr(self.configurators[kind], "starts", self.workers))
+
+    def _await_implied(self, run: Run) -> None:
+        """An implied delete happens when the kernel frees the netns, a moment after: a
+        configurator that can tell (`await_gone(items)`, which removes what is left when
+        the wait ends) makes the run end only when those objects are gone."""
+        by_kind: dict[str, list[Done]] = {}
+        for d in run.done:
+            if d.op.implied and d.op.action is Action.DELETE and d.ok:
+                by_kind.setdefault(d.op.item.KIND, []).append(d)
+        for kind, dones in by_kind.items():
+            wait = getattr(self.configurators[kind], "await_gone", None)
+            if wait is None:
+                continue
+            try:
+                wait([d.op.old for d in dones])
+            except Exception as e:
+                for d in dones:
+                    d.error = describe_error(e)
+                log.warning("%s objects that went with their netns: %s", kind, dones[0].error)
 
     def _blocked(self, op: Op, related: Mapping[str, set[str]], failed: set[str]) -> str:
         if op.id in failed:  # the delete half of its re-create failed
@@ -275,6 +353,20 @@ class Engine:
             run.done.append(back)
             run.writes += 1
         run.rolled_back = True
+
+
+def _successors(ops: Sequence[Op], related: Mapping[str, set[str]]) -> list[list[int]]:
+    """For each op (by index), the later ops that must wait for it: those of the items
+    it is ordered against, and the other half of its own re-create."""
+    at: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        at.setdefault(op.id, []).append(i)
+    out: list[list[int]] = [[] for _ in ops]
+    for i, op in enumerate(ops):
+        later = {j for other in (op.id, *related.get(op.id, ())) for j in at.get(other, ())
+                 if j > i}
+        out[i] = sorted(later)
+    return out
 
 
 def _relations(d: Diff) -> dict[str, set[str]]:

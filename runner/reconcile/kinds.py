@@ -208,6 +208,13 @@ class Veth(Item):
     def deps(self) -> tuple[str, ...]:
         return (netns_id(self.peer_netns),)
 
+    @property
+    def inside(self) -> str | None:
+        """A veth pair goes when either end's netns goes: the kernel takes the device end
+        with the NI's netns, many pairs at once (50 in ~20 ms; one by one ~15 ms each).
+        A create finds an end still there (the kernel not done yet) stale, and replaces it."""
+        return netns_id(self.peer_netns)
+
     def describe(self) -> str:
         return (f"veth {self.name} {self.address} <-> {self.peer_netns}/{self.peer_name} "
                 f"{self.peer_address}")

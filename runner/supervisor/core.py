@@ -243,6 +243,8 @@ class Supervisor:
 
     def _run(self, d: Diff, intended: Items, atomic: bool, hold: bool = True) -> Run:
         owners = {op.item.owner for op in d.ops}
+        self._release({op.item.ni for op in d.ops
+                       if op.phase == DELETE_PHASE and isinstance(op.item, k.Netns)})
         if self.watcher is not None and owners:
             self.watcher.mute(owners)
         try:
@@ -290,6 +292,17 @@ class Supervisor:
         point = _CRASH_POINTS.get(op.item.KIND)
         if point:
             crash_point(point, op.item.owner)
+
+    def _release(self, nis: set[str]) -> None:
+        """Close our sockets in netns about to be deleted: a socket keeps its netns (and
+        the NI's veth in it) alive. Those re-made are watched again after the run."""
+        if not nis:
+            return
+        if self.edge is not None:
+            self.edge.release(nis)
+        if self.watcher is not None:
+            for ni in nis:
+                self.watcher.unwatch(ni)
 
     def _follow(self, intended: Items) -> None:
         """Tell the watchers which namespaces and objects are ours now."""
@@ -609,6 +622,7 @@ class Supervisor:
         if ev.exec_id or not ev.container_id.startswith(names.CONTAINER_PREFIX):
             return
         name = ev.container_id.removeprefix(names.CONTAINER_PREFIX)
+        self.tasks.groups.exited(ev.container_id)
         with self.lock:
             task = self.current.get(f"task:{ev.container_id}")
             if name not in self.desired.nis or not isinstance(task, k.Task) \

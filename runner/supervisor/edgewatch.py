@@ -120,6 +120,21 @@ class EdgeWatch:
                 self._thread.start()
         os.write(self._wake_w, b"x")
 
+    def release(self, nis: Iterable[str]) -> None:
+        """Stop following these NIs at once, in the caller's thread, before their netns
+        is deleted: an open listener keeps a deleted netns alive, and with it the NI's
+        transit veth. `follow` takes them up again when it next names them."""
+        nis = set(nis)
+        with self._lock:
+            for ni in nis:
+                self._wanted.pop(ni, None)
+            states = [self._nis[n] for n in sorted(nis) if n in self._nis]
+        for state in states:
+            with state.lock:
+                self._close(state)
+                self._stop_leases(state)
+                state.spec = None
+
     def wait(self, timeout: float) -> bool:
         """Until everything wanted is followed (or failed, to be tried again)."""
         return self._converged.wait(timeout)

@@ -285,6 +285,19 @@ def test_remove_leaves_nothing_behind(
     nitask.remove(client, running.task.name)  # removing again is fine
 
 
+def test_an_exited_task_is_removed_too(
+    containerd: PrivateContainerd, client: Client, running: Running
+) -> None:
+    from runner import nitask
+
+    cid = running.task.container_id
+    tasks.kill_task(client, cid, tasks.SIGKILL)
+    tasks.wait_task(client, cid, timeout=10)  # stopped, not deleted: the signal finds none
+    nitask.remove(client, running.task.name)
+    assert cid not in ctr(containerd, "tasks", "ls")
+    assert cid not in ctr(containerd, "containers", "ls", "-q").split()
+
+
 def test_clear_errors(
     client: Client, ni_image: ImageInfo, running: Running, tmp_path: Path
 ) -> None:

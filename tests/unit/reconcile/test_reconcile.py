@@ -6,6 +6,7 @@ calls (and can be told to fail), so every test is pure.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,9 @@ def test_netns_gone_recreates_what_lived_in_it() -> None:
     assert {op.id for op in deleted} == {
         "task:ni-beta", "nft:nr-beta/inet ni", "routes:nr-beta/254", "bridge:nr-beta/br0",
         "veth:nr1", "sysctls:nr-beta", "edge:nr-beta", "acl:nr-beta"}
-    # what was inside the lost netns cannot be deleted by name: implied; the rest is
-    assert {op.id for op in deleted if not op.implied} == {"task:ni-beta", "veth:nr1"}
+    # what was inside the lost netns cannot be deleted by name: implied, and so is the
+    # veth with an end in it (the kernel takes both ends); the task must be stopped
+    assert {op.id for op in deleted if not op.implied} == {"task:ni-beta"}
     created = [op.id for op in d.ops if op.phase != DELETE_PHASE]
     assert created[0] == "netns:nr-beta" and created[-1] == "task:ni-beta"
     assert result(d.ops, "beta").action == "recreated"
@@ -232,6 +234,69 @@ def test_rollback_of_a_new_ni_deletes_it_in_reverse() -> None:
     undone = [i for what, i in fakes.calls if what == "delete"]
     assert undone == list(reversed([i for i in made if i != "task:ni-delta"]))
     assert run.current == now
+
+
+class _Lingering(_Fake):
+    """Veths that go with their netns a moment later; await_gone says which it waited for."""
+
+    def __init__(self, fakes: Fakes, fail: bool = False) -> None:
+        super().__init__(fakes, False)
+        self.awaited: list[str] = []
+        self.fail = fail
+
+    def await_gone(self, gone: list[Item]) -> None:
+        self.awaited += [x.id for x in gone]
+        if self.fail:
+            raise OSError(16, "Device or resource busy")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_delete_implied_by_its_netns_is_awaited_not_run(fail: bool) -> None:
+    now = items()
+    fakes = Fakes()
+    confs = fakes.configurators()
+    confs["veth"] = veths = _Lingering(fakes, fail)
+    d = diff(now, items((ALPHA, GAMMA, DELTA)), scope={"beta", ""})
+    gone = [op.id for op in d.ops if op.item.KIND == "veth"]
+    assert gone and all(op.implied for op in d.ops if op.item.KIND == "veth")
+    run = Engine(confs).run(d, now, atomic=False)
+    assert not [c for c in fakes.calls if c[1] in gone]  # never deleted by name
+    assert veths.awaited == gone  # but the run ended only when they were gone
+    failed = {x.op.id for x in run.done if x.error}
+    assert failed == (set(gone) if fail else set())
+
+
+def test_an_op_waits_only_for_what_it_is_ordered_against() -> None:
+    """Deleting two NIs: beta's netns goes while alpha's task still stops (alpha's task
+    waits for it here), and every op still follows the ops it is ordered against."""
+    now = items()
+    fakes = Fakes()
+    confs = fakes.configurators()
+    beta_gone = threading.Event()
+
+    class SlowTask(_Fake):
+        def delete(self, item: Item) -> None:
+            if item.owner == "alpha":
+                assert beta_gone.wait(5), "alpha's task held back beta's netns"
+            super().delete(item)
+
+    class Netns(_Fake):
+        def delete(self, item: Item) -> None:
+            super().delete(item)
+            if item.owner == "beta":
+                beta_gone.set()
+
+    confs["task"], confs["netns"] = SlowTask(fakes, True), Netns(fakes, True)
+    d = diff(now, items((GAMMA, DELTA)), scope={"alpha", "beta", ""})
+    run = Engine(confs).run(d, now, atomic=True)
+    assert run.ok, run.first_error()
+    order = [i for _, i in fakes.calls]
+    assert order.index("netns:nr-beta") < order.index("task:ni-alpha")
+    position = {x.op.id: n for n, x in enumerate(run.done)}
+    for x in run.done:
+        for dep in (*x.op.item.deps(), *x.op.item.after()):
+            if dep in position:  # deletes: what depends on an item goes before it
+                assert position[dep] > position[x.op.id], (x.op.id, dep)
 
 
 def test_a_pass_skips_only_what_is_ordered_after_a_failure() -> None:
