@@ -9,6 +9,8 @@ containers ls / info` and `tasks ls` read well without nirunner.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from runner.net import names
 
 if TYPE_CHECKING:
     from runner.containerd.client import Client
+    from runner.containerd.metrics import Usage
 
 LABEL_NAME = "io.nirunner.ni.name"
 LABEL_TYPE = "io.nirunner.ni.type"
@@ -59,12 +62,38 @@ class NITask:
             netns_path=self.netns_path,
             config_dir=self.config_dir,
             state_dir=self.state_dir,
-            cgroups_path=f"/{namespace}/{self.container_id}",
+            cgroups_path=cgroups_path(namespace, self.container_id),
             limits=self.limits,
             hostname=self.container_id,
             seccomp=seccomp.for_task(self.seccomp),
             shim_group=self.shim_group,
         )
+
+
+def cgroups_path(namespace: str, container_id: str) -> str:
+    return f"/{namespace}/{container_id}"
+
+
+def usage(c: Client, container_ids: Iterable[str]) -> dict[str, Usage]:
+    """The usage of these running tasks, by container id: read from their cgroups, and
+    from one containerd call for any whose cgroup is not found where we put it."""
+    from runner.containerd import metrics, tasks
+    from runner.drivers import cgroupfs
+
+    out: dict[str, Usage] = {}
+    missing = set()
+    for cid in container_ids:
+        found = cgroupfs.usage(cgroups_path(c.namespace, cid))
+        if found is None:
+            missing.add(cid)
+        else:
+            out[cid] = found
+    if missing:
+        for cid, data in tasks.all_metrics(c).items():
+            if cid in missing:
+                with contextlib.suppress(ValueError):  # a type we cannot decode
+                    out[cid] = metrics.decode(data)
+    return out
 
 
 def create(c: Client, image: str, t: NITask) -> None:

@@ -28,7 +28,8 @@ class Usage:
     cpu_throttled_ns: int = 0  # time the task was held back by its CPU limit
 
 
-def _limit(value: int) -> int | None:
+def limit(value: int) -> int | None:
+    """A limit as containerd and cgroup v1 report it: 0 or a huge number is none."""
     return None if value == 0 or value >= _UNLIMITED else value
 
 
@@ -45,14 +46,14 @@ def decode(data: any_pb2.Any) -> Usage:
         return Usage(
             cgroup="v1",
             memory_bytes=m1.memory.usage.usage,
-            memory_limit=_limit(m1.memory.usage.limit),
+            memory_limit=limit(m1.memory.usage.limit),
             memory_max_bytes=m1.memory.usage.max,
             oom_kills=oom,
             memory_failcnt=m1.memory.usage.failcnt,
             cpu_ns=m1.cpu.usage.total,
             cpu_throttled_periods=m1.cpu.throttling.throttled_periods,
             pids=m1.pids.current,
-            pids_limit=_limit(m1.pids.limit),
+            pids_limit=limit(m1.pids.limit),
             cpu_periods=m1.cpu.throttling.periods,
             cpu_throttled_ns=m1.cpu.throttling.throttled_time,
         )
@@ -61,14 +62,14 @@ def decode(data: any_pb2.Any) -> Usage:
         return Usage(
             cgroup="v2",
             memory_bytes=m2.memory.usage,
-            memory_limit=_limit(m2.memory.usage_limit),
+            memory_limit=limit(m2.memory.usage_limit),
             memory_max_bytes=None,
             oom_kills=m2.memory_events.oom_kill if m2.HasField("memory_events") else None,
             memory_failcnt=None,
             cpu_ns=m2.cpu.usage_usec * 1000,
             cpu_throttled_periods=m2.cpu.nr_throttled,
             pids=m2.pids.current,
-            pids_limit=_limit(m2.pids.limit),
+            pids_limit=limit(m2.pids.limit),
             cpu_periods=m2.cpu.nr_periods,
             cpu_throttled_ns=m2.cpu.throttled_usec * 1000,
         )

@@ -11,7 +11,6 @@ whatever the number of scrapers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner import nitask
 from runner.containerd import metrics, tasks
 from runner.containerd.errors import ContainerdError
 from runner.drivers import nft
@@ -150,9 +150,8 @@ class Sampler:
         usage: dict[str, metrics.Usage] = {}
         try:
             infos = {t.container_id: t for t in tasks.list_tasks(self.sup.client)}
-            for cid, data in tasks.all_metrics(self.sup.client).items():
-                with contextlib.suppress(ValueError):
-                    usage[cid] = metrics.decode(data)
+            usage = nitask.usage(self.sup.client, [cid for cid, t in infos.items()
+                                                   if t.status == "running"])
         except ContainerdError as e:
             problems.append(f"containerd: {e}")
         counted: dict[str, tuple[int, int]] = {}

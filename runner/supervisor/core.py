@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from runner import nitask
 from runner.configurators import appedge as edge_confs
 from runner.configurators import configurators
 from runner.configurators.files import stamp
@@ -37,6 +38,7 @@ from runner.configurators.task import TaskConf
 from runner.containerd import seccomp, tasks
 from runner.containerd.client import Client
 from runner.containerd.errors import ContainerdError
+from runner.containerd.metrics import Usage
 from runner.drivers import facts as live_facts
 from runner.drivers import netns as ns
 from runner.drivers import readcache
@@ -645,13 +647,13 @@ class Supervisor:
             unknown = [n for n in names_ if n not in self.desired.nis]
             if unknown:
                 raise NirunnerError(f"no such NI: {', '.join(unknown)}")
-            usage: dict[str, Any] = {}
+            usage: dict[str, Usage] = {}
             infos: dict[str, tasks.TaskInfo] | None = None
             try:
                 infos = self.tasks.observe()
                 self.containerd_ok = True
-                if any(i.status == "running" for i in infos.values()):
-                    usage = tasks.all_metrics(self.client)  # one call for every task
+                usage = nitask.usage(self.client, [cid for cid, i in infos.items()
+                                                   if i.status == "running"])
             except ContainerdError as e:
                 self.containerd_lost(str(e))
             plan = self.plan()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from runner.containerd import metrics, tasks
+from runner import nitask
+from runner.containerd import tasks
 from runner.containerd.errors import ContainerdError
+from runner.containerd.metrics import Usage
 from runner.drivers import nft
 from runner.model.types import NIType
 from runner.net import names
@@ -25,9 +27,9 @@ if TYPE_CHECKING:
 
 
 def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskInfo] | None,
-           detail: bool, metrics_of: Mapping[str, Any] | None = None) -> status.NIView:
+           detail: bool, usage_of: Mapping[str, Usage] | None = None) -> status.NIView:
     """`infos`: the namespace's tasks from one list call; None if containerd is unreachable;
-    `metrics_of`: the tasks' metrics by container id, from one call (else one call here)."""
+    `usage_of`: the running tasks' usage by container id (else read here)."""
     ni = sup.desired.nis[name]
     p = None if name in plan.refused else plan.of(name)  # refused: a switch NI not built
     container = names.container_id(name)
@@ -50,14 +52,12 @@ def gather(sup: Supervisor, plan: Plan, name: str, infos: dict[str, tasks.TaskIn
         svc.pop("dnsmasq", None)
     usage = {}
     if task.status == "running":
-        with contextlib.suppress(ContainerdError, ValueError):
-            raw = (metrics_of.get(container) if metrics_of is not None
-                   else tasks.task_metrics(sup.client, container))
-            if raw is None:
-                raise ValueError(container)
-            u = metrics.decode(raw)
-            usage = {"memory": u.memory_bytes, "cpuSeconds": round(u.cpu_ns / 1e9, 3),
-                     "pids": u.pids}
+        with contextlib.suppress(ContainerdError):
+            u = (usage_of if usage_of is not None
+                 else nitask.usage(sup.client, [container])).get(container)
+            if u is not None:
+                usage = {"memory": u.memory_bytes, "cpuSeconds": round(u.cpu_ns / 1e9, 3),
+                         "pids": u.pids}
     vpn_st, vpn_down = None, ""
     if isinstance(p, NIPlan) and p.vpn is not None and ni.vpn is not None:
         vpn_st = vpn.status(p.vpn, str(ni.vpn.remote), state_dir)

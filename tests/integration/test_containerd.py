@@ -242,6 +242,23 @@ def test_metrics_are_decoded_and_limits_update_live(client: Client, running: Run
     assert tasks.get_task(client, cid).pid == running.pid
 
 
+def test_usage_read_from_the_cgroup_is_containerds(client: Client, running: Running) -> None:
+    from runner import nitask
+    from runner.drivers import cgroupfs
+
+    cid = running.task.container_id
+    theirs = metrics.decode(tasks.task_metrics(client, cid))
+    ours = cgroupfs.usage(nitask.cgroups_path(NAMESPACE, cid))
+    assert ours is not None
+    assert (ours.cgroup, ours.memory_limit, ours.pids_limit, ours.pids, ours.oom_kills) == (
+        theirs.cgroup, theirs.memory_limit, theirs.pids_limit, theirs.pids, theirs.oom_kills)
+    assert abs(ours.memory_bytes - theirs.memory_bytes) < 4 << 20  # read moments apart
+    assert theirs.cpu_ns <= ours.cpu_ns < theirs.cpu_ns + 10**9
+    assert ours.memory_failcnt == theirs.memory_failcnt and ours.cpu_periods >= theirs.cpu_periods
+    assert nitask.usage(client, [cid, "ni-none"]).keys() == {cid}  # one absent: not guessed
+    assert cgroupfs.usage(nitask.cgroups_path(NAMESPACE, "ni-none")) is None
+
+
 def test_exec_runs_inside_the_netns(client: Client, running: Running, tmp_path: Path) -> None:
     res = tasks.exec_in(client, running.task.container_id, ["ip", "-4", "-o", "addr"],
                         str(tmp_path / "ip.out"))
