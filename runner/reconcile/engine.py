@@ -13,7 +13,8 @@ starts while the next NIs' links are still being made, and one NI's netns goes
 while other tasks still stop. Ops of a configurator marked `parallel` (tasks,
 namespaces: mostly waiting) run on a pool (a configurator's `starts` bounds its
 creates at once); the others one at a time. Among ready ops, those an op just done
-released go first (an NI begun is finished first), then the diff's order.
+released go first (an NI begun is finished first; the device's own items before
+all), then the diff's order.
 Any exception of a configurator stops its item:
 
 - atomic (an apply): nothing more starts, running ops finish, and the inverse
@@ -191,9 +192,10 @@ class Engine:
         for succ in after:
             for j in succ:
                 waiting_on[j] += 1
-        # ready ops, one heap for those run here and one per kind for the pool's; an op
-        # released by one that finished goes first (an NI begun is finished first: its
-        # task starts, its netns goes, while other NIs wait), then the diff's order
+        # ready ops, one heap for those run here and one per kind for the pool's: the
+        # device's own first (a table every NI's task is ordered after), then an op
+        # released by one that finished (an NI begun is finished first: its task
+        # starts, its netns goes, while other NIs wait), then the diff's order
         serial: list[tuple[int, int]] = []
         pooled: dict[str, list[tuple[int, int]]] = {}
         busy: dict[str, int] = {}
@@ -201,8 +203,9 @@ class Engine:
         failed: set[str] = set()
         stop = False
 
-        def make_ready(i: int, rank: int) -> None:
+        def make_ready(i: int, released: bool) -> None:
             op = ops[i]
+            rank = 0 if not op.item.owner else 1 if released else 2
             if self.conf(op.item).parallel and not op.implied:
                 heapq.heappush(pooled.setdefault(op.item.KIND, []), (rank, i))
             else:
@@ -215,7 +218,7 @@ class Engine:
             for j in after[i]:
                 waiting_on[j] -= 1
                 if waiting_on[j] == 0:
-                    make_ready(j, 0)
+                    make_ready(j, True)
 
         def held(i: int) -> bool:
             op = ops[i]
@@ -236,7 +239,7 @@ class Engine:
 
         for i, n in enumerate(waiting_on):
             if n == 0:
-                make_ready(i, 1)
+                make_ready(i, False)
         with futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
             while True:
                 while not stop and len(inflight) < self.workers:

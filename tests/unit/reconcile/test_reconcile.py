@@ -210,17 +210,17 @@ def test_a_failing_configurator_rolls_the_apply_back() -> None:
     before = items()
     http = replace(ALPHA.port_maps[0], uplink_port=8090)
     changed = items((replace(ALPHA, port_maps=(http,)), BETA, GAMMA, DELTA))
-    fakes = Fakes(fail={("modify", "nft:device/inet nirunner")})
+    fakes = Fakes(fail={("modify", "nft:nr-alpha/inet ni")})
     run = Engine(fakes.configurators()).run(diff(before, changed), before, atomic=True)
     assert not run.ok and run.rolled_back
     assert fakes.calls == [
-        ("modify", "nft:nr-alpha/inet ni"),
-        ("modify", "nft:device/inet nirunner"),  # fails
-        ("modify", "nft:nr-alpha/inet ni"),  # the inverse of the first
+        ("modify", "nft:device/inet nirunner"),  # the device's first
+        ("modify", "nft:nr-alpha/inet ni"),  # fails
+        ("modify", "nft:device/inet nirunner"),  # the inverse of the first
     ]
     assert run.current == before  # as if nothing happened
     assert "No space left on device" in run.first_error()
-    assert "nft table inet nirunner" in run.first_error()
+    assert "nft table inet ni in nr-alpha" in run.first_error()
 
 
 def test_rollback_of_a_new_ni_deletes_it_in_reverse() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runner.configurators.task import ShimGroups
 from runner.errors import NirunnerError
 from runner.model.types import SupervisorConfig, Uplink
 from runner.supervisor.core import Document, Supervisor
@@ -44,6 +45,7 @@ def sup(tmp_path: Path) -> tuple[Supervisor, Fakes]:
     fakes = Fakes()
     confs = fakes.configurators()
     confs["task"].observe = lambda: {}  # type: ignore[attr-defined]
+    confs["task"].groups = ShimGroups(10)  # type: ignore[attr-defined]
     config = SupervisorConfig(state_dir=str(tmp_path / "state"),
                               uplinks=(Uplink("eth0", "eth0"), Uplink("eth1", "eth1")))
     s = Supervisor(config, client=None, confs=confs, read_facts=lambda: FACTS)  # type: ignore[arg-type]
@@ -75,8 +77,8 @@ def test_port_map_change_is_reported_and_an_event(sup: tuple[Supervisor, Fakes])
     fakes.calls.clear()
     done = apply(s, manifest("site", port=8090))
     assert done.lines == dry.lines  # the dry run said exactly what ran
-    assert fakes.calls == [("modify", "nft:nr-site/inet ni"),
-                           ("modify", "nft:device/inet nirunner")]
+    assert fakes.calls == [("modify", "nft:device/inet nirunner"),  # the device's first
+                           ("modify", "nft:nr-site/inet ni")]
     assert [r.line() for r in done.results] == ["site: updated (port maps)"]
     ev = s.events.since(0)[-1]
     assert (ev.kind, ev.ni, ev.message) == ("ni.updated", "site", "port maps")

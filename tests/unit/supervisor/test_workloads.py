@@ -98,7 +98,7 @@ def test_add_plugs_leases_then_pins_and_maps(sup: tuple[Supervisor, Fakes, FakeF
     assert fakes.calls == [  # the plug (its edge port first), then (after the lease) its
         ("create", f"edgeport:nr-site/{host_if}"),  # address, pin and map
         ("create", f"plug:site/{host_if}"),
-        ("modify", "nft:nr-site/inet ni"), ("modify", "nft:device/inet nirunner"),
+        ("modify", "nft:device/inet nirunner"), ("modify", "nft:nr-site/inet ni"),
         ("modify", "files:site"), ("create", f"appaddr:site/{host_if}")]
     assert fx.calls == [f"lease {NETNS_DIR}/c1 eth0 {att.mac} web1"]
     (rec,) = [a for a in s.desired.attachments if a.kind == "cni"]
