@@ -28,6 +28,7 @@ from runner.cni.api import AttachmentKey
 from runner.drivers import links
 from runner.image.build import build_image
 from runner.lab.topology import INET_IP, Lab, sh, wait_for
+from runner.supervisor.store import Store
 from tests.integration.conftest import RUN_ID
 from tests.integration.test_tap import VM, link_facts
 
@@ -128,8 +129,8 @@ class Site:
         return sh("ip", "-4", "-o", "addr", "show", ifname, netns=netns, check=False).stdout
 
     def desired(self) -> list[dict[str, Any]]:
-        doc = json.loads((self.lab.state_dir / "desired.json").read_text())
-        return list(doc["body"]["attachments"])
+        # what the supervisor stored, read as it reads it (attachments/<ni>.json)
+        return [a.to_json() for a in Store(self.lab.state_dir).load().attachments]
 
     def dns(self, netns: str, name: str, server: str = "10.1.0.1") -> list[str]:
         return sh(sys.executable, "-m", "runner.lab.dnsq", server, name, netns=netns,
