@@ -51,7 +51,7 @@ class EdgeTableConf:
         fixed = set(item.fixed)
         with self.watch.lock(item.ni):
             leases = [x for x in _leases(self.layout, item.ni) if (x.mac, str(x.ip)) not in fixed]
-            text = appedge.edge_ruleset(item.ni, (), leases)
+            text = appedge.edge_ruleset(item.ni, (), leases, lease_seconds=item.lease_seconds)
             nft.apply_table(text, "bridge", names.EDGE_NFT_TABLE, item.netns, tag_of=item.text)
         return item
 

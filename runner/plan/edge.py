@@ -34,6 +34,7 @@ class EdgePlan:
     apps: tuple[DeclaredApp, ...]  # reservations and spec.apps
     acls: NIAcls  # apps with ACLs; their fixed addresses (leased ones are added live)
     flow_log: FlowLog
+    lease_seconds: int = 0  # the NI's DHCP lease time (0: no DHCP)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -63,7 +64,7 @@ def plan_edge(ni: NetworkInstance, port_maps: Sequence[NIPortMap]) -> EdgePlan:
         acl_apps.append(AppAcl(a.name, a.mac, ips, a.acls, maps))
     hosts = any(r.host for a in acl_apps for r in a.rules)
     acls = NIAcls(ni.name, tuple(acl_apps), dns_log=ni.flow_log.enabled or hosts)
-    return EdgePlan(apps, acls, ni.flow_log)
+    return EdgePlan(apps, acls, ni.flow_log, ni.dhcp.lease_time if ni.dhcp else 0)
 
 
 def sysctls(edge: EdgePlan) -> dict[str, str]:

@@ -31,8 +31,9 @@ def edge_items(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug]) -> list[Item
         return []
     ni, ns = p.name, p.netns
     out: list[Item] = [
-        k.EdgeTable(ni, ns, appedge.edge_ruleset(ni, ()),
-                    tuple((a.mac, str(ip)) for a in edge.apps for ip in a.ips)),
+        k.EdgeTable(ni, ns, appedge.edge_ruleset(ni, (), lease_seconds=edge.lease_seconds),
+                    tuple((a.mac, str(ip)) for a in edge.apps for ip in a.ips),
+                    edge.lease_seconds),
         k.AclTable(ni, ns, appedge.acl_ruleset(edge.acls), edge.acls),
     ]
     for a in plugs:

@@ -435,6 +435,7 @@ class EdgeTable(Item):
     # (MAC, IP) of the declared apps' fixed addresses: when the table is made with the
     # current leases, those leases are left to the ports (allowed for good)
     fixed: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    lease_seconds: int = field(default=0, compare=False)  # in `text` already
 
     @property
     def key(self) -> str:

@@ -8,6 +8,13 @@ element change (`port_add`, `port_delete`, `lease_set`, `lease_delete`), never a
 reload. It runs at bridge prerouting, before br_netfilter hands the frame to
 conntrack, so spoofed frames never make a conntrack entry.
 
+A lease reaches `mac_ip` through the supervisor, which follows the lease file: a
+few ms after the app has its ACK, while the app's first ARP goes out at once (it
+was dropped, and the app's first connection waited a second for its ARP retry).
+So the table also learns each ACK the NI's own dnsmasq sends (bridge output: only
+frames the NI itself sends) into `acked`, for the NI's lease time; the
+supervisor's `lease_set` and `lease_delete` take the address over or away there.
+
 **table inet acl** decides the *first* packet of each flow of an app with ACLs
 (forward and input hooks, before table inet ni) and remembers the decision in
 the flow's conntrack mark: `generation << 16 | rule id`. Later packets are one
@@ -47,6 +54,7 @@ from runner.net.appedge import (
     check_mac,
     host_set,
 )
+from runner.render import bootp
 from runner.render.nft import comment, quote
 
 EDGE = f"bridge {names.EDGE_NFT_TABLE}"
@@ -77,12 +85,13 @@ def _port_elements(p: AppPort) -> dict[str, list[str]]:
 
 
 def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = (),
-                 trusted: Sequence[str] = ()) -> str:
+                 trusted: Sequence[str] = (), lease_seconds: int = 0) -> str:
     """The whole table bridge edge with its current ports and leases (replaces the table).
 
     Fail-closed: a frame from a bridge port that is neither an app port nor
     `trusted` (say, a switch NI's uplink side) is dropped, so a port plugged in
-    before it is registered gets nothing through.
+    before it is registered gets nothing through. `lease_seconds`: the NI's DHCP
+    lease time, how long an ACK it sent allows its address (0: no DHCP, none).
     """
     sets: dict[str, list[str]] = {"ports": [], "port_mac": [], "mac_ip": []}
     for p in sorted(ports, key=lambda p: p.port):
@@ -109,6 +118,15 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
                                       sorted(sets["mac_ip"])))
     block("set drops", ["type ifname . mark", "flags dynamic", "counter",
                         f"size {DROP_COUNTERS_SIZE}"])
+    # raw offsets, the same for the ACK's chaddr . yiaddr and an app's saddr's
+    block("set acked", [f"typeof {_SRC_MAC} . {_IP_SRC}", "flags dynamic,timeout",
+                        f"timeout {max(1, lease_seconds)}s"])
+    if lease_seconds:
+        block("chain learn", [
+            "type filter hook output priority filter; policy accept;",
+            f"{bootp.ACK} {bootp.YIADDR} != 0 "
+            f"update @acked {{ {bootp.CHADDR} . {bootp.YIADDR} }}",
+        ])
     block("chain prerouting", [
         "type filter hook prerouting priority filter; policy accept;",
         "iifname vmap @ports",
@@ -127,12 +145,17 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
     block("chain app_arp", [
         "iifname . arp saddr ether != @port_mac goto drop_arp",
         "arp saddr ip 0.0.0.0 accept",  # an address probe (RFC 5227) updates no ARP cache
-        "ether saddr . arp saddr ip != @mac_ip goto drop_arp",
-        "accept",
+        "ether saddr . arp saddr ip @mac_ip accept",
+        f"{_SRC_MAC} . {_ARP_SRC} @acked accept",
+        "goto drop_arp",
     ])
     block("chain app_ip", [
         "ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",  # DHCP before a lease
-        "ether saddr . ip saddr != @mac_ip goto drop_ip",
+        "ether saddr . ip saddr @mac_ip goto app_ip_from",
+        f"{_SRC_MAC} . {_IP_SRC} @acked goto app_ip_from",
+        "goto drop_ip",
+    ])
+    block("chain app_ip_from", [  # the source is the app's
         "udp sport 67 goto drop_dhcp_server",
         "accept",
     ])
@@ -152,6 +175,16 @@ def edge_ruleset(ni: str, ports: Sequence[AppPort], leases: Sequence[Lease] = ()
         ])
     lines[-1] = "}"
     return "\n".join(lines) + "\n"
+
+
+_SRC_MAC = "@ll,48,48"  # ether saddr
+_IP_SRC = "@nh,96,32"  # ip saddr
+_ARP_SRC = "@nh,112,32"  # arp saddr ip
+
+
+def _acked_element(lease: Lease) -> list[str]:
+    mac = bootp.mac_int(lease.mac)
+    return [] if mac is None else [f"{mac} . 0x{int(lease.ip):08x}"]
 
 
 def _lease_element(lease: Lease, timeout: bool = True) -> str:
@@ -192,6 +225,7 @@ def lease_set(lease: Lease, acl_app: str | None = None) -> str:
     """
     out = _idempotent_delete(EDGE, "mac_ip", [_lease_element(lease, timeout=False)])
     out.append(f"add element {EDGE} mac_ip {_elements([_lease_element(lease)])}")
+    out += _idempotent_delete(EDGE, "acked", _acked_element(lease))  # mac_ip has it now
     if acl_app is not None:
         out += _idempotent_delete(ACL, "ingress", [f"{lease.ip} : jump {_in(acl_app)}"])
         t = f" timeout {lease.seconds}s" if lease.seconds else ""
@@ -201,6 +235,7 @@ def lease_set(lease: Lease, acl_app: str | None = None) -> str:
 
 def lease_delete(lease: Lease, acl_app: str | None = None) -> str:
     out = _idempotent_delete(EDGE, "mac_ip", [_lease_element(lease, timeout=False)])
+    out += _idempotent_delete(EDGE, "acked", _acked_element(lease))
     if acl_app is not None:
         out += _idempotent_delete(ACL, "ingress", [f"{lease.ip} : jump {_in(acl_app)}"])
     return "".join(f"{line}\n" for line in out)

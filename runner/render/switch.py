@@ -7,9 +7,7 @@ cross-connected by `fwd` at ingress; only the app's MAC leaves, never a DHCP ans
 `seen`, DHCP ACKs from the segment for its MAC to set `leases`. Air-gapped
 (table bridge <app_if>, the veth a port of br0): the same MAC check and learning.
 
-BOOTP in a UDP packet, as raw offsets from the UDP header (@th, in bits): op at 64
-(2: a reply), yiaddr at 192, chaddr at 288; options from 1984, where servers put the
-message type first (0x35 0x01 0x05: an ACK).
+ACKs are matched as runner.render.bootp says.
 
 A learned ACK is also copied to nflog group SWITCH_LEARN_GROUP (its first byte only,
 sent at once: nflog otherwise holds up to 100 packets or 1 s): the kernel sends no
@@ -26,24 +24,20 @@ from typing import Any
 
 from runner.net import names
 from runner.plan.switch import Binding, SwitchPlan, SwitchPort
+from runner.render import bootp
 from runner.render.errors import RenderError
 from runner.render.nft import quote
 
 LEASE_TIMEOUT = "1d"  # refreshed by every renewal the segment's server ACKs
 SEEN_TIMEOUT = "10m"
-_ACK = "udp sport 67 udp dport 68 @th,64,8 2 @th,1984,24 0x350105"
-_CHADDR = "@th,288,48"
-_YIADDR = "@th,192,32"
+_ACK, _CHADDR, _YIADDR = bootp.ACK, bootp.CHADDR, bootp.YIADDR
 
 
 def _mac_int(mac: str) -> str:
-    try:
-        octets = bytes(int(o, 16) for o in mac.split(":"))
-    except ValueError:
-        octets = b""
-    if len(octets) != 6:
+    out = bootp.mac_int(mac)
+    if out is None:
         raise RenderError(f"{mac!r} is not a MAC address")
-    return "0x" + octets.hex()
+    return out
 
 
 def _sets() -> list[str]:

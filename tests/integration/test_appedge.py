@@ -17,11 +17,14 @@ Issue 11's "what must be shown" 1-6, each below, plus the flow log over the API.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -306,6 +309,41 @@ def test_a_released_lease_takes_its_address_away_live(edge: Edge) -> None:
     wait_for(lambda: not edge.lab.ping(scada, GW), 3, "the released address to be refused")
     edge.ips["scada"] = edge.lab.dhcp(scada, "scada")  # and a new lease works at once
     assert edge.lab.ping(scada, GW)
+
+
+def edge_set(name: str) -> str:
+    return sh("nft", "list", "set", "bridge", "edge", name, netns=NS).stdout
+
+
+def test_a_new_lease_is_allowed_from_its_ack_even_with_the_supervisor_stopped(
+        edge: Edge) -> None:
+    """The app's first ARP and packet right after the ACK pass: the table learned the
+    ACK its NI sent, before (here: without) the supervisor following the lease file;
+    once it follows, the address is in mac_ip with the lease's own timeout."""
+    from runner.drivers import dhcp
+
+    lab, scada = edge.lab, edge.apps["scada"]
+    lease = dhcp.acquire(scada, "eth0", SCADA_MAC, "scada")
+    dhcp.release_from_client(scada, "eth0", SCADA_MAC, lease)
+    ip = str(lease.address.ip)
+    wait_for(lambda: ip not in edge_set("mac_ip"), 5, "the released address to go")
+    assert lab.supervisor is not None
+    os.killpg(lab.supervisor.pid, signal.SIGSTOP)
+    try:
+        assert not lab.ping(scada, GW)  # released: refused
+        edge.ips["scada"] = lab.dhcp(scada, "scada")
+        assert lab.ping(scada, GW)  # ARP and ICMP from the new lease, at once
+        assert edge.ips["scada"] not in edge_set("mac_ip")  # nobody told the table
+        # raw keys, printed as integers without leading zeros
+        acked = (f"{hex(int(SCADA_MAC.replace(':', ''), 16))} . "
+                 f"{hex(int(IPv4Address(edge.ips['scada'])))} ")
+        assert acked in edge_set("acked")
+    finally:
+        os.killpg(lab.supervisor.pid, signal.SIGCONT)
+    wait_for(lambda: edge.ips["scada"] in edge_set("mac_ip"), 5, "the supervisor's lease")
+    # (the fixed addresses' ACKs stay: those are the ports' anyway)
+    wait_for(lambda: acked not in edge_set("acked"), 5, "the ACK's element taken over")
+    assert lab.ping(scada, GW)
 
 
 # -- 2. host names --------------------------------------------------------------------------

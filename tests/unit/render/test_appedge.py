@@ -20,7 +20,7 @@ from tests.unit.render.appedge_sample import (
 )
 from tests.unit.render.test_nft import NFT, needs_nft
 
-EDGE = appedge.edge_ruleset("factory", PORTS, LEASES)
+EDGE = appedge.edge_ruleset("factory", PORTS, LEASES, lease_seconds=3600)
 ACL = appedge.acl_ruleset(acls())
 # the plc loses its last three rules, so their chains and limit go
 UPDATE = appedge.acl_ruleset(acls(PLC_RULES[:2]), appedge.objects(acls()))
@@ -37,7 +37,7 @@ def test_matches_golden(name: str, golden: Callable[[str, str], None]) -> None:
 
 
 def test_rendering_does_not_depend_on_order() -> None:
-    assert appedge.edge_ruleset("factory", PORTS[::-1], LEASES) == EDGE
+    assert appedge.edge_ruleset("factory", PORTS[::-1], LEASES, lease_seconds=3600) == EDGE
     again = acls()
     assert appedge.acl_ruleset(replace(again, apps=again.apps[::-1])) == ACL
 
@@ -51,6 +51,21 @@ def test_every_app_port_is_checked_and_each_case_counted_per_port() -> None:
         chain = EDGE.split(f"chain drop_{case} {{")[1].split("\n\t}")[0]
         assert "update @drops { iifname . " in chain and "counter drop" in chain
         assert f'log prefix "edge {case} " group 7' in chain
+
+
+def test_the_nis_own_acks_allow_their_address_until_the_supervisor_takes_it_over() -> None:
+    learn = EDGE.split("chain learn {")[1].split("\n\t}")[0]
+    assert "hook output" in learn  # frames the NI itself sends: its dnsmasq's
+    assert "udp sport 67 udp dport 68 @th,64,8 2 @th,1984,24 0x350105" in learn  # an ACK
+    assert "update @acked { @th,288,48 . @th,192,32 }" in learn
+    assert "timeout 3600s" in EDGE.split("set acked {")[1].split("}")[0]
+    for chain, check in (("app_arp", "@ll,48,48 . @nh,112,32 @acked accept"),
+                         ("app_ip", "@ll,48,48 . @nh,96,32 @acked goto app_ip_from")):
+        assert check in EDGE.split(f"chain {chain} {{")[1].split("\n\t}")[0]
+    # no DHCP: nothing learned
+    assert "chain learn" not in appedge.edge_ruleset("factory", PORTS, LEASES)
+    taken = "delete element bridge edge acked { 0x020000000011 . 0x0a01007b }"
+    assert taken in appedge.lease_set(LEASES[0]) and taken in appedge.lease_delete(LEASES[0])
 
 
 def test_frames_of_unregistered_ports_are_dropped_unless_trusted() -> None:

@@ -53,7 +53,8 @@ def test_changes_for_new_renewed_and_gone_leases(tmp_path: Path) -> None:
     kept, after = changes(applied, read_file(f, now), {PLC: "plc"}, deletes=False)
     assert kept == "" and after == applied  # gone leases wait for deletes
     text, after = changes(applied, read_file(f, now), {PLC: "plc"})
-    assert text.endswith("delete element bridge edge mac_ip { 02:00:00:00:00:11 . 10.1.0.101 }\n")
+    assert "delete element bridge edge mac_ip { 02:00:00:00:00:11 . 10.1.0.101 }\n" in text
+    assert text.endswith("delete element bridge edge acked { 0x020000000011 . 0x0a010065 }\n")
     assert set(after) == {(PLC, "10.1.0.100")}
 
 
