@@ -127,15 +127,28 @@ class PlugConf:
         if not os.path.exists(item.app_netns):
             raise LinkError(f"plug {item.app_netns} into NI {item.ni}: "
                             "the app's netns does not exist")
+
+        def fresh(ip: IPRoute) -> bool:
+            """The usual case, in one request: no link of that name yet, so the pair is
+            made with its NI end up and on the bridge (or found, then checked below)."""
+            if links.index(ip, item.host_if) is not None:
+                return False
+            links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
+                           peer_mac=item.mac, up=True, master=item.bridge or None)
+            return True
+
+        if links.in_netns(item.netns, fresh):
+            links.in_netns(item.app_netns, lambda ip: links.set_up(ip, "lo", item.ifname))
+            return item
         if _pair(item.netns, item.host_if, item.app_netns, item.ifname) is None:
-            def fresh(ip: IPRoute) -> None:
+            def again(ip: IPRoute) -> None:
                 if links.index(ip, item.host_if) is not None:  # a stale end
                     links.call(f"delete stale link {item.host_if}", ip.link, "del",
                                ifname=item.host_if)
                 links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
                                peer_mac=item.mac)
 
-            links.in_netns(item.netns, fresh)
+            links.in_netns(item.netns, again)
         return self.modify(item, item)
 
     def modify(self, old: Plug, new: Plug) -> Plug:

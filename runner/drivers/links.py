@@ -143,17 +143,37 @@ def read(netns: str | None, ifname: str) -> LinkInfo | None:
 
 
 def add_veth(ip: IPRoute, name: str, peer: str, peer_netns_path: str, mtu: int,
-             peer_mac: str | None = None) -> None:
-    """A veth pair: `name` here, `peer` created directly inside the other netns."""
+             peer_mac: str | None = None, up: bool = False, master: str | None = None
+             ) -> None:
+    """A veth pair: `name` here, `peer` created directly inside the other netns; `name`
+    made up and on bridge `master` in the same request, if asked."""
+    extra: dict[str, Any] = {"state": "up"} if up else {}
+    if master is not None:
+        midx = index(ip, master)
+        if midx is None:
+            raise LinkError(f"plug {name} into {master}{ns.where()}: no such bridge")
+        extra["master"] = midx
     fd = os.open(peer_netns_path, os.O_RDONLY)
     try:
         spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": fd, "mtu": mtu}
         if peer_mac:
             spec["address"] = peer_mac
         call(f"create veth {name} <-> {peer_netns_path} {peer}", ip.link, "add", ifname=name,
-             kind="veth", mtu=mtu, peer=spec)
+             kind="veth", mtu=mtu, peer=spec, **extra)
     finally:
         os.close(fd)
+
+
+LOOPBACK_INDEX = 1  # lo's, in every netns
+
+
+def set_up(ip: IPRoute, *ifnames: str) -> None:
+    """Links up, without reading them first (up is idempotent)."""
+    for name in ifnames:
+        idx = LOOPBACK_INDEX if name == "lo" else index(ip, name)
+        if idx is None:
+            raise LinkError(f"set up link {name}{ns.where()}: it does not exist")
+        call(f"set {name} up", ip.link, "set", index=idx, state="up")
 
 
 def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:

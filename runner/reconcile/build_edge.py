@@ -68,12 +68,20 @@ class Follow:
     labels: tuple[tuple[int, str], ...]  # rule id -> "<app> <direction> <index>"
 
 
-def follows(plan: Plan, layout: Layout, live: Mapping[str, int]) -> dict[str, Follow]:
-    """What to follow of the planned NIs whose netns exists (`live`: NI -> netns inode)."""
+FollowMemo = dict[str, tuple[NIPlan, int, Follow]]
+
+
+def follows(plan: Plan, layout: Layout, live: Mapping[str, int],
+            memo: FollowMemo | None = None) -> dict[str, Follow]:
+    """What to follow of the planned NIs whose netns exists (`live`: NI -> netns inode).
+    `memo` keeps each NI's, reused while its plan (the same object) and inode are."""
     out = {}
     for name, p in plan.nis.items():
         edge = p.edge
         if edge is None or name not in live:
+            continue
+        if memo is not None and (m := memo.get(name)) and m[0] is p and m[1] == live[name]:
+            out[name] = m[2]
             continue
         f = edge.flow_log
         out[name] = Follow(
@@ -83,4 +91,9 @@ def follows(plan: Plan, layout: Layout, live: Mapping[str, int]) -> dict[str, Fo
             max_bytes=f.max_size, keep=f.keep,
             apps=tuple((a.name, a.mac, tuple(str(ip) for ip in a.ips)) for a in edge.apps),
             hosts=edge.hosts, labels=tuple(sorted(appedge.rule_labels(edge.acls).items())))
+        if memo is not None:
+            memo[name] = (p, live[name], out[name])
+    if memo is not None:
+        for gone in memo.keys() - out.keys():
+            del memo[gone]
     return out

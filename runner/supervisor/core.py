@@ -52,7 +52,7 @@ from runner.plan.facts import Binding, Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
 from runner.reconcile.build import Items, TaskPolicy, build
-from runner.reconcile.build_edge import follows
+from runner.reconcile.build_edge import FollowMemo, follows
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
@@ -150,6 +150,7 @@ class Supervisor:
         # what each NI's plan and items were made of: a change of one NI plans one NI
         self._plan_memo: site.Memo = {}
         self._items_memo: dict[str, Any] = {}
+        self._follow_memo: FollowMemo = {}  # each NI's Follow, while its plan is the same
         self._version = 0  # bumped by every change of the desired state
         self._uplinks_changed = threading.Event()
         self._resync = threading.Event()
@@ -311,7 +312,7 @@ class Supervisor:
         if self.edge is not None:
             live = {x.ni: x.inode for x in self.current.values() if isinstance(x, k.Netns)
                     and x.ni in self.desired.nis}
-            self.edge.follow(follows(self.plan(), self.store, live))
+            self.edge.follow(follows(self.plan(), self.store, live, self._follow_memo))
         if self.watcher is None:
             return
         shims = [x.name for x in intended.values() if isinstance(x, ShimLink)]

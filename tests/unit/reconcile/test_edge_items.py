@@ -11,7 +11,7 @@ from runner.net.appedge import AclProtocol, AclRule, Action, Direction
 from runner.plan.layout import Layout
 from runner.reconcile import kinds as k
 from runner.reconcile.build import AppPlug, Items, build
-from runner.reconcile.build_edge import follows
+from runner.reconcile.build_edge import FollowMemo, follows
 from runner.reconcile.diff import DELETE_PHASE, check_ranks, diff
 from runner.reconcile.report import result
 from tests.unit.plan.sample import ALPHA, BETA, DELTA, FACTS, GAMMA, site
@@ -114,6 +114,19 @@ def test_the_flow_log_setting_is_a_sysctl_change_and_a_follow() -> None:
     assert ("web", WEB, ("10.1.0.10",)) in a.apps
     quiet = follows(site((off, BETA, GAMMA, DELTA), FACTS), LAYOUT, {"alpha": 11})["alpha"]
     assert quiet.listen and quiet.log_path == ""  # host names only: no records kept
+
+
+def test_follows_are_reused_while_an_nis_plan_and_netns_are_the_same() -> None:
+    plan = site((ALPHA2, BETA, GAMMA, DELTA), FACTS)
+    memo: FollowMemo = {}
+    first = follows(plan, LAYOUT, {"alpha": 11, "delta": 12}, memo)
+    again = follows(plan, LAYOUT, {"alpha": 11, "delta": 12}, memo)
+    assert again["alpha"] is first["alpha"] and again == first
+    renewed = follows(plan, LAYOUT, {"alpha": 13, "delta": 12}, memo)  # a new netns
+    assert renewed["alpha"].inode == 13 and renewed["delta"] is first["delta"]
+    off = replace(ALPHA2, flow_log=FlowLog(enabled=False))
+    changed = follows(site((off, BETA, GAMMA, DELTA), FACTS), LAYOUT, {"alpha": 13}, memo)
+    assert changed["alpha"].log_path == "" and set(memo) == {"alpha"}  # delta's is gone
 
 
 def test_delete_phase_of_an_ni_implies_its_tables() -> None:
