@@ -1,12 +1,14 @@
 """nftables: apply a rendered ruleset atomically (`nft -f`), inside a netns if given.
 
-A child process inherits the network namespace of the thread that forks it, so
-running nft from a thread that entered the netns needs no `ip netns exec`.
+Through libnftables in-process (runner.drivers.libnft), or `nft` where it is missing:
+both work in the netns of the calling thread (a child process inherits the thread's),
+so a thread that entered the netns needs no `ip netns exec`.
 
 Each table nirunner applies carries a comment "nirunner:<hash of its text>", so
 reading it back (one netlink request, no nft process) tells whether it is the
-table we applied. The PIDs of our own nft processes are remembered for a while:
-nftables events name the process behind each change, and the watcher ignores ours.
+table we applied. The thread (or process) IDs behind our own changes are remembered
+for a while: nftables events name the task behind each change, and the watcher
+ignores ours.
 """
 
 from __future__ import annotations
@@ -17,16 +19,25 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 
+from runner.drivers import libnft, nfnl
 from runner.drivers import netns as ns
-from runner.drivers import nfnl
 from runner.errors import NirunnerError
 
 TAG_PREFIX = "nirunner:"
 
 _own_lock = threading.Lock()
-_own: collections.deque[int] = collections.deque(maxlen=256)
+# (task ID, when) of our recent changes: their events come within milliseconds; the
+# age bound keeps a later task with a reused ID (pid_max is 32768 here) from passing
+OWN_FOR = 10.0  # s
+_own: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
+
+
+def _mine(task_id: int) -> None:
+    with _own_lock:
+        _own.append((task_id, time.monotonic()))
 
 
 class NftError(NirunnerError):
@@ -34,17 +45,25 @@ class NftError(NirunnerError):
 
 
 def own_pid(pid: int) -> bool:
-    """Whether `pid` was one of our recent nft processes."""
+    """Whether `pid` made one of our recent changes (a thread of ours or an nft process)."""
+    recent = time.monotonic() - OWN_FOR
     with _own_lock:
-        return pid in _own
+        return any(p == pid and t >= recent for p, t in _own)
 
 
 def _nft(args: list[str], stdin: str | None, netns: str | None, what: str) -> str:
+    """`nft [-j] -f -` with `stdin`, or `nft [-j] <args>`: through libnftables where it is
+    (the calling thread's TID names the change in nftables events), else a process."""
     def run() -> tuple[int, str, str]:
+        if libnft.available():
+            json_out = args[:1] == ["-j"]
+            rest = args[1:] if json_out else args
+            commands = stdin if rest == ["-f", "-"] else " ".join(rest)
+            _mine(threading.get_native_id())
+            return libnft.run(commands or "", json=json_out)
         p = subprocess.Popen(["nft", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-        with _own_lock:
-            _own.append(p.pid)
+        _mine(p.pid)
         try:
             out, err = p.communicate(stdin, timeout=30)
         except subprocess.TimeoutExpired:
