@@ -19,9 +19,11 @@ PY := $(VENV)/bin/python
 # capabilities, zsh to check its completion script; fleets: etcd-server for the
 # lab's etcd cluster, openssl for its throwaway CA; strace derives the NI tasks'
 # seccomp allow-list; prometheus (with promtool) scrapes the metrics endpoint in the
-# lab).
+# lab). libnftables1 (nft's library, which the supervisor calls in-process) comes with
+# nftables; it is named for clarity.
 APT_PACKAGES := containerd runc mmdebstrap debian-archive-keyring gcc libc6-dev \
-	iproute2 nftables python3-venv make dnsmasq-base busybox iputils-ping util-linux \
+	iproute2 nftables libnftables1 python3-venv make dnsmasq-base busybox iputils-ping \
+	util-linux \
 	charon-systemd strongswan-swanctl libstrongswan-standard-plugins \
 	libcharon-extra-plugins strongswan-pki tcpdump etcd-server openssl \
 	iperf3 containernetworking-plugins podman netavark aardvark-dns iptables systemd zsh \
