@@ -331,8 +331,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 def cmd_supervise(args: argparse.Namespace) -> int:
     from runner.api.server import serve
     from runner.model.config import load_config
-    from runner.supervisor import logformat
+    from runner.supervisor import logformat, malloc
 
+    malloc.limit_arenas()
     config = load_config(args.config)
     logformat.setup(args.log_format, args.verbose)
     return serve(config, args.config)

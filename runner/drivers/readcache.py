@@ -35,6 +35,11 @@ def batch() -> Iterator[None]:
         _local.residents = None
 
 
+def active() -> bool:
+    """Whether the calling thread is in a batch."""
+    return getattr(_local, "cache", None) is not None
+
+
 def residents() -> dict[str, Any] | None:
     """The batch's threads in other netns, by netns path (runner.drivers.netns.run_in)."""
     return getattr(_local, "residents", None)

@@ -113,6 +113,11 @@ class Recorder:
         d.packets += 1
         d.bytes += size
 
+    @property
+    def holding(self) -> bool:
+        """Whether drops wait for `flush`."""
+        return bool(self._drops)
+
     def flush(self, now: float, everything: bool = False) -> list[Record]:
         """Dropped flows that have been quiet for drop_idle seconds (or all of them)."""
         out = []

@@ -60,7 +60,7 @@ from runner.reconcile.report import DELETED, UNCHANGED, NIResult, results
 from runner.reconcile.switch_kinds import ShimLink
 from runner.supervisor import apps as apps_mod
 from runner.supervisor import attach as attach_mod
-from runner.supervisor import views
+from runner.supervisor import malloc, views
 from runner.supervisor.edgewatch import EdgeWatch
 from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
@@ -277,6 +277,8 @@ class Supervisor:
                     h.started(now)
                     h.last_error = ""
         self._follow(intended)
+        if run.done:
+            malloc.trim()  # what the ops' threads (libnftables) held
         return run
 
     def _hold(self, op: Op) -> str:

@@ -72,23 +72,23 @@ class CountingListener(FakeListener):
         self.reaped += 1
         return self.flows
 
-    def new_flow(self) -> None:
+    def new_flow(self, end: bool = False) -> None:
         self.datagrams.append(m.ct_event(m.tuple_(17, "10.1.0.10", "192.0.2.20", 1, 53),
                                          m.tuple_(17, "192.0.2.20", "198.51.100.2", 53, 1),
-                                         end=False))
+                                         end=end))
         self.b.send(b"x")
 
 
 def test_reaps_follow_the_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A conntrack dump walks the whole hash: none while the NI has no flow, every
-    reap_every seconds while flows start or end, backing off while none does."""
+    reap_every seconds while flows start, none once they do not (nor for ends)."""
     from runner.flowlog import collector as col
 
     clock = [1000.0]
     monkeypatch.setattr(col.time, "time", lambda: clock[0])
     listener = CountingListener()
     c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
-                  lambda text: None, reap_every=5.0, reap_idle=60.0)
+                  lambda text: None, reap_every=5.0)
 
     def at(t: float, ready: bool = False) -> int:
         clock[0] = 1000.0 + t
@@ -101,8 +101,16 @@ def test_reaps_follow_the_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     listener.new_flow()
     assert at(601, ready=True) == 1
     assert at(605) == 1 and at(606) == 2  # 5 s after the flow started
-    assert at(611) == 3  # flows remain, nothing started or ended since: 10 s, 20 s, ...
-    assert at(620) == 3 and at(621) == 4
-    assert at(640) == 4 and at(641) == 5
+    listener.new_flow()
+    assert at(607, ready=True) == 2
+    assert at(611) == 3  # another started since: 5 s later again
+    assert at(616) == 4  # nothing started or ended since the last one: the last
+    assert at(700) == 4 and at(5000) == 4  # flows remain, quiet: the GC reports their ends
+    listener.new_flow(end=True)
+    assert at(5000.5, ready=True) == 4 and at(5100) == 4  # an end: no reap for it
+    listener.new_flow()
+    assert at(5001, ready=True) == 4 and at(5006) == 5  # a flow again: reaps again
     listener.flows = 0
-    assert at(1000) == 6 and at(5000) == 6  # empty: no more reaps
+    listener.new_flow()
+    assert at(5007, ready=True) == 5 and at(5011) == 6  # empty: no more reaps
+    assert at(9000) == 6
