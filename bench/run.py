@@ -113,7 +113,8 @@ def _check_tools(profile: bool) -> None:
 # -- the measurements -----------------------------------------------------------------
 
 
-SECTIONS = ("one", "many", "steps", "curve", "groups", "podman", "change", "throughput")
+SECTIONS = ("one", "many", "steps", "curve", "groups", "podman", "change", "throughput",
+            "appedge", "appedge_sup", "switch")
 
 
 def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None,
