@@ -57,8 +57,8 @@ PREFIX = "nrbench"
 # podman: network counts side by side, podman_reps rounds (larger counts half of them)
 QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, curve=(1, 10, 20), n_scale=20,
              restarts=1, noops=1, idle=3.0, rounds=2, cmd_reps=1, groups_n=10,
-             groups=(1, 10), podman=(1, 20), podman_reps=2, change=3, iperf_s=1.0,
-             iperf_reps=1, edge_reps=1, flows=1000, flow_window=3.0)
+             groups=(1, 10), podman=(1, 10), podman_reps=2, change=3, iperf_s=1.0,
+             iperf_reps=1, edge_reps=1, flows=1000, flow_window=2.0)
 FULL = dict(reps1=10, cli_reps=5, n_many=100, reps_many=3, curve=(1, 10, 50, 100, 250),
             n_scale=100, restarts=3, noops=3, idle=300.0, rounds=5, cmd_reps=5, groups_n=20,
             groups=(1, 5, 10, 20), podman=(1, 20), podman_reps=5, change=10, iperf_s=5.0,
