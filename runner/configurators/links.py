@@ -43,19 +43,20 @@ class VethConf:
     parallel = False
 
     def create(self, item: Veth) -> Veth:
-        with links.ipr() as ip:
-            if links.index(ip, item.name) is None:  # the usual case: made whole, no reads
-                links.add_veth(ip, item.name, item.peer_name, ns.path(item.peer_netns),
-                               item.mtu, up=True)
-                links.add_address(ip, item.name, item.address)
-                fresh = True
-            else:
-                fresh = False
-        if fresh:
-            def inside(ip: IPRoute) -> None:
-                links.add_address(ip, item.peer_name, item.peer_address)
-                links.set_up(ip, item.peer_name)
+        def fresh(ip: IPRoute) -> bool:
+            """The usual case, made whole without reads: no link of that name yet."""
+            if links.index(ip, item.name) is not None:
+                return False
+            links.add_veth(ip, item.name, item.peer_name, ns.path(item.peer_netns),
+                           item.mtu, up=True)
+            links.add_address(ip, item.name, item.address)
+            return True
 
+        def inside(ip: IPRoute) -> None:
+            links.add_address(ip, item.peer_name, item.peer_address)
+            links.set_up(ip, item.peer_name)
+
+        if links.in_netns(None, fresh):
             links.in_netns(item.peer_netns, inside)
             return item
         if _pair(None, item.name, item.peer_netns, item.peer_name) is None:
