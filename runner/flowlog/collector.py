@@ -38,6 +38,8 @@ SYSCTLS = {"net/netfilter/nf_conntrack_acct": "1",
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 _CT_NEW = nl.NFNL_SUBSYS_CTNETLINK << 8 | nl.IPCTNL_MSG_CT_NEW
 SO_RCVBUFFORCE = 33
+TRACKED_MAX = 1024  # open flows a collector looks up one by one at a reap; more: a dump
+REAP_MAX = 60.0  # s between reaps while flows stay open and none start
 
 
 class CollectorError(NirunnerError):
@@ -55,6 +57,8 @@ class Listener:
         self.sock: socket.socket | None = None
         self.dumps: socket.socket | None = None  # for reaps: made once, in the netns
         self.lost = 0  # times the kernel found our buffer full (events lost)
+        self._seq = 1  # of the dumps socket's requests
+        self.before = 1  # flows the netns had when the events socket was made (open())
 
     def open(self) -> None:
         try:
@@ -69,10 +73,18 @@ class Listener:
         dumps.bind((0, 0))
         dumps.settimeout(2)
         try:
-            return self._socket(), dumps
+            events = self._socket()
         except OSError:
             dumps.close()
             raise
+        # flows from before the events socket: a fresh netns has none, so its collector
+        # knows every flow from its start event and never needs a dump
+        try:
+            count = Path("/proc/sys/net/netfilter/nf_conntrack_count").read_text()
+            self.before = int(count)
+        except (OSError, ValueError):
+            self.before = 1  # unknown: some
+        return events, dumps
 
     def _socket(self) -> socket.socket:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
@@ -104,18 +116,47 @@ class Listener:
                 if err == 0:
                     acks += 1
 
-    def reap(self) -> int:
+    def reap(self) -> dict[int, bytes]:
         """Make conntrack drop the flows that have expired now, so their ends are recorded
         now (its GC may take up to a minute when the table is small). One dump over a
-        socket that lives in the netns (no thread, no setns); the flows that remain."""
+        socket that lives in the netns (no thread, no setns); it walks the kernel's whole
+        conntrack hash. The flows that remain: ID -> original tuple (netlink.ct_flow)."""
         assert self.dumps is not None
-        self.dumps.send(nl.ct_dump_request())
-        flows = 0
+        seq = self._seq = (self._seq + 1) & 0x7FFFFFFF
+        self.dumps.send(nl.ct_dump_request(seq))
+        flows: dict[int, bytes] = {}
         while True:
-            for kind, _f, _p in nl.messages(self.dumps.recv(1 << 16)):
+            for kind, got, payload in nl.answers(self.dumps.recv(1 << 16)):
+                if got != seq:
+                    continue  # a late answer to a request that timed out
                 if kind in (nl.NLMSG_DONE, nl.NLMSG_ERROR):
                     return flows
-                flows += 1
+                flow = nl.ct_flow(payload)
+                if flow is not None:
+                    flows[flow[0]] = flow[1]
+
+    def lookup(self, flows: dict[int, bytes], chunk: int = 64) -> dict[int, bytes]:
+        """Ask for each of `flows` by its tuple: the kernel drops those that have expired
+        (their ends come as events), at the cost of a hash lookup each. Those still there."""
+        assert self.dumps is not None
+        items = list(flows.items())
+        alive: dict[int, bytes] = {}
+        for at in range(0, len(items), chunk):  # replies of a chunk fit the socket's buffer
+            part = items[at:at + chunk]
+            first = (self._seq + 1) & 0x7FFFFFFF  # after any earlier request's
+            self._seq = first + len(part)
+            self.dumps.send(b"".join(nl.ct_get_request(orig, first + i)
+                                     for i, (_id, orig) in enumerate(part)))
+            waiting = len(part)
+            while waiting:
+                for kind, seq, _payload in nl.answers(self.dumps.recv(1 << 16)):
+                    if not first <= seq < first + len(part):
+                        continue  # a late answer to a request that timed out
+                    waiting -= 1
+                    if kind != nl.NLMSG_ERROR:
+                        ident, orig = part[seq - first]
+                        alive[ident] = orig
+        return alive
 
     def fileno(self) -> int:
         assert self.sock is not None
@@ -150,18 +191,25 @@ class Collector:
 
     def __init__(self, listener: Listener, recorder: Recorder, writer: RotatingJsonl,
                  apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
-        """Reaps (a conntrack dump walks the kernel's whole conntrack hash, ~9-16 ms of
-        CPU with 256k buckets) run only while the NI's flows start: every
-        `reap_every` seconds while they do; once a reap finds the table empty or no
-        flow started since the last one, none until one does. Ends of flows that
-        expire meanwhile come with conntrack's own GC (within a minute): reaps backing
-        off to 60 s while flows remained, and again after each end, cost 100 quiet
-        NIs 4.5 % of a core."""
+        """Reaps make conntrack drop its expired flows now, so that their ends are
+        recorded within seconds (its own GC takes up to a minute on a small table). The
+        collector knows its NI's open flows from the events; a reap looks each of them up
+        (a hash lookup; the kernel drops an expired one on the way). Only when more than
+        TRACKED_MAX are open, and at the start (flows from before), does it dump the
+        table, which walks the kernel's whole conntrack hash (~9-16 ms of CPU with 256k
+        buckets: 100 NIs reaping so after a bring-up took 2 s of CPU).
+
+        While flows start, a reap every `reap_every` seconds; while flows stay open but
+        none start, twice as long each time, up to REAP_MAX; none while none is open."""
         self.listener, self.recorder, self.writer = listener, recorder, writer
         self.apply_nft, self.reap_every = apply_nft, reap_every
         self.records = self.refresh_errors = self.reap_errors = self.reaps = 0
         self._next_flush = self._next_reap = 0.0
         self._active = False  # a flow started since the last reap
+        self._quiet = 0  # reaps in a row with no flow started before them
+        self.open: dict[int, bytes] = {}  # the NI's flows: conntrack ID -> original tuple
+        # flows may be open that `open` lacks (from before the listener): dump at a reap
+        self._untracked = getattr(listener, "before", 1) > 0
 
     def poll(self, timeout: float) -> int:
         return self.handle(bool(select.select([self.listener], [], [], timeout)[0]))
@@ -173,13 +221,14 @@ class Collector:
         records, refresh = [], []
         if ready:
             for kind, _flags, payload in self.listener.read():
-                if kind == _CT_NEW and not self.recorder.starts:
-                    self._flow_seen(now)  # counted, not decoded: no record wanted
-                    continue
+                if kind == _CT_NEW:
+                    self._flow_seen(now, nl.ct_flow(payload))
+                    if not self.recorder.starts:
+                        continue  # no record wanted: not decoded further
                 ev = nl.ct_event(kind, payload)
                 if ev is not None:
-                    if not ev.end:  # an end is no reason to reap: a reap or the GC made it
-                        self._flow_seen(now)
+                    if ev.end:
+                        self.open.pop(ev.id, None)
                     records += self.recorder.ct(ev)
                     continue
                 pkt = nl.log_packet(kind, payload)
@@ -208,19 +257,32 @@ class Collector:
         reap = self._next_reap if self.reap_every and self.listener.conntrack else math.inf
         return min(flush, reap)
 
-    def _flow_seen(self, now: float) -> None:
+    def _flow_seen(self, now: float, flow: tuple[int, bytes] | None) -> None:
         self._active = True
+        if flow is not None and not self._untracked:
+            if len(self.open) < TRACKED_MAX:
+                self.open[flow[0]] = flow[1]
+            else:
+                self._untracked = True  # too many to look up one by one: dumps again
         if self._next_reap == math.inf:
             self._next_reap = now + self.reap_every
 
     def _reap(self, now: float) -> None:
         try:
-            flows = self.listener.reap()
+            if self._untracked:
+                found = self.listener.reap()
+                self._untracked = len(found) > TRACKED_MAX
+                self.open = {} if self._untracked else found
+            else:
+                self.open = self.listener.lookup(self.open)
         except OSError:
-            flows = 1
             self.reap_errors += 1  # ends then come with conntrack's own GC
         self.reaps += 1
-        self._next_reap = now + self.reap_every if flows and self._active else math.inf
+        self._quiet = 0 if self._active else self._quiet + 1
+        if not self.open and not self._untracked:
+            self._next_reap = math.inf
+        else:
+            self._next_reap = now + min(self.reap_every * 2 ** self._quiet, REAP_MAX)
         self._active = False
 
     def run(self, stop: threading.Event) -> None:

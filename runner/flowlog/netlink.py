@@ -24,6 +24,7 @@ _HDR = struct.Struct("=IHHII")  # nlmsghdr
 _NFGEN = struct.Struct("!BBH")  # nfgenmsg: family, version, res_id (big endian)
 _ATTR = struct.Struct("=HH")
 _NLA_TYPE_MASK = 0x3FFF
+NLA_F_NESTED = 0x8000
 
 # conntrack attributes (linux/netfilter/nfnetlink_conntrack.h)
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_MARK = 1, 2, 3, 8
@@ -237,6 +238,37 @@ def ct_dump_request(seq: int = 1) -> bytes:
     on the way (and so sends their end events) instead of waiting for its GC."""
     kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
     return _message(kind, NLM_F_REQUEST | NLM_F_DUMP, socket.AF_INET, 0, b"", seq)
+
+
+def ct_flow(payload: bytes) -> tuple[int, bytes] | None:
+    """(conntrack ID, original tuple as the kernel sent it) of a conntrack message: what a
+    lookup of that flow (ct_get_request) sends back. Only the top-level attributes are read:
+    the collector sees every new flow of its NI."""
+    a = attrs(payload, _NFGEN.size)
+    orig, ident = a.get(CTA_TUPLE_ORIG), a.get(CTA_ID)
+    if orig is None or ident is None:
+        return None
+    return _u32(ident), orig
+
+
+def ct_get_request(orig: bytes, seq: int) -> bytes:
+    """A lookup of one flow by its original tuple. The kernel drops the flow if it has
+    expired (and sends its end event), as a dump would, but without walking the whole
+    conntrack hash: a found flow is answered, a gone one with ENOENT."""
+    kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+    return _message(kind, NLM_F_REQUEST, socket.AF_INET, 0,
+                    _attr(CTA_TUPLE_ORIG | NLA_F_NESTED, orig), seq)
+
+
+def answers(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, sequence number, payload) of each netlink message in a datagram."""
+    pos = 0
+    while pos + _HDR.size <= len(buf):
+        length, kind, _flags, seq, _pid = _HDR.unpack_from(buf, pos)
+        if length < _HDR.size:
+            return
+        yield kind, seq, buf[pos + _HDR.size:pos + length]
+        pos += (length + 3) & ~3
 
 
 def ack_error(kind: int, payload: bytes) -> int | None:

@@ -33,9 +33,9 @@ def counters(packets: int, nbytes: int) -> bytes:
 def ct_event(orig: bytes, reply: bytes, end: bool = True, mark: int = 0,
              co: tuple[int, int] = (10, 1000), cr: tuple[int, int] = (8, 4000),
              start: int = 1_700_000_000_000_000_000,
-             stop: int = 1_700_000_002_500_000_000) -> bytes:
+             stop: int = 1_700_000_002_500_000_000, ident: int = 42) -> bytes:
     body = attr(nl.CTA_TUPLE_ORIG, orig, True) + attr(nl.CTA_TUPLE_REPLY, reply, True)
-    body += attr(nl.CTA_ID, struct.pack("!I", 42)) + attr(nl.CTA_MARK, struct.pack("!I", mark))
+    body += attr(nl.CTA_ID, struct.pack("!I", ident)) + attr(nl.CTA_MARK, struct.pack("!I", mark))
     if end:
         body += attr(nl.CTA_COUNTERS_ORIG, counters(*co), True)
         body += attr(nl.CTA_COUNTERS_REPLY, counters(*cr), True)

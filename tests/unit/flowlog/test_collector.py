@@ -17,6 +17,7 @@ from tests.unit.flowlog import messages as m
 
 class FakeListener:
     conntrack = True
+    before = 1  # flows in the netns before it opened: the first reap is a dump
 
     def __init__(self, datagrams: list[bytes]) -> None:
         self.a, self.b = socket.socketpair()
@@ -61,56 +62,121 @@ def test_poll_records_refreshes_and_survives_failing_refresh_and_reap(tmp_path: 
     assert c.poll(0.01) == 0
 
 
-class CountingListener(FakeListener):
-    """Reaps find `flows` flows; conntrack NEW events come as told."""
+class KernelListener(FakeListener):
+    """A conntrack table of `kernel` flows; NEW and DELETE events come as told."""
 
     def __init__(self) -> None:
         super().__init__([])
-        self.flows = 0
+        self.kernel: dict[int, bytes] = {}
+        self.looked = 0
+        self.asked: list[set[int]] = []
 
-    def reap(self) -> int:  # type: ignore[override]
+    def reap(self) -> dict[int, bytes]:  # type: ignore[override]
         self.reaped += 1
-        return self.flows
+        return dict(self.kernel)
 
-    def new_flow(self, end: bool = False) -> None:
-        self.datagrams.append(m.ct_event(m.tuple_(17, "10.1.0.10", "192.0.2.20", 1, 53),
-                                         m.tuple_(17, "192.0.2.20", "198.51.100.2", 53, 1),
-                                         end=end))
+    def lookup(self, flows: dict[int, bytes]) -> dict[int, bytes]:
+        self.looked += 1
+        self.asked.append(set(flows))
+        return {i: t for i, t in flows.items() if i in self.kernel}
+
+    def event(self, ident: int, end: bool = False) -> None:
+        orig = m.tuple_(17, "10.1.0.10", "192.0.2.20", 1000 + ident, 53)
+        self.datagrams.append(m.ct_event(orig, m.tuple_(17, "192.0.2.20", "198.51.100.2",
+                                                        53, 1000 + ident), end=end,
+                                         ident=ident))
+        if end:
+            self.kernel.pop(ident, None)
+        else:
+            self.kernel[ident] = orig
         self.b.send(b"x")
 
 
-def test_reaps_follow_the_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A conntrack dump walks the whole hash: none while the NI has no flow, every
-    reap_every seconds while flows start, none once they do not (nor for ends)."""
+def test_reaps_look_up_the_open_flows_and_back_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dump walks the kernel's whole conntrack hash: one at the start (flows from before),
+    then the open flows are looked up one by one: every reap_every seconds while flows
+    start, twice as long each time while none starts (up to REAP_MAX), none when none is
+    open."""
     from runner.flowlog import collector as col
 
     clock = [1000.0]
     monkeypatch.setattr(col.time, "time", lambda: clock[0])
-    listener = CountingListener()
+    listener = KernelListener()
     c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
                   lambda text: None, reap_every=5.0)
 
-    def at(t: float, ready: bool = False) -> int:
+    def at(t: float, ready: bool = False) -> tuple[int, int]:
         clock[0] = 1000.0 + t
         c.handle(ready)
-        return listener.reaped
+        return listener.reaped, listener.looked
 
-    assert at(0) == 1  # one at start: no flow
-    assert at(30) == at(600) == 1  # and none while nothing happens
-    listener.flows = 1
-    listener.new_flow()
-    assert at(601, ready=True) == 1
-    assert at(605) == 1 and at(606) == 2  # 5 s after the flow started
-    listener.new_flow()
-    assert at(607, ready=True) == 2
-    assert at(611) == 3  # another started since: 5 s later again
-    assert at(616) == 4  # nothing started or ended since the last one: the last
-    assert at(700) == 4 and at(5000) == 4  # flows remain, quiet: the GC reports their ends
-    listener.new_flow(end=True)
-    assert at(5000.5, ready=True) == 4 and at(5100) == 4  # an end: no reap for it
-    listener.new_flow()
-    assert at(5001, ready=True) == 4 and at(5006) == 5  # a flow again: reaps again
-    listener.flows = 0
-    listener.new_flow()
-    assert at(5007, ready=True) == 5 and at(5011) == 6  # empty: no more reaps
-    assert at(9000) == 6
+    assert at(0) == (1, 0)  # the start: a dump, the table is empty
+    assert at(30) == at(600) == (1, 0)  # nothing open: no reap
+    listener.event(1)
+    assert at(601, ready=True) == (1, 0)
+    assert at(605) == (1, 0) and at(606) == (1, 1)  # 5 s after the flow started
+    listener.event(2)
+    assert at(607, ready=True) == (1, 1) and c.open.keys() == {1, 2}
+    assert at(611) == (1, 2) and listener.asked[-1] == {1, 2}  # one started: 5 s again
+    assert at(616) == (1, 3)  # none started since: 10 s to the next, then 20, 40, 60
+    assert at(625) == (1, 3) and at(626) == (1, 4)
+    assert at(645) == (1, 4) and at(646) == (1, 5)
+    assert at(685) == (1, 5) and at(686) == (1, 6)
+    assert at(745) == (1, 6) and at(746) == (1, 7)
+    listener.event(1, end=True)  # an end: no longer looked up
+    assert at(747, ready=True) == (1, 7) and c.open.keys() == {2}
+    del listener.kernel[2]  # expired: the lookup drops it (its end event would follow)
+    assert at(806) == (1, 8) and listener.asked[-1] == {2} and c.open == {}
+    assert at(9000) == (1, 8)  # nothing open: no more reaps
+
+
+def test_a_fresh_netns_needs_no_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.flowlog import collector as col
+
+    monkeypatch.setattr(col.time, "time", lambda: 1000.0)
+    listener = KernelListener()
+    listener.before = 0  # no flow when the events socket was made: every one is seen
+    c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
+                  lambda text: None, reap_every=5.0)
+    c.handle(False)
+    assert (listener.reaped, listener.looked) == (0, 1) and c.due() == float("inf")
+
+
+def test_too_many_open_flows_are_dumped_instead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.flowlog import collector as col
+
+    clock = [1000.0]
+    monkeypatch.setattr(col.time, "time", lambda: clock[0])
+    monkeypatch.setattr(col, "TRACKED_MAX", 2)
+    listener = KernelListener()
+    c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
+                  lambda text: None, reap_every=5.0)
+    clock[0] = 1000.0
+    c.handle(False)  # the start's dump
+    for i in (1, 2, 3):
+        listener.event(i)
+    c.handle(True)
+    clock[0] = 1005.0
+    c.handle(False)
+    assert (listener.reaped, listener.looked) == (2, 0)  # three open: a dump
+    listener.event(3, end=True)
+    c.handle(True)
+    clock[0] = 1015.0
+    c.handle(False)  # the dump finds two: it knows them all again
+    assert (listener.reaped, listener.looked) == (3, 0) and c.open.keys() == {1, 2}
+    clock[0] = 1035.0
+    c.handle(False)
+    assert (listener.reaped, listener.looked) == (3, 1)
+
+
+def test_a_flow_lookup_is_the_events_own_tuple() -> None:
+    orig = m.tuple_(6, "10.1.0.10", "192.0.2.20", 40000, 80)
+    event = m.ct_event(orig, m.tuple_(6, "192.0.2.20", "198.51.100.2", 80, 40000),
+                       end=False, ident=7)
+    ((kind, _flags, payload),) = list(nl.messages(event))
+    assert nl.ct_flow(payload) == (7, orig)
+    ((kind, seq, body),) = list(nl.answers(nl.ct_get_request(orig, 99)))
+    assert kind == nl.NFNL_SUBSYS_CTNETLINK << 8 | nl.IPCTNL_MSG_CT_GET and seq == 99
+    assert nl.attrs(body, 4) == {nl.CTA_TUPLE_ORIG: orig}
