@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import threading
@@ -166,7 +167,8 @@ class EdgeWatch:
 
     # -- following ----------------------------------------------------------------------------
 
-    def _converge(self, now: float) -> None:
+    def _converge(self, now: float) -> bool:
+        """Start and stop followers as wanted; whether one failed (and waits for a retry)."""
         with self._lock:
             wanted = dict(self._wanted)
             names = sorted(set(wanted) | set(self._nis))
@@ -193,6 +195,7 @@ class EdgeWatch:
                     self._nis.pop(ni, None)
         if not pending:
             self._converged.set()
+        return pending
 
     def _change(self, ni: str, state: _NI, want: Follow | None) -> None:
         have = state.spec
@@ -341,7 +344,7 @@ class EdgeWatch:
             wait = min([next_retry - now, *(d + QUIET - now for _, d in dirty),
                         *(due - wall for _, due in timers)])
             try:
-                ready = self._epoll.poll(max(0.0, wait))
+                ready = self._epoll.poll(-1 if wait == math.inf else max(0.0, wait))
             except InterruptedError:
                 continue
             now, wall = time.monotonic(), time.time()
@@ -360,9 +363,8 @@ class EdgeWatch:
             for ni, since in dirty:
                 if now - since >= QUIET:
                     self._leases_changed(ni, deletes=True, now=now)
-            if woken or now >= next_retry:
-                self._converge(now)
-                next_retry = now + RETRY
+            if woken or now >= next_retry:  # a change asked for (woken), or a retry due
+                next_retry = now + RETRY if self._converge(now) else math.inf
             for ni, due in timers:
                 if due <= wall:
                     self._collect(ni, False)
