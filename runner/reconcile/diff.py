@@ -109,11 +109,13 @@ def diff(current: Mapping[str, Item], intended: Mapping[str, Item],
     `scope`: only items owned by these (NI names; "" is the device's items).
     External items are taken from `intended` (they are facts) and never changed.
     """
-    def mine(x: Item) -> bool:
-        return not x.EXTERNAL and (scope is None or x.owner in scope)
-
-    want = {i: x for i, x in intended.items() if mine(x)}
-    have = {i: x for i, x in current.items() if mine(x)}
+    # inline filters, not a function: an attach diffs its scope out of every item there is
+    if scope is None:
+        want = {i: x for i, x in intended.items() if not x.EXTERNAL}
+        have = {i: x for i, x in current.items() if not x.EXTERNAL}
+    else:
+        want = {i: x for i, x in intended.items() if x.owner in scope and not x.EXTERNAL}
+        have = {i: x for i, x in current.items() if x.owner in scope and not x.EXTERNAL}
     gone_externals = {i for i, x in current.items() if x.EXTERNAL and i not in intended}
     for i, x in list(have.items()):  # still wanted, but they went with what they lived on
         if i in want and any(d in gone_externals for d in x.deps()):

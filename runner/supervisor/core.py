@@ -67,7 +67,7 @@ from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
 from runner.supervisor.store import NETNS, Attachment, Desired, Store
 from runner.supervisor.switches import Switches, switch_apps
-from runner.supervisor.workloads import Workloads, app_plugs, plan_inputs
+from runner.supervisor.workloads import PlugMemo, Workloads, app_plugs, plan_inputs
 from runner.testhooks import crash_point
 
 log = logging.getLogger("nirunner.supervisor")
@@ -150,6 +150,7 @@ class Supervisor:
         # what each NI's plan and items were made of: a change of one NI plans one NI
         self._plan_memo: site.Memo = {}
         self._items_memo: dict[str, Any] = {}
+        self._plugs_memo: PlugMemo = {}
         self._follow_memo: FollowMemo = {}  # each NI's Follow, while its plan is the same
         self._version = 0  # bumped by every change of the desired state
         self._uplinks_changed = threading.Event()
@@ -212,7 +213,8 @@ class Supervisor:
                      if a.netns and (inode := ns.inode_of_path(a.netns)) is not None}
         return build(plan, self.store, self.task_policy,
                      {u.name: u.interface for u in self.config.uplinks},
-                     [n for n, f in facts.uplinks.items() if f.exists], app_plugs(mine),
+                     [n for n, f in facts.uplinks.items() if f.exists],
+                     app_plugs(mine, self._plugs_memo),
                      {s: stamp(s) for s in sources}, app_netns,
                      self.workloads.links_present(mine), self._items_memo)
 
@@ -447,6 +449,8 @@ class Supervisor:
         d = diff(self.current, intended, scope=scope)
         previous = self.desired
         self._save(Desired(previous.nis, previous.slots, attachments))
+        # the plan of the state just saved: what follows the run (the watchers) reuses it
+        self._plan_cache = ((self._version, id(self._facts_now())), plan)
         run = self._run(d, intended, atomic=atomic, hold=False)
         if atomic and not run.ok:
             self._restore(previous)

@@ -156,31 +156,38 @@ class Store(Layout):
             raise StateCorrupt(f"{path}: cannot be read back: {e}") from e
 
     def save(self, d: Desired) -> None:
-        """Write the files whose content changed (each of them, the first time)."""
-        written: dict[Path, object] = self._written  # type: ignore[attr-defined]
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write the files whose content changed (each of them, the first time).
+
+        The cost follows what changed, not how many NIs there are: an attach writes and
+        compares only its NI's file (unchanged ones compare as the same objects)."""
+        written: dict[Path | str, Any] = self._written  # type: ignore[attr-defined]
+        if not written:
+            self.root.mkdir(parents=True, exist_ok=True)
+        atts_written: dict[str, list[Attachment]] = written.setdefault("attachments", {})
         # the attachments first: a format 1 file read before still has them, until the
         # new desired.json (without them) replaces it
         by_ni: dict[str, list[Attachment]] = {}
         for a in d.attachments:
             by_ni.setdefault(a.ni, []).append(a)
-        self.attachments_dir.mkdir(mode=0o700, exist_ok=True)
+        if by_ni and self.attachments_dir not in written:
+            self.attachments_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            written[self.attachments_dir] = False  # made; not swept yet
         for ni, atts in by_ni.items():
-            path = self.attachments_path(ni)
-            if written.get(path) != atts or not path.exists():
-                _write(path, [a.to_json() for a in atts], ATTACHMENTS_FORMAT)
-                written[path] = list(atts)
+            if atts_written.get(ni) != atts:
+                _write(self.attachments_path(ni), [a.to_json() for a in atts],
+                       ATTACHMENTS_FORMAT)
+                atts_written[ni] = atts
         # the NI values themselves (kept alive here): the same objects compare at once
         key = (tuple(sorted(d.nis.items())), tuple(sorted(d.slots.items())))
         if written.get(self.path) != key or not self.path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
             body = {"nis": {n: to_manifest(ni) for n, ni in sorted(d.nis.items())},
                     "slots": dict(sorted(d.slots.items()))}
             _write(self.path, body, FORMAT)
             written[self.path] = key
-        for path in [p for p in written if p.parent == self.attachments_dir]:
-            if path.stem not in by_ni:
-                path.unlink(missing_ok=True)
-                del written[path]
+        for ni in [n for n in atts_written if n not in by_ni]:
+            self.attachments_path(ni).unlink(missing_ok=True)
+            del atts_written[ni]
         if not written.get(self.attachments_dir):  # once: files left by an older state
             for path in self.attachments_dir.glob("*.json"):
                 if path.stem not in by_ni:

@@ -79,9 +79,31 @@ def plan_inputs(attachments: Sequence[Attachment]) -> dict[str, NIWorkloads]:
     return at.plan_inputs([a for a in attachments if a.kind == CNI])
 
 
-def app_plugs(attachments: Sequence[Attachment]) -> list[AppPlug]:
-    return [AppPlug(a.ni, a.netns, a.ifname, a.host_ifname, a.mac, a.kind, a.hostname,
-                    a.address, a.mtu, a.up) for a in attachments]
+PlugMemo = dict[int, tuple[Attachment, AppPlug]]
+
+
+def _plug(a: Attachment) -> AppPlug:
+    return AppPlug(a.ni, a.netns, a.ifname, a.host_ifname, a.mac, a.kind, a.hostname,
+                   a.address, a.mtu, a.up)
+
+
+def app_plugs(attachments: Sequence[Attachment], memo: PlugMemo | None = None
+              ) -> list[AppPlug]:
+    """`memo` (kept by the caller): the same attachment object gives the same plug object,
+    so the item builder's memo finds an NI's plugs unchanged at once (by identity)."""
+    if memo is None:
+        return [_plug(a) for a in attachments]
+    out = []
+    for a in attachments:
+        hit = memo.get(id(a))
+        if hit is None or hit[0] is not a:  # the memo holds `a`: its id is not reused
+            hit = memo[id(a)] = (a, _plug(a))
+        out.append(hit[1])
+    if len(memo) > 2 * len(attachments) + 16:
+        keep = {id(a) for a in attachments}
+        for gone in [i for i in memo if i not in keep]:
+            del memo[gone]
+    return out
 
 
 class Workloads:
