@@ -1,5 +1,6 @@
 """Readiness on real packets, from inside lab namespaces: a DHCP answer on the NI's
-bridge, a lease taken by busybox udhcpc, a TCP connection through the NAT.
+bridge, a lease taken and configured (in-process: runner.drivers.dhcp), a TCP
+connection through the NAT.
 
 Everything here runs in a thread that has entered the app's netns (setns(2)
 changes only the calling thread; children it spawns inherit that netns), so a
@@ -22,6 +23,7 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 
+from runner.drivers import dhcp
 from runner.drivers import netns as ns
 from runner.lab.topology import INET_IP, UDHCPC_SCRIPT
 
@@ -108,6 +110,18 @@ def udhcpc_lease(ifname: str, hostname: str, timeout: float = 15) -> str:
     raise RuntimeError(f"udhcpc got no lease: {res.stdout} {res.stderr}")
 
 
+def take_lease(app_netns: str, ifname: str, hostname: str, deadline: float) -> str:
+    """A whole DHCP exchange (DISCOVER, OFFER, REQUEST, ACK) in-process, then the lease
+    put on the interface with its default route, as a DHCP client would: what
+    udhcpc_lease does without starting busybox and its script's `ip` processes (~90 ms
+    that every side of a readiness check paid alike)."""
+    mac = ":".join(f"{b:02x}" for b in _mac(ifname))
+    lease = dhcp.acquire(app_netns, ifname, mac, hostname,
+                         timeout=max(1.0, deadline - time.monotonic()))
+    dhcp.configure(app_netns, ifname, lease.address, lease.gateway, lease.mtu)
+    return str(lease.address.ip)
+
+
 def tcp_works(host: str, port: int, deadline: float, every: float = 0.01) -> float:
     """Connect (and get the lab server's reply) until it works; its time."""
     last: Exception | None = None
@@ -146,7 +160,7 @@ def check_app(app_netns: str, deadline: float, ifname: str = "eth0") -> Ready:
                 have = [str(x.get_attr("IFLA_IFNAME")) for x in ip.get_links()]
                 raise NotReady(f"{app_netns}: no {ifname} (links: {', '.join(have)})")
         r.offer = dhcp_offer(ifname, deadline)
-        r.ip = udhcpc_lease(ifname, "app")
+        r.ip = take_lease(app_netns, ifname, "app", deadline)
         r.lease = time.monotonic()
         r.tcp = tcp_works(INET_IP, INET_PORT, deadline)
         return r
