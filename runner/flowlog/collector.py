@@ -58,7 +58,6 @@ class Listener:
         self.dumps: socket.socket | None = None  # for reaps: made once, in the netns
         self.lost = 0  # times the kernel found our buffer full (events lost)
         self._seq = 1  # of the dumps socket's requests
-        self.before = 1  # flows the netns had when the events socket was made (open())
 
     def open(self) -> None:
         try:
@@ -73,18 +72,10 @@ class Listener:
         dumps.bind((0, 0))
         dumps.settimeout(2)
         try:
-            events = self._socket()
+            return self._socket(), dumps
         except OSError:
             dumps.close()
             raise
-        # flows from before the events socket: a fresh netns has none, so its collector
-        # knows every flow from its start event and never needs a dump
-        try:
-            count = Path("/proc/sys/net/netfilter/nf_conntrack_count").read_text()
-            self.before = int(count)
-        except (OSError, ValueError):
-            self.before = 1  # unknown: some
-        return events, dumps
 
     def _socket(self) -> socket.socket:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
@@ -193,23 +184,23 @@ class Collector:
                  apply_nft: Callable[[str], None], reap_every: float = 5.0) -> None:
         """Reaps make conntrack drop its expired flows now, so that their ends are
         recorded within seconds (its own GC takes up to a minute on a small table). The
-        collector knows its NI's open flows from the events; a reap looks each of them up
-        (a hash lookup; the kernel drops an expired one on the way). Only when more than
-        TRACKED_MAX are open, and at the start (flows from before), does it dump the
-        table, which walks the kernel's whole conntrack hash (~9-16 ms of CPU with 256k
-        buckets: 100 NIs reaping so after a bring-up took 2 s of CPU).
+        collector knows its NI's open flows from their start and end events; a reap looks
+        each of them up (a hash lookup; the kernel drops an expired one on the way). Only
+        while more than TRACKED_MAX are open does it dump the table instead, which walks
+        the kernel's whole conntrack hash (~9-16 ms of CPU with 256k buckets; 100 NIs
+        dumping after a bring-up took 2 s of CPU). Flows open before the listener (a
+        supervisor restarted) are not known: their ends come with the GC.
 
         While flows start, a reap every `reap_every` seconds; while flows stay open but
         none start, twice as long each time, up to REAP_MAX; none while none is open."""
         self.listener, self.recorder, self.writer = listener, recorder, writer
         self.apply_nft, self.reap_every = apply_nft, reap_every
         self.records = self.refresh_errors = self.reap_errors = self.reaps = 0
-        self._next_flush = self._next_reap = 0.0
+        self._next_flush, self._next_reap = 0.0, math.inf
         self._active = False  # a flow started since the last reap
         self._quiet = 0  # reaps in a row with no flow started before them
         self.open: dict[int, bytes] = {}  # the NI's flows: conntrack ID -> original tuple
-        # flows may be open that `open` lacks (from before the listener): dump at a reap
-        self._untracked = getattr(listener, "before", 1) > 0
+        self._untracked = False  # more flows open than `open` holds: dump at a reap
 
     def poll(self, timeout: float) -> int:
         return self.handle(bool(select.select([self.listener], [], [], timeout)[0]))

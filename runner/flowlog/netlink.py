@@ -244,6 +244,8 @@ def ct_flow(payload: bytes) -> tuple[int, bytes] | None:
     """(conntrack ID, original tuple as the kernel sent it) of a conntrack message: what a
     lookup of that flow (ct_get_request) sends back. Only the top-level attributes are read:
     the collector sees every new flow of its NI."""
+    if not payload or payload[0] != socket.AF_INET:
+        return None  # the NI is IPv4: its flow log records IPv4 flows only
     a = attrs(payload, _NFGEN.size)
     orig, ident = a.get(CTA_TUPLE_ORIG), a.get(CTA_ID)
     if orig is None or ident is None:

@@ -198,18 +198,34 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
           stamps: Mapping[str, Stamp] | None = None,
           app_netns: Mapping[str, int] | None = None, taps: Collection[str] = (),
-          memo: dict[str, tuple[tuple[object, ...], Items]] | None = None) -> Items:
+          memo: dict[str, tuple[tuple[object, ...], Items]] | None = None,
+          only: Collection[str] | None = None) -> Items:
     """All intended items of a plan, by id (`tasks`: the policy, or just the image).
 
     `memo` (kept by the caller between builds) holds each NI's items with the inputs
     they were made of: an NI whose plan (the same object: runner.plan.site reuses
-    them), plugs and facts are as before is not built again."""
+    them), plugs and facts are as before is not built again. `only`: the NIs whose
+    inputs may have changed (an attach's); the others' items are taken from the memo
+    as they are, without their inputs looked at (`app_netns` may lack theirs)."""
     policy = TaskPolicy(tasks) if isinstance(tasks, str) else tasks
     stamps = stamps or {}
     app_netns = app_netns or {}
     memo = {} if memo is None else memo
 
     out: Items = {}
+
+    def kept(key: str) -> bool:
+        """The items of `key` into `out` as the memo has them, if `only` leaves it out."""
+        if only is None or key.partition(":")[2] in only or key not in memo:
+            return False
+        put(memo[key][1])
+        return True
+
+    def put(items: Items) -> None:
+        clash = sorted(i for i in out.keys() & items.keys() if not items[i].EXTERNAL)
+        if clash:
+            raise ValueError(f"item {clash[0]} planned twice")
+        out.update(items)
 
     def add(key: str, inputs: tuple[object, ...], make: Callable[[], list[Item]]) -> None:
         """The items of `key` into `out`, made again only when their inputs changed."""
@@ -222,10 +238,7 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
                 made[x.id] = x
             hit = (inputs, made)
             memo[key] = hit
-        clash = sorted(i for i in out.keys() & hit[1].keys() if not hit[1][i].EXTERNAL)
-        if clash:
-            raise ValueError(f"item {clash[0]} planned twice")
-        out.update(hit[1])
+        put(hit[1])
 
     add("device", (plan.device, tuple(uplinks.items()), tuple(present)),
         lambda: device_items(plan.device, uplinks, present))
@@ -233,6 +246,8 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
+        if kept(f"ni:{name}"):
+            continue
         mine = tuple(by_ni.get(name, ()))
         facts = (tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p)),
                  tuple(app_netns.get(a.netns) for a in mine),
@@ -240,6 +255,8 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
         add(f"ni:{name}", (p, layout, policy.of(name), mine, facts),
             _ni_maker(p, layout, policy.of(name), mine, stamps, app_netns, taps))
     for name, sw in plan.switches.items():
+        if kept(f"switch:{name}"):
+            continue
         mine = tuple(by_ni.get(name, ()))
         netns_of = tuple(app_netns.get(a.netns) for a in mine)
         add(f"switch:{name}", (sw, layout, policy.of(name), mine, netns_of),

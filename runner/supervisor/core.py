@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,7 +45,7 @@ from runner.drivers import readcache
 from runner.drivers.nlwatch import Drift, Ours, Watcher
 from runner.errors import NirunnerError
 from runner.model.manifest import Located, parse_many, validate_set
-from runner.model.types import NetworkInstance, SupervisorConfig, TaskSeccomp
+from runner.model.types import NetworkInstance, NIType, SupervisorConfig, TaskSeccomp
 from runner.net import names
 from runner.plan import site
 from runner.plan.facts import Binding, Facts
@@ -65,7 +65,7 @@ from runner.supervisor.edgewatch import EdgeWatch
 from runner.supervisor.events import EventLog
 from runner.supervisor.health import Health
 from runner.supervisor.status import ni_status
-from runner.supervisor.store import NETNS, Attachment, Desired, Store
+from runner.supervisor.store import CNI, NETNS, Attachment, Desired, Store
 from runner.supervisor.switches import Switches, switch_apps
 from runner.supervisor.workloads import PlugMemo, Workloads, app_plugs, plan_inputs
 from runner.testhooks import crash_point
@@ -151,6 +151,7 @@ class Supervisor:
         self._plan_memo: site.Memo = {}
         self._items_memo: dict[str, Any] = {}
         self._plugs_memo: PlugMemo = {}
+        self._followed: Plan | None = None  # the plan the watchers were told of last
         self._follow_memo: FollowMemo = {}  # each NI's Follow, while its plan is the same
         self._version = 0  # bumped by every change of the desired state
         self._uplinks_changed = threading.Event()
@@ -194,6 +195,13 @@ class Supervisor:
         return site.build(self.config, self._facts_now(), list(nis.values()), slots,
                           plan_inputs(mine), switch_apps(mine), self._plan_memo)
 
+    def _plan_part(self, attachments: Sequence[Attachment]) -> list[Attachment]:
+        """The attachments a plan is made of: CNI ones (pinned leases, port maps) and the
+        apps of switch NIs; the plug of an app into a routed NI is an item only."""
+        nis = self.desired.nis
+        return [a for a in attachments if a.kind == CNI or (
+            a.kind == NETNS and a.ni in nis and nis[a.ni].type is NIType.SWITCH)]
+
     def plan(self) -> Plan:
         """The plan of the desired state, rebuilt only when it or the uplinks changed."""
         facts = self._facts_now()
@@ -202,21 +210,23 @@ class Supervisor:
             self._plan_cache = (key, self._plan(self.desired.nis, self.desired.slots))
         return self._plan_cache[1]
 
-    def _intended(self, plan: Plan, attachments: Sequence[Attachment]) -> Items:
-        """The items of a plan; facts: uplinks present, credential stamps, app netns."""
+    def _intended(self, plan: Plan, attachments: Sequence[Attachment],
+                  only: Collection[str] | None = None) -> Items:
+        """The items of a plan; facts: uplinks present, credential stamps, app netns.
+        `only`: the NIs whose items may change (the others' are as last built)."""
         facts = self._facts_now()
         sources = [s for p in plan.nis.values() if p.vpn is not None
                    for s in ([p.vpn.psk_file] if p.vpn.psk_file else [])
                    + [c.source for c in p.vpn.copies]]
         mine = [a for a in attachments if a.ni in plan.nis or a.ni in plan.switches]
-        app_netns = {a.netns: inode for a in mine
-                     if a.netns and (inode := ns.inode_of_path(a.netns)) is not None}
+        app_netns = {a.netns: inode for a in mine if a.netns and (only is None or a.ni in only)
+                     and (inode := ns.inode_of_path(a.netns)) is not None}
         return build(plan, self.store, self.task_policy,
                      {u.name: u.interface for u in self.config.uplinks},
                      [n for n, f in facts.uplinks.items() if f.exists],
                      app_plugs(mine, self._plugs_memo),
                      {s: stamp(s) for s in sources}, app_netns,
-                     self.workloads.links_present(mine), self._items_memo)
+                     self.workloads.links_present(mine), self._items_memo, only)
 
     def intended(self) -> Items:
         return self._intended(self.plan(), self.desired.attachments)
@@ -278,7 +288,7 @@ class Supervisor:
                 else:
                     h.started(now)
                     h.last_error = ""
-        self._follow(intended)
+        self._follow(intended, netns_changed=any(x.op.item.KIND == "netns" for x in run.done))
         if run.done:
             malloc.trim()  # what the ops' threads (libnftables) held
         return run
@@ -311,12 +321,18 @@ class Supervisor:
             for ni in nis:
                 self.watcher.unwatch(ni)
 
-    def _follow(self, intended: Items) -> None:
-        """Tell the watchers which namespaces and objects are ours now."""
+    def _follow(self, intended: Items, netns_changed: bool = True) -> None:
+        """Tell the watchers which namespaces and objects are ours now. What they follow
+        comes of the plan and the NIs' netns: with the same plan (the same object) and no
+        netns made or gone, it is as told last time (an app plugged, say)."""
+        plan = self.plan()
+        if plan is self._followed and not netns_changed:
+            return
+        self._followed = plan if self.edge is not None and self.watcher is not None else None
         if self.edge is not None:
             live = {x.ni: x.inode for x in self.current.values() if isinstance(x, k.Netns)
                     and x.ni in self.desired.nis}
-            self.edge.follow(follows(self.plan(), self.store, live, self._follow_memo))
+            self.edge.follow(follows(plan, self.store, live, self._follow_memo))
         if self.watcher is None:
             return
         shims = [x.name for x in intended.values() if isinstance(x, ShimLink)]
@@ -444,8 +460,11 @@ class Supervisor:
         the device): all or nothing (ApplyError; the previous desired state restored),
         or, not `atomic`, best effort (what fails is retried by the next pass)."""
         self._ensure_read()
-        plan = self._plan(self.desired.nis, self.desired.slots, attachments)  # PlanError
-        intended = self._intended(plan, attachments)
+        if self._plan_part(attachments) == self._plan_part(self.desired.attachments):
+            plan = self.plan()  # an app plugged into a routed NI: the same plan
+        else:
+            plan = self._plan(self.desired.nis, self.desired.slots, attachments)  # PlanError
+        intended = self._intended(plan, attachments, only=scope - {""})
         d = diff(self.current, intended, scope=scope)
         previous = self.desired
         self._save(Desired(previous.nis, previous.slots, attachments))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ from tests.unit.flowlog import messages as m
 
 class FakeListener:
     conntrack = True
-    before = 1  # flows in the netns before it opened: the first reap is a dump
 
     def __init__(self, datagrams: list[bytes]) -> None:
         self.a, self.b = socket.socketpair()
@@ -39,6 +39,10 @@ class FakeListener:
         self.reaped += 1
         raise OSError("netns gone")
 
+    def lookup(self, flows: dict[int, bytes]) -> dict[int, bytes]:
+        self.reaped += 1
+        raise OSError("netns gone")
+
 
 def test_poll_records_refreshes_and_survives_failing_refresh_and_reap(tmp_path: Path) -> None:
     index = AppIndex({"10.1.0.10": "plc"})
@@ -46,7 +50,9 @@ def test_poll_records_refreshes_and_survives_failing_refresh_and_reap(tmp_path: 
                       m.tuple_(6, "192.0.2.20", "198.51.100.2", 80, 1))
     reply = m.dns_reply("www.example.test", ["192.0.2.20"], 30)
     dns = m.log_packet("dns ", m.ipv4_udp("10.1.0.1", "10.1.0.10", 53, 5353, reply))
-    listener = FakeListener([flow + dns])
+    start = m.ct_event(m.tuple_(6, "10.1.0.10", "192.0.2.21", 2, 80),
+                       m.tuple_(6, "192.0.2.21", "198.51.100.2", 80, 2), end=False)
+    listener = FakeListener([flow + dns + start])
     applied: list[str] = []
 
     def apply(text: str) -> None:
@@ -58,8 +64,10 @@ def test_poll_records_refreshes_and_survives_failing_refresh_and_reap(tmp_path: 
     assert c.poll(1.0) == 2
     assert [r["type"] for r in read(tmp_path / "f.jsonl")] == ["flow", "dns"]
     assert len(applied) == 1 and c.refresh_errors == 1
-    assert listener.reaped == 1 and c.reap_errors == 1
+    assert listener.reaped == 0 and c.due() <= time.time() + 1.0  # a flow started: a reap
+    time.sleep(1.0)
     assert c.poll(0.01) == 0
+    assert listener.reaped == 1 and c.reap_errors == 1
 
 
 class KernelListener(FakeListener):
@@ -94,10 +102,9 @@ class KernelListener(FakeListener):
 
 def test_reaps_look_up_the_open_flows_and_back_off(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A dump walks the kernel's whole conntrack hash: one at the start (flows from before),
-    then the open flows are looked up one by one: every reap_every seconds while flows
-    start, twice as long each time while none starts (up to REAP_MAX), none when none is
-    open."""
+    """The open flows are looked up one by one (a dump walks the kernel's whole conntrack
+    hash): every reap_every seconds while flows start, twice as long each time while none
+    starts (up to REAP_MAX), none when none is open."""
     from runner.flowlog import collector as col
 
     clock = [1000.0]
@@ -111,36 +118,24 @@ def test_reaps_look_up_the_open_flows_and_back_off(
         c.handle(ready)
         return listener.reaped, listener.looked
 
-    assert at(0) == (1, 0)  # the start: a dump, the table is empty
-    assert at(30) == at(600) == (1, 0)  # nothing open: no reap
+    assert at(0) == (0, 0)  # nothing open: no reap
+    assert at(30) == at(600) == (0, 0)
     listener.event(1)
-    assert at(601, ready=True) == (1, 0)
-    assert at(605) == (1, 0) and at(606) == (1, 1)  # 5 s after the flow started
+    assert at(601, ready=True) == (0, 0)
+    assert at(605) == (0, 0) and at(606) == (0, 1)  # 5 s after the flow started
     listener.event(2)
-    assert at(607, ready=True) == (1, 1) and c.open.keys() == {1, 2}
-    assert at(611) == (1, 2) and listener.asked[-1] == {1, 2}  # one started: 5 s again
-    assert at(616) == (1, 3)  # none started since: 10 s to the next, then 20, 40, 60
-    assert at(625) == (1, 3) and at(626) == (1, 4)
-    assert at(645) == (1, 4) and at(646) == (1, 5)
-    assert at(685) == (1, 5) and at(686) == (1, 6)
-    assert at(745) == (1, 6) and at(746) == (1, 7)
+    assert at(607, ready=True) == (0, 1) and c.open.keys() == {1, 2}
+    assert at(611) == (0, 2) and listener.asked[-1] == {1, 2}  # one started: 5 s again
+    assert at(616) == (0, 3)  # none started since: 10 s to the next, then 20, 40, 60
+    assert at(625) == (0, 3) and at(626) == (0, 4)
+    assert at(645) == (0, 4) and at(646) == (0, 5)
+    assert at(685) == (0, 5) and at(686) == (0, 6)
+    assert at(745) == (0, 6) and at(746) == (0, 7)
     listener.event(1, end=True)  # an end: no longer looked up
-    assert at(747, ready=True) == (1, 7) and c.open.keys() == {2}
+    assert at(747, ready=True) == (0, 7) and c.open.keys() == {2}
     del listener.kernel[2]  # expired: the lookup drops it (its end event would follow)
-    assert at(806) == (1, 8) and listener.asked[-1] == {2} and c.open == {}
-    assert at(9000) == (1, 8)  # nothing open: no more reaps
-
-
-def test_a_fresh_netns_needs_no_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runner.flowlog import collector as col
-
-    monkeypatch.setattr(col.time, "time", lambda: 1000.0)
-    listener = KernelListener()
-    listener.before = 0  # no flow when the events socket was made: every one is seen
-    c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
-                  lambda text: None, reap_every=5.0)
-    c.handle(False)
-    assert (listener.reaped, listener.looked) == (0, 1) and c.due() == float("inf")
+    assert at(806) == (0, 8) and listener.asked[-1] == {2} and c.open == {}
+    assert at(9000) == (0, 8)  # nothing open: no more reaps
 
 
 def test_too_many_open_flows_are_dumped_instead(
@@ -154,21 +149,20 @@ def test_too_many_open_flows_are_dumped_instead(
     c = Collector(listener, Recorder("n", AppIndex), RotatingJsonl(tmp_path / "f.jsonl"),  # type: ignore[arg-type]
                   lambda text: None, reap_every=5.0)
     clock[0] = 1000.0
-    c.handle(False)  # the start's dump
     for i in (1, 2, 3):
         listener.event(i)
     c.handle(True)
     clock[0] = 1005.0
     c.handle(False)
-    assert (listener.reaped, listener.looked) == (2, 0)  # three open: a dump
+    assert (listener.reaped, listener.looked) == (1, 0)  # three open: a dump
     listener.event(3, end=True)
     c.handle(True)
     clock[0] = 1015.0
     c.handle(False)  # the dump finds two: it knows them all again
-    assert (listener.reaped, listener.looked) == (3, 0) and c.open.keys() == {1, 2}
+    assert (listener.reaped, listener.looked) == (2, 0) and c.open.keys() == {1, 2}
     clock[0] = 1035.0
     c.handle(False)
-    assert (listener.reaped, listener.looked) == (3, 1)
+    assert (listener.reaped, listener.looked) == (2, 1)
 
 
 def test_a_flow_lookup_is_the_events_own_tuple() -> None:
@@ -177,6 +171,7 @@ def test_a_flow_lookup_is_the_events_own_tuple() -> None:
                        end=False, ident=7)
     ((kind, _flags, payload),) = list(nl.messages(event))
     assert nl.ct_flow(payload) == (7, orig)
+    assert nl.ct_flow(bytes([socket.AF_INET6]) + payload[1:]) is None  # IPv4 flows only
     ((kind, seq, body),) = list(nl.answers(nl.ct_get_request(orig, 99)))
     assert kind == nl.NFNL_SUBSYS_CTNETLINK << 8 | nl.IPCTNL_MSG_CT_GET and seq == 99
     assert nl.attrs(body, 4) == {nl.CTA_TUPLE_ORIG: orig}

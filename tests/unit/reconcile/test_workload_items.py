@@ -117,3 +117,22 @@ def test_a_tap_waits_for_its_interface_and_is_given_back_before_its_netns_goes()
     tap_op = next(op for op in ops if op.id == "tap:alpha/ap0000t001")
     assert not tap_op.implied
     assert ops.index(tap_op) < next(i for i, op in enumerate(ops) if op.id == "netns:nr-alpha")
+
+
+def test_a_build_of_some_nis_takes_the_others_items_from_the_memo() -> None:
+    """An attach builds its NI's items only: the others' come from the memo as they are,
+    even where a fact of theirs given now differs (a full build then makes them anew)."""
+    p = plan()
+    memo: dict = {}  # type: ignore[type-arg]
+    whole = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (CNI,),
+                  app_netns={"/run/netns/c1": 7}, memo=memo)
+    other = AppPlug("beta", "/run/netns/c9", "eth0", "ap0000c009", "02:00:00:00:00:99", "netns")
+    some = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (other,),
+                 app_netns={}, memo=memo, only={"beta"})
+    mine = {i for i, x in some.items() if x.owner == "alpha"}
+    assert mine == {i for i, x in whole.items() if x.owner == "alpha"}  # kept, plug and all
+    assert all(some[i] is whole[i] for i in mine)
+    assert "plug:beta/ap0000c009" in some and "plug:beta/ap0000c009" not in whole
+    again = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (other,),
+                  app_netns={}, memo=memo)
+    assert not any(x.owner == "alpha" and x.KIND == "plug" for x in again.values())
