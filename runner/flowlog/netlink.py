@@ -60,15 +60,20 @@ def attrs(buf: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes
     return out
 
 
-def messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(type, flags, payload) of each netlink message in a datagram."""
+def _frames(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence number, payload) of each netlink message in a datagram."""
     pos = 0
     while pos + _HDR.size <= len(buf):
-        length, kind, flags, _seq, _pid = _HDR.unpack_from(buf, pos)
+        length, kind, flags, seq, _pid = _HDR.unpack_from(buf, pos)
         if length < _HDR.size:
             return
-        yield kind, flags, buf[pos + _HDR.size:pos + length]
+        yield kind, flags, seq, buf[pos + _HDR.size:pos + length]
         pos += (length + 3) & ~3
+
+
+def messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, flags, payload) of each netlink message in a datagram."""
+    return ((kind, flags, payload) for kind, flags, _seq, payload in _frames(buf))
 
 
 def _u16(b: bytes) -> int:
@@ -263,14 +268,9 @@ def ct_get_request(orig: bytes, seq: int) -> bytes:
 
 
 def answers(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(type, sequence number, payload) of each netlink message in a datagram."""
-    pos = 0
-    while pos + _HDR.size <= len(buf):
-        length, kind, _flags, seq, _pid = _HDR.unpack_from(buf, pos)
-        if length < _HDR.size:
-            return
-        yield kind, seq, buf[pos + _HDR.size:pos + length]
-        pos += (length + 3) & ~3
+    """(type, sequence number, payload) of each netlink message in a datagram: which
+    request a message answers."""
+    return ((kind, seq, payload) for kind, _flags, seq, payload in _frames(buf))
 
 
 def ack_error(kind: int, payload: bytes) -> int | None:
