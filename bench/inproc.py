@@ -67,7 +67,7 @@ def instrument(t: Timers) -> None:
 
     t.wrap(subprocess, "Popen", "subprocess.Popen (all spawns)")
     t.wrap(pyroute2.IPRoute, "__init__", "pyroute2 IPRoute() socket")
-    t.wrap(ns, "run_in", "netns.run_in (thread+setns)")
+    t.wrap(ns, "run_in", "netns.run_in (a thread enters the netns)")
     t.wrap(core.Supervisor, "_plan", "Supervisor._plan (facts+plan)")
     t.wrap(core.live_facts, "read", "facts.read (netlink dumps)")
     t.wrap(core.site, "build", "site.build (pure plan)")
