@@ -54,7 +54,7 @@ def run(blab: BenchLab, rounds: int) -> Change:
         with ApiClient(blab.lab.socket) as api:
             api.apply([(f"{name}.yaml", manifest(name, PORT0))])
             api.attach(name, f"/run/netns/{app}", "eth0", mac=APP_MAC)
-            probe.in_netns(app, lambda: probe.udhcpc_lease("eth0", "app"))
+            probe.take_lease(app)
             servers.append(blab.serve(app, "tcp", 80, "app"))
             # the floor's NI, with its app and server
             plans, dev_nft = manual.plans(blab, blab.fdev, [manifest(name, PORT0)])
@@ -65,7 +65,7 @@ def run(blab: BenchLab, rounds: int) -> Change:
                               "floor-chg")
             probe.plug(nis[0].netns, fapp, "ap0", APP_MAC)
             probe.in_netns(fapp, lambda: probe.dhcp_offer("eth0", time.monotonic() + 30))
-            probe.in_netns(fapp, lambda: probe.udhcpc_lease("eth0", "app"))
+            probe.take_lease(fapp)
             servers.append(blab.serve(fapp, "tcp", 80, "app"))
             for k in range(1, rounds + 1):
                 port = PORT0 + k

@@ -14,7 +14,6 @@ import os
 import random
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from pyroute2 import IPRoute
 
 from runner.drivers import dhcp
 from runner.drivers import netns as ns
-from runner.lab.topology import INET_IP, UDHCPC_SCRIPT
+from runner.lab.topology import INET_IP
 
 T = TypeVar("T")
 SO_BINDTODEVICE = 25
@@ -98,26 +97,14 @@ def dhcp_offer(ifname: str, deadline: float, every: float = 0.01) -> float:
         s.close()
 
 
-def udhcpc_lease(ifname: str, hostname: str, timeout: float = 15) -> str:
-    """busybox udhcpc takes a lease and configures it (the lab's event script)."""
-    res = subprocess.run(
-        ["busybox", "udhcpc", "-i", ifname, "-n", "-q", "-f", "-t", "10", "-T", "1",
-         "-s", UDHCPC_SCRIPT, "-x", f"hostname:{hostname}"],
-        capture_output=True, text=True, timeout=timeout)
-    for line in res.stdout.splitlines():
-        if line.startswith("lease "):
-            return line.split()[1].split("/")[0]
-    raise RuntimeError(f"udhcpc got no lease: {res.stdout} {res.stderr}")
-
-
-def take_lease(app_netns: str, ifname: str, hostname: str, deadline: float) -> str:
-    """A whole DHCP exchange (DISCOVER, OFFER, REQUEST, ACK) in-process, then the lease
-    put on the interface with its default route, as a DHCP client would: what
-    udhcpc_lease does without starting busybox and its script's `ip` processes (~90 ms
-    that every side of a readiness check paid alike)."""
-    mac = ":".join(f"{b:02x}" for b in _mac(ifname))
-    lease = dhcp.acquire(app_netns, ifname, mac, hostname,
-                         timeout=max(1.0, deadline - time.monotonic()))
+def take_lease(app_netns: str, ifname: str = "eth0", hostname: str = "app",
+               timeout: float = 15.0) -> str:
+    """A whole DHCP exchange (DISCOVER, OFFER, REQUEST, ACK), then the lease put on the
+    interface with its default route, as a DHCP client would; in-process
+    (runner.drivers.dhcp, from any thread). It replaced busybox udhcpc and the lab's
+    script, whose process start-ups cost ~90 ms that every side of a check paid alike."""
+    mac = ":".join(f"{b:02x}" for b in in_netns(app_netns, lambda: _mac(ifname)))
+    lease = dhcp.acquire(app_netns, ifname, mac, hostname, timeout=max(1.0, timeout))
     dhcp.configure(app_netns, ifname, lease.address, lease.gateway, lease.mtu)
     return str(lease.address.ip)
 
@@ -160,7 +147,7 @@ def check_app(app_netns: str, deadline: float, ifname: str = "eth0") -> Ready:
                 have = [str(x.get_attr("IFLA_IFNAME")) for x in ip.get_links()]
                 raise NotReady(f"{app_netns}: no {ifname} (links: {', '.join(have)})")
         r.offer = dhcp_offer(ifname, deadline)
-        r.ip = take_lease(app_netns, ifname, "app", deadline)
+        r.ip = take_lease(app_netns, ifname, "app", deadline - time.monotonic())
         r.lease = time.monotonic()
         r.tcp = tcp_works(INET_IP, INET_PORT, deadline)
         return r

@@ -169,7 +169,7 @@ def vpn(blab: BenchLab, tp: Throughput, seconds: float, reps: int) -> None:
 
                 def up(t0: float = t0) -> float:
                     probe.dhcp_offer("eth0", t0 + 60)
-                    probe.udhcpc_lease("eth0", "app")
+                    probe.take_lease(app)
                     return probe.tcp_works(site, 7100, t0 + 60)
 
                 tp.vpn_up.append(probe.in_netns(app, up) - t0)
@@ -224,14 +224,14 @@ def run(blab: BenchLab, seconds: float, reps: int) -> Throughput:
         manual.run_script(blab, blab.fdev, manual.floor_script(blab, hand, nft_file), "floor-tp")
         probe.plug(hand[0].netns, happ, "ap0", APP_MAC)
         probe.in_netns(happ, lambda: probe.dhcp_offer("eth0", time.monotonic() + 30))
-        probe.in_netns(happ, lambda: probe.udhcpc_lease("eth0", "app"))
+        probe.take_lease(happ)
         procs.append(_iperf_server(blab, happ))
         # nirunner: an NI with an app behind a port map
         with ApiClient(blab.lab.socket) as api:
             api.apply([(f"{name}.yaml", manifest(name))])
             api.attach(name, f"/run/netns/{app}", "eth0", mac=APP_MAC)
             probe.in_netns(app, lambda: probe.dhcp_offer("eth0", time.monotonic() + 30))
-            probe.in_netns(app, lambda: probe.udhcpc_lease("eth0", "app"))
+            probe.take_lease(app)
             procs.append(_iperf_server(blab, app))
             paths = {
                 "nat nirunner": (app, INET_IP, 5201),

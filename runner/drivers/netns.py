@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import queue
 import subprocess
@@ -101,6 +102,33 @@ def _enter(name_or_path: str, target: str) -> None:
     _here.name = name_or_path.removeprefix(str(NETNS_DIR) + "/")
 
 
+Outcome = tuple[bool, Any]  # (True, what a call returned) or (False, what it raised)
+
+
+def _outcome(fn: Callable[[], Any]) -> Outcome:
+    """Run fn in a netns thread; what it returned or raised, for the caller's thread."""
+    try:
+        return True, fn()
+    except BaseException as e:  # handed to the caller's thread
+        return False, e
+
+
+def _entered(name_or_path: str, target: str, fn: Callable[[], T]) -> T:
+    """fn() in the netns `target`, entered first (a kept thread's call)."""
+    _enter(name_or_path, target)
+    return fn()
+
+
+def _ask(inbox: queue.SimpleQueue[Any], *call: Any) -> Any:
+    """Hand a call to a netns thread (its `inbox`) and wait: its result, or its error."""
+    reply: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    inbox.put((*call, reply))
+    ok, value = reply.get()
+    if not ok:
+        raise value
+    return value
+
+
 class _Resident:
     """A thread that entered a netns and stays there to run calls (a batch of reads)."""
 
@@ -118,10 +146,7 @@ class _Resident:
             entered.put(None)
             while (call := self.calls.get()) is not None:
                 fn, reply = call
-                try:
-                    reply.put((True, fn()))
-                except BaseException as e:  # handed to the caller's thread
-                    reply.put((False, e))
+                reply.put(_outcome(fn))
 
         threading.Thread(target=serve, name=f"netns:{target}", daemon=True).start()
         error = entered.get()
@@ -129,12 +154,7 @@ class _Resident:
             raise error
 
     def run(self, fn: Callable[[], T]) -> T:
-        reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self.calls.put((fn, reply))
-        ok, value = reply.get()
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+        return _ask(self.calls, fn)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         self.calls.put(None)
@@ -186,21 +206,12 @@ class _Hoppers:
             inbox = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(inbox, home), name="netns-hop",
                              daemon=True).start()
-        reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        inbox.put((name_or_path, target, fn, reply))
-        ok, value = reply.get()
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+        return _ask(inbox, name_or_path, target, fn)  # type: ignore[no-any-return]
 
     def _serve(self, inbox: queue.SimpleQueue[Any], home: int) -> None:
         while True:
             name_or_path, target, fn, reply = inbox.get()
-            try:
-                _enter(name_or_path, target)
-                result: tuple[bool, Any] = (True, fn())
-            except BaseException as e:  # handed to the caller's thread
-                result = (False, e)
+            result = _outcome(functools.partial(_entered, name_or_path, target, fn))
             _here.name = ""
             back = _libc.setns(home, CLONE_NEWNET) == 0
             reply.put(result)

@@ -1,9 +1,10 @@
 """glibc's allocator, kept small for a long-running daemon with many short threads.
 
-libnftables runs in the threads that entered each netns (runner.drivers.libnft), and
-glibc gives threads malloc arenas of their own (up to 8 per core), each keeping what
-it once held: with 100 NIs applied, 30 MB of the supervisor's 113 MB resident were
-such arenas. Two arenas and a trim after each run of the engine: 82 MB.
+libnftables runs in the threads that entered each netns (runner.drivers.libnft; a burst
+of ops makes more of them than are kept), and glibc gives threads malloc arenas of
+their own (up to 8 per core), each keeping what it once held: with 100 NIs applied,
+30 MB of the supervisor's 113 MB resident were such arenas. Two arenas and a trim
+after each burst of the engine (runner.supervisor.core.TRIM_AFTER): 82 MB.
 No effect where the C library is not glibc.
 """
 

@@ -100,11 +100,19 @@ def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass
+class _Saved:
+    """What the store's files hold, as last written: a file is written when it changes."""
+
+    desired: object = None  # what desired.json was made of (the NIs and slots)
+    attachments: dict[str, list[Attachment]] = field(default_factory=dict)  # by NI
+    swept: bool = False  # the attachment files of an older state removed (once)
+
+
 class Store(Layout):
     def __init__(self, state_dir: str | Path) -> None:
         super().__init__(Path(state_dir))
-        # what each file holds, as last written or read: a file is written when it changes
-        object.__setattr__(self, "_written", {})
+        object.__setattr__(self, "_saved", _Saved())
 
     @property
     def path(self) -> Path:
@@ -160,39 +168,33 @@ class Store(Layout):
 
         The cost follows what changed, not how many NIs there are: an attach writes and
         compares only its NI's file (unchanged ones compare as the same objects)."""
-        written: dict[Path | str, Any] = self._written  # type: ignore[attr-defined]
-        if not written:
-            self.root.mkdir(parents=True, exist_ok=True)
-        atts_written: dict[str, list[Attachment]] = written.setdefault("attachments", {})
-        # the attachments first: a format 1 file read before still has them, until the
-        # new desired.json (without them) replaces it
+        saved: _Saved = self._saved  # type: ignore[attr-defined]
         by_ni: dict[str, list[Attachment]] = {}
         for a in d.attachments:
             by_ni.setdefault(a.ni, []).append(a)
-        if by_ni and self.attachments_dir not in written:
+        # the attachments first: a format 1 file read before still has them, until the
+        # new desired.json (without them) replaces it
+        changed = {ni: atts for ni, atts in by_ni.items() if saved.attachments.get(ni) != atts}
+        if changed:
             self.attachments_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            written[self.attachments_dir] = False  # made; not swept yet
-        for ni, atts in by_ni.items():
-            if atts_written.get(ni) != atts:
-                _write(self.attachments_path(ni), [a.to_json() for a in atts],
-                       ATTACHMENTS_FORMAT)
-                atts_written[ni] = atts
+        for ni, atts in changed.items():
+            _write(self.attachments_path(ni), [a.to_json() for a in atts], ATTACHMENTS_FORMAT)
+            saved.attachments[ni] = atts
         # the NI values themselves (kept alive here): the same objects compare at once
         key = (tuple(sorted(d.nis.items())), tuple(sorted(d.slots.items())))
-        if written.get(self.path) != key or not self.path.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
+        if saved.desired != key or not self.path.exists():
             body = {"nis": {n: to_manifest(ni) for n, ni in sorted(d.nis.items())},
                     "slots": dict(sorted(d.slots.items()))}
             _write(self.path, body, FORMAT)
-            written[self.path] = key
-        for ni in [n for n in atts_written if n not in by_ni]:
+            saved.desired = key
+        for ni in [n for n in saved.attachments if n not in by_ni]:
             self.attachments_path(ni).unlink(missing_ok=True)
-            del atts_written[ni]
-        if not written.get(self.attachments_dir):  # once: files left by an older state
+            del saved.attachments[ni]
+        if not saved.swept:
             for path in self.attachments_dir.glob("*.json"):
                 if path.stem not in by_ni:
                     path.unlink()
-            written[self.attachments_dir] = True
+            saved.swept = True
 
 
 def _write(path: Path, body: Any, version: int) -> None:

@@ -104,3 +104,14 @@ def test_a_save_writes_only_what_changed(tmp_path: Path) -> None:
     assert store.load().attachments == [*d.attachments, plug]
     store.save(Desired(dict(d.nis), dict(d.slots), []))
     assert list(store.attachments_dir.iterdir()) == [] and store.load().attachments == []
+
+
+def test_the_attachments_dir_is_private_also_when_made_after_a_save_without_any(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    d = _desired()
+    store.save(Desired(dict(d.nis), dict(d.slots), []))
+    assert not store.attachments_dir.exists()
+    store.save(d)
+    assert store.attachments_dir.stat().st_mode & 0o777 == 0o700
+    assert store.load() == d
