@@ -226,9 +226,20 @@ def test_memory_hog_is_oom_killed_while_the_task_lives(
     assert _dns(running.client_ns, "probe.nirunner.test") == ["10.77.0.99"]
 
 
+def _settled(client: Client, cid: str, deadline: float = 10.0) -> metrics.Usage:
+    """The task's usage once dnsmasq runs beside ni-init: ni-init starts it after the task
+    is reported started, so a read right away may count one process (bounded wait)."""
+    end = time.monotonic() + deadline
+    while True:
+        usage = metrics.decode(tasks.task_metrics(client, cid))
+        if usage.pids >= 2 or time.monotonic() > end:
+            return usage
+        time.sleep(0.05)
+
+
 def test_metrics_are_decoded_and_limits_update_live(client: Client, running: Running) -> None:
     cid = running.task.container_id
-    usage = metrics.decode(tasks.task_metrics(client, cid))
+    usage = _settled(client, cid)
     assert usage.cgroup == "v1"
     assert 0 < usage.memory_bytes < MEMORY
     assert usage.pids >= 2  # ni-init and dnsmasq
@@ -247,6 +258,7 @@ def test_usage_read_from_the_cgroup_is_containerds(client: Client, running: Runn
     from runner.drivers import cgroupfs
 
     cid = running.task.container_id
+    _settled(client, cid)
     theirs = metrics.decode(tasks.task_metrics(client, cid))
     ours = cgroupfs.usage(nitask.cgroups_path(NAMESPACE, cid))
     assert ours is not None
