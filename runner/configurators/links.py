@@ -83,7 +83,7 @@ class VethConf:
         left = {x.name for x in items}
         deadline = time.monotonic() + GONE_WAIT
         while True:
-            left &= set(links.names())
+            left = links.present(sorted(left))
             if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.005)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,7 +173,21 @@ class TaskConf:
         return replace(new, pid=old.pid, status=old.status)
 
     def delete(self, item: Task) -> None:
-        tasks.remove_container(self.client, item.container_id)
+        tasks.remove_container(self.client, item.container_id, *self._init(item))
+        self.groups.forget(item.container_id)
+
+    def signal_stop(self, items: Iterable[Task]) -> None:
+        """SIGTERM to the init of each of these running tasks at once, without containerd:
+        their processes exit while the deletes that follow still wait for a worker, and
+        the kernel frees each NI's netns (a bridge's teardown, ~17 ms slept, one netns
+        after another) sooner. A task not signalled here is by its delete."""
+        for item in items:
+            tasks.signal_init(*self._init(item), tasks.SIGTERM)
+
+    def _init(self, item: Task) -> tuple[int, str]:
+        """The task's init as last seen (0: not running) and its cgroup, to signal it."""
+        return (item.pid if item.running else 0,
+                nitask.cgroups_path(self.client.namespace, item.container_id))
         self.groups.forget(item.container_id)
 
     def reload(self, files: ConfigFiles, changed: list[str]) -> None:

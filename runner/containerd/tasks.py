@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal as signals
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,12 +173,40 @@ def delete_task(c: Client, cid: str) -> int:
     return int(resp.exit_status)
 
 
-def stop_task(c: Client, cid: str, grace: float = 5.0) -> int | None:
+def signal_init(pid: int, cgroup: str, signo: int) -> bool:
+    """Signal a task's init process ourselves, without containerd; False if not sure it is.
+
+    containerd's Kill costs a shim round trip and a `runc kill` exec (~20 ms of CPU).
+    A pidfd pins the process, and its cgroup (`cgroup`, the spec's cgroupsPath) proves
+    it is still the task's: a reused PID fails the check. Init passes the signal on to
+    its services, and when init exits the kernel ends the rest of its PID namespace."""
+    if pid <= 0 or not cgroup:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            if not any(ln.rstrip("\n").split(":", 2)[-1] == cgroup for ln in f):
+                return False
+        signals.pidfd_send_signal(fd, signo)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def stop_task(c: Client, cid: str, grace: float = 5.0, pid: int = 0,
+              cgroup: str = "") -> int | None:
     """SIGTERM, then SIGKILL after `grace` seconds; delete the task. None if there was none.
 
-    No status is asked first: a task that is gone or has exited says so to the signal."""
+    No status is asked first: a task that is gone or has exited says so to the signal.
+    With the task's `pid` and `cgroup` known, SIGTERM goes to its init directly."""
     try:
-        kill_task(c, cid, SIGTERM)
+        if not signal_init(pid, cgroup, SIGTERM):
+            kill_task(c, cid, SIGTERM)
     except NotFound:  # no task, or its process exited: the delete says which
         pass
     else:
@@ -193,9 +222,9 @@ def stop_task(c: Client, cid: str, grace: float = 5.0) -> int | None:
         return None
 
 
-def remove_container(c: Client, cid: str) -> None:
+def remove_container(c: Client, cid: str, pid: int = 0, cgroup: str = "") -> None:
     """Remove the task, the container and its snapshot; missing parts are fine."""
-    stop_task(c, cid)
+    stop_task(c, cid, pid=pid, cgroup=cgroup)
     with contextlib.suppress(NotFound):
         c.call(
             f"delete container {cid}",

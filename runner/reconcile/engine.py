@@ -205,7 +205,8 @@ class Engine:
 
         def make_ready(i: int, released: bool) -> None:
             op = ops[i]
-            rank = 0 if not op.item.owner else 1 if released else 2
+            rank = (0 if not op.item.owner or _unblocks_kernel(op) else 1 if released
+                    else 2)
             if self.conf(op.item).parallel and not op.implied:
                 heapq.heappush(pooled.setdefault(op.item.KIND, []), (rank, i))
             else:
@@ -367,9 +368,26 @@ def _successors(ops: Sequence[Op], related: Mapping[str, set[str]]) -> list[list
     out: list[list[int]] = [[] for _ in ops]
     for i, op in enumerate(ops):
         later = {j for other in (op.id, *related.get(op.id, ())) for j in at.get(other, ())
-                 if j > i}
+                 if j > i and not _unordered(op, ops[j])}
         out[i] = sorted(later)
     return out
+
+
+def _unblocks_kernel(op: Op) -> bool:
+    """A netns's delete (its name unmounted) goes first: cheap, and the sooner the
+    kernel may free the netns, the sooner its teardown is done (see `_unordered`)."""
+    return op.phase == DELETE_PHASE and op.item.KIND == "netns"
+
+
+def _unordered(first: Op, then: Op) -> bool:
+    """A task's delete need not come before its netns's, nor before what goes with the
+    netns (implied, not run). The netns's name can go first: the kernel frees the netns
+    when the task's last process exits, and starts its teardown then (~17 ms each with
+    a bridge, mostly slept, one netns after another), while containerd still deletes
+    the task, its container and snapshot (most of the ~250 ms a task's delete takes
+    when many go at once)."""
+    return (first.phase == DELETE_PHASE and then.phase == DELETE_PHASE
+            and first.item.KIND == "task" and (then.implied or then.item.KIND == "netns"))
 
 
 def _relations(d: Diff) -> dict[str, set[str]]:

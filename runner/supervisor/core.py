@@ -426,6 +426,8 @@ class Supervisor:
                 self.health.pop(n, None)
             intended = self.intended()
             d = diff(self.current, intended, scope={*gone, ""})
+            self.tasks.signal_stop(op.old for op in d.ops
+                                   if op.phase == DELETE_PHASE and isinstance(op.old, k.Task))
             run = self._run(d, intended, atomic=False, hold=False)
             done = results(d.ops, names_, deleted=gone)
             self._emit(done)

@@ -327,6 +327,29 @@ def test_an_exited_task_is_removed_too(
     assert cid not in ctr(containerd, "containers", "ls", "-q").split()
 
 
+def test_init_is_signalled_directly_only_while_it_is_the_tasks(
+    containerd: PrivateContainerd, client: Client, running: Running
+) -> None:
+    from runner import nitask
+
+    cid = running.task.container_id
+    cgroup = nitask.cgroups_path(NAMESPACE, cid)
+    # another cgroup (a reused PID would be in one): not signalled, still running
+    assert not tasks.signal_init(running.pid, nitask.cgroups_path(NAMESPACE, cid + "x"),
+                                 tasks.SIGTERM)
+    assert not tasks.signal_init(os.getpid(), cgroup, tasks.SIGTERM)  # not the task's
+    assert not tasks.signal_init(0, cgroup, tasks.SIGTERM)
+    assert tasks.get_task(client, cid).status == "running"
+    # its own: ni-init stops its services and exits, containerd sees it stop
+    assert tasks.signal_init(running.pid, cgroup, tasks.SIGTERM)
+    assert tasks.wait_task(client, cid, timeout=10) == 0
+    assert not tasks.signal_init(running.pid, cgroup, tasks.SIGTERM)  # gone
+    # what is left (the stopped task, its container) goes as usual
+    tasks.remove_container(client, cid, running.pid, cgroup)
+    assert cid not in ctr(containerd, "tasks", "ls")
+    assert cid not in ctr(containerd, "containers", "ls", "-q").split()
+
+
 def test_clear_errors(
     client: Client, ni_image: ImageInfo, running: Running, tmp_path: Path
 ) -> None:

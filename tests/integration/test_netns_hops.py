@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -104,3 +105,23 @@ def _fd_targets() -> set[str]:
         except FileNotFoundError:  # the listing's own fd, closed by now
             pass
     return out
+
+
+def test_links_present_by_name_and_gone_with_their_netns(two: tuple[str, str]) -> None:
+    """links.present looks up each name (no dump); a veth whose peer's netns is deleted
+    goes by itself a moment later, which VethConf.await_gone waits for this way."""
+    from runner.configurators.links import GONE_WAIT
+    from runner.drivers import links
+
+    a, b = two
+    sh("ip", "link", "add", "hopv1", "netns", a, "type", "veth", "peer", "name", "p",
+       "netns", b)
+    assert links.present(["hopv1", "hopv2", "lo"], a) == {"hopv1", "lo"}
+    sh("ip", "netns", "del", b)
+    left = {"hopv1"}
+    for _ in range(int(GONE_WAIT / 0.01)):  # bounded
+        left = links.present(sorted(left), a)
+        if not left:
+            break
+        time.sleep(0.01)
+    assert left == set()

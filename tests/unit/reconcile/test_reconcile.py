@@ -50,10 +50,13 @@ class Fakes:
         self.fail = fail or set()
 
     def configurators(self) -> dict[str, Any]:
-        return {kind: _Fake(self, kind == "task") for kind in
-                ("statedir", "netns", "sysctls", "veth", "bridge", "routes", "rule",
-                 "localrule", "nft", "files", "task", "plug", "tap", "appaddr", "edge",
-                 "acl", "edgeport", "vlan", "shim", "swport", "porttable")}
+        confs: dict[str, Any] = {kind: _Fake(self, False) for kind in
+                                 ("statedir", "netns", "sysctls", "veth", "bridge", "routes",
+                                  "rule", "localrule", "nft", "files", "plug", "tap",
+                                  "appaddr", "edge", "acl", "edgeport", "vlan", "shim",
+                                  "swport", "porttable")}
+        confs["task"] = _FakeTasks(self, True)
+        return confs
 
 
 class _Fake:
@@ -79,6 +82,12 @@ class _Fake:
 
     def read(self, item: Item) -> Item | None:
         return item
+
+
+class _FakeTasks(_Fake):
+    def signal_stop(self, items: Any) -> None:
+        for item in items:
+            self._call("signal", item)
 
 
 def test_ranks_are_a_dependency_order() -> None:
@@ -293,10 +302,43 @@ def test_an_op_waits_only_for_what_it_is_ordered_against() -> None:
     order = [i for _, i in fakes.calls]
     assert order.index("netns:nr-beta") < order.index("task:ni-alpha")
     position = {x.op.id: n for n, x in enumerate(run.done)}
+    free = {x.op.id for x in run.done if x.op.implied or x.op.item.KIND == "netns"}
     for x in run.done:
         for dep in (*x.op.item.deps(), *x.op.item.after()):
-            if dep in position:  # deletes: what depends on an item goes before it
+            if dep in position and not (x.op.item.KIND == "task" and dep in free):
+                # deletes: what depends on an item goes before it; a task's netns and
+                # what goes with it need not wait for the task (the kernel frees the
+                # netns when the task's processes exit)
                 assert position[dep] > position[x.op.id], (x.op.id, dep)
+
+
+def test_a_netns_goes_without_waiting_for_its_task() -> None:
+    """Deleting an NI: its netns's name is removed while its task still stops, so the
+    kernel frees the netns (and tears its bridge down) as soon as the task exits."""
+    now = items()
+    fakes = Fakes()
+    confs = fakes.configurators()
+    netns_gone = threading.Event()
+
+    class SlowTask(_Fake):
+        def delete(self, item: Item) -> None:
+            assert netns_gone.wait(5), "the task's delete held back its netns's"
+            super().delete(item)
+
+    class Netns(_Fake):
+        def delete(self, item: Item) -> None:
+            super().delete(item)
+            netns_gone.set()
+
+    confs["task"], confs["netns"] = SlowTask(fakes, True), Netns(fakes, True)
+    only_alpha = {i: x for i, x in now.items() if x.owner != "alpha"}
+    d = diff(now, only_alpha, scope={"alpha", ""})
+    run = Engine(confs).run(d, now, atomic=False)
+    assert run.ok, run.first_error()
+    order = [i for _, i in fakes.calls]
+    assert order.index("netns:nr-alpha") < order.index("task:ni-alpha")
+    # files and the state dir still wait for the task, which uses them to the end
+    assert order.index("task:ni-alpha") < order.index("statedir:alpha")
 
 
 def test_a_pass_skips_only_what_is_ordered_after_a_failure() -> None:

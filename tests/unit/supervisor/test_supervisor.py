@@ -123,6 +123,8 @@ def test_delete_reports_the_reverse_ops(sup: tuple[Supervisor, Fakes]) -> None:
     assert report.lines[0] == "- task ni-site"
     assert ("delete", "netns:nr-site") in fakes.calls
     assert ("delete", "bridge:nr-site/br0") not in fakes.calls  # went with its netns
+    # its task was told to stop before any op ran: it exits while the ops wait
+    assert fakes.calls[0] == ("signal", "task:ni-site")
     assert s.events.since(0)[-1].kind == "ni.deleted"
     assert s.reconcile() == []  # nothing left to do, nothing left to report
 
