@@ -7,13 +7,14 @@ Checks record problems instead of raising; one error carries them all, one per l
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import NirunnerError
-from runner.model.types import NetworkInstance
+
+if TYPE_CHECKING:  # the CLI reads files through this module: no model import for it
+    from runner.model.types import NetworkInstance
 
 
 @dataclass(frozen=True)
@@ -126,5 +127,7 @@ def line_of(lines: Mapping[str, int], path: str) -> int | None:
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """' (did you mean 'subnet'?)' for a close match, case-insensitively, or ''."""
     lowered = {c.lower(): c for c in choices}
+    import difflib
+
     close = difflib.get_close_matches(word.lower()[:100], list(lowered), n=1, cutoff=0.6)
     return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
