@@ -51,6 +51,7 @@ class Run:
     ready: list[float] = field(default_factory=list)  # per NI: start -> ready
     offer: list[float] = field(default_factory=list)  # per NI: start -> DHCP offer
     attach: list[float] = field(default_factory=list)  # nirunner: each attach call
+    delete: float = 0.0  # all removed, until their links on the device are gone
     footprint: memory.Footprint | None = None  # memory per NI once all were ready
 
 
@@ -102,7 +103,9 @@ def nirunner(blab: BenchLab, n: int, tag: str, via_cli: bool = False,
             names = nirunner_up(blab, api, n, apps, run, via_cli, timeout)
             if footprint:
                 run.footprint = nirunner_footprint(blab)
+            t = time.monotonic()
             api.delete(names)
+            run.delete = time.monotonic() - t
     finally:
         blab.del_netns(*apps)
     return run
@@ -140,7 +143,9 @@ def manual_run(blab: BenchLab, kind: str, n: int, tag: str, timeout: float = 180
         if kind == "cni":
             _check_cni_stayed_in_lab()
     finally:
+        t = time.monotonic()
         manual.remove(blab, nis, device, kind)
+        run.delete = time.monotonic() - t
         blab.del_netns(*apps)
         subprocess.run(["rm", "-rf", str(blab.base / kind)], check=False)
         if kind == "cni":  # host-local's leases (the DEL released them; start clean)

@@ -185,6 +185,10 @@ def _rows_many(t: Table, many: dict[str, list[bringup.Run]], n: int) -> None:
           _runs(many["floor-par"], "setup") if many.get("floor-par") else None)
     t.row(f"{n} NIs: plugging one app (nirunner: attach API; others: by hand)",
           *_three(many, "plug_each"))
+    t.row(f"{n} NIs: delete all, until their links are gone (nirunner: API; others: tasks "
+          "removed 8 at a time, then `ip netns del`)", *_three(many, "delete"))
+    t.row("… against the parallel floor's removal", _runs(many["nirunner"], "delete"),
+          _runs(many["floor-par"], "delete") if many.get("floor-par") else None)
 
 
 def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
