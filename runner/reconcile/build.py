@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
+from typing import Any
 
 from runner.containerd.spec import Limits
 from runner.model.types import Resources
@@ -211,6 +212,11 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     stamps = stamps or {}
     app_netns = app_netns or {}
     memo = {} if memo is None else memo
+    shape = (tuple(plan.nis), tuple(plan.switches))
+    last = memo.get(LAST)
+    if only is not None and last is not None and last[0] == shape:
+        return _rebuild(plan, layout, policy, uplinks, present, plugs, stamps, app_netns,
+                        taps, memo, only, shape)
 
     out: Items = {}
 
@@ -227,45 +233,116 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
             raise ValueError(f"item {clash[0]} planned twice")
         out.update(items)
 
-    def add(key: str, inputs: tuple[object, ...], make: Callable[[], list[Item]]) -> None:
-        """The items of `key` into `out`, made again only when their inputs changed."""
+    def add(entry: _Entry) -> None:
+        """The items of an entry into `out`, made again only when their inputs changed."""
+        key, inputs, make = entry
         hit = memo.get(key)
         if hit is None or hit[0] != inputs:
-            made = {}
-            for x in make():
-                if x.id in made and not x.EXTERNAL:
-                    raise ValueError(f"item {x.id} planned twice")
-                made[x.id] = x
-            hit = (inputs, made)
+            hit = (inputs, _made(make))
             memo[key] = hit
         put(hit[1])
 
-    add("device", (plan.device, tuple(uplinks.items()), tuple(present)),
-        lambda: device_items(plan.device, uplinks, present))
+    add(_device_entry(plan, uplinks, present))
     by_ni: dict[str, list[AppPlug]] = {}
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        if kept(f"ni:{name}"):
-            continue
-        mine = tuple(by_ni.get(name, ()))
-        facts = (tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p)),
-                 tuple(app_netns.get(a.netns) for a in mine),
-                 tuple(a.ifname in taps for a in mine))
-        add(f"ni:{name}", (p, layout, policy.of(name), mine, facts),
-            _ni_maker(p, layout, policy.of(name), mine, stamps, app_netns, taps))
+        if not kept(f"ni:{name}"):
+            add(_ni_entry(name, p, layout, policy, tuple(by_ni.get(name, ())), stamps,
+                          app_netns, taps))
     for name, sw in plan.switches.items():
-        if kept(f"switch:{name}"):
-            continue
-        mine = tuple(by_ni.get(name, ()))
-        netns_of = tuple(app_netns.get(a.netns) for a in mine)
-        add(f"switch:{name}", (sw, layout, policy.of(name), mine, netns_of),
-            _switch_maker(sw, layout, policy.of(name), mine, app_netns))
+        if not kept(f"switch:{name}"):
+            add(_switch_entry(name, sw, layout, policy, tuple(by_ni.get(name, ())),
+                              app_netns))
     alive = {*plan.nis, *plan.switches}
-    gone = [key for key in memo if key != "device" and key.partition(":")[2] not in alive]
+    gone = [key for key in memo
+            if key not in ("device", LAST) and key.partition(":")[2] not in alive]
     for key in gone:  # NIs that are gone
         del memo[key]
+    memo[LAST] = (shape, dict(out))
     return out
+
+
+LAST = "*"  # memo key of the last whole result, with the NIs and switches it was of
+
+
+def _rebuild(plan: Plan, layout: Layout, policy: TaskPolicy, uplinks: Mapping[str, str],
+             present: Sequence[str], plugs: Sequence[AppPlug], stamps: Mapping[str, Stamp],
+             app_netns: Mapping[str, int], taps: Collection[str],
+             memo: dict[str, Any], only: Collection[str],
+             shape: tuple[tuple[str, ...], tuple[str, ...]]) -> Items:
+    """`build` for a change of a few NIs (`only`) with the same NIs as the last build: the
+    last result copied (one C-level copy, whatever the number of items) with the items
+    of the device and of those NIs replaced when theirs changed, so an attach's cost
+    does not grow with the number of NIs."""
+    out: Items = dict(memo[LAST][1])
+    mine = [a for a in plugs if a.ni in only]
+    keys = [_device_entry(plan, uplinks, present)]
+    for name in only:
+        plugged = tuple(a for a in mine if a.ni == name)
+        if name in plan.nis:
+            keys.append(_ni_entry(name, plan.nis[name], layout, policy, plugged, stamps,
+                                  app_netns, taps))
+        elif name in plan.switches:
+            keys.append(_switch_entry(name, plan.switches[name], layout, policy, plugged,
+                                      app_netns))
+    for key, inputs, make in keys:
+        hit = memo.get(key)
+        if hit is not None and hit[0] == inputs:
+            continue
+        old: Items = hit[1] if hit is not None else {}
+        made = _made(make)
+        memo[key] = (inputs, made)
+        for i, x in old.items():
+            if i in made:
+                continue
+            if x.EXTERNAL:  # a fact: it stays while another NI's items have it too
+                if not any(i in m[1] for k, m in memo.items() if k not in (key, LAST)):
+                    out.pop(i, None)
+            elif out.get(i) is x:
+                del out[i]
+        clash = sorted(i for i in made.keys() & out.keys()
+                       if not made[i].EXTERNAL and out[i] is not old.get(i))
+        if clash:
+            raise ValueError(f"item {clash[0]} planned twice")
+        out.update(made)
+    memo[LAST] = (shape, dict(out))
+    return out
+
+
+_Entry = tuple[str, tuple[object, ...], Callable[[], list[Item]]]  # memo key, inputs, maker
+
+
+def _made(make: Callable[[], list[Item]]) -> Items:
+    made: Items = {}
+    for x in make():
+        if x.id in made and not x.EXTERNAL:
+            raise ValueError(f"item {x.id} planned twice")
+        made[x.id] = x
+    return made
+
+
+def _device_entry(plan: Plan, uplinks: Mapping[str, str], present: Sequence[str]) -> _Entry:
+    return ("device", (plan.device, tuple(uplinks.items()), tuple(present)),
+            lambda: device_items(plan.device, uplinks, present))
+
+
+def _ni_entry(name: str, p: NIPlan, layout: Layout, policy: TaskPolicy,
+              mine: tuple[AppPlug, ...], stamps: Mapping[str, Stamp],
+              app_netns: Mapping[str, int], taps: Collection[str]) -> _Entry:
+    """An NI's items, with what they are made of: its plan, its apps and their facts."""
+    facts = (tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p)),
+             tuple(app_netns.get(a.netns) for a in mine),
+             tuple(a.ifname in taps for a in mine))
+    return (f"ni:{name}", (p, layout, policy.of(name), mine, facts),
+            _ni_maker(p, layout, policy.of(name), mine, stamps, app_netns, taps))
+
+
+def _switch_entry(name: str, sw: SwitchPlan, layout: Layout, policy: TaskPolicy,
+                  mine: tuple[AppPlug, ...], app_netns: Mapping[str, int]) -> _Entry:
+    netns_of = tuple(app_netns.get(a.netns) for a in mine)
+    return (f"switch:{name}", (sw, layout, policy.of(name), mine, netns_of),
+            _switch_maker(sw, layout, policy.of(name), mine, app_netns))
 
 
 def _secret_sources(p: NIPlan) -> list[str]:

@@ -136,3 +136,35 @@ def test_a_build_of_some_nis_takes_the_others_items_from_the_memo() -> None:
     again = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (other,),
                   app_netns={}, memo=memo)
     assert not any(x.owner == "alpha" and x.KIND == "plug" for x in again.values())
+
+
+def test_builds_of_some_nis_in_a_row_equal_a_whole_build() -> None:
+    """A build of some NIs starts from the last whole result and replaces only their
+    items: after any sequence of attaches and detaches it is what a whole build of the
+    same inputs gives, facts shared by two NIs (one app netns in both) included."""
+    p = plan()
+    memo: dict = {}  # type: ignore[type-arg]
+    netns = {"/run/netns/c1": 7, "/run/netns/c9": 9}
+
+    def plug(ni: str, path: str, n: int) -> AppPlug:
+        return AppPlug(ni, path, f"eth{n}", f"ap0000c{n:03d}", f"02:00:00:00:00:{n:02x}",
+                       "netns")
+
+    def both(plugs: tuple[AppPlug, ...], only: set[str]) -> None:
+        some = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), plugs,
+                     app_netns=netns, memo=memo, only=only)
+        whole = build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), plugs,
+                      app_netns=netns, memo={})
+        assert some == whole
+
+    build(p, LAYOUT, "nirunner/ni:1", UPLINKS, ("eth0", "eth1"), (CNI,), app_netns=netns,
+          memo=memo)
+    a, b, c = plug("beta", "/run/netns/c9", 1), plug("alpha", "/run/netns/c9", 2), \
+        plug("beta", "/run/netns/c1", 3)
+    both((CNI, a), {"beta"})
+    both((CNI, a, b), {"alpha"})  # c9 in both NIs
+    both((CNI, a, b, c), {"beta"})
+    both((CNI, b, c), {"beta"})  # a detached: c9 stays, alpha has it
+    both((CNI, c), {"alpha"})  # and now it goes
+    both((c,), {"alpha"})
+    both((), {"beta"})
