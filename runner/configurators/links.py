@@ -146,11 +146,13 @@ class PlugConf:
 
         def fresh(ip: IPRoute) -> bool:
             """The usual case, in one request: no link of that name yet, so the pair is
-            made with its NI end up and on the bridge (or found, then checked below)."""
-            if links.index(ip, item.host_if) is not None:
+            made with its NI end up and on the bridge (one there already, here or in
+            the app's netns: checked and mended below)."""
+            try:
+                links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
+                               peer_mac=item.mac, up=True, master=item.bridge or None)
+            except links.LinkExists:
                 return False
-            links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
-                           peer_mac=item.mac, up=True, master=item.bridge or None)
             return True
 
         if links.in_netns(item.netns, fresh):

@@ -37,6 +37,10 @@ def _fail(what: str, e: NetlinkError) -> LinkError:
     return LinkError(f"{what}{ns.where()}: {os.strerror(e.code) if e.code else e}")
 
 
+class LinkExists(LinkError):
+    """The kernel's EEXIST: a link of that name is there already."""
+
+
 def call(what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """fn(*args, **kw), a netlink error raised as LinkError("<what> in <netns>: <reason>")."""
     try:
@@ -45,6 +49,8 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
             raise NetlinkError(fault)
         return fn(*args, **kw)
     except NetlinkError as e:
+        if e.code == errno.EEXIST:
+            raise LinkExists(str(_fail(what, e))) from None
         raise _fail(what, e) from None
 
 
@@ -180,12 +186,13 @@ def add_address(ip: IPRoute, ifname: str, addr: IPv4Interface) -> None:
 
 
 def set_up(ip: IPRoute, *ifnames: str) -> None:
-    """Links up, without reading them first (up is idempotent)."""
+    """Links up, without reading them first (up is idempotent): one request each, the
+    link named in it (the kernel looks it up; ENODEV if there is none)."""
     for name in ifnames:
-        idx = LOOPBACK_INDEX if name == "lo" else index(ip, name)
-        if idx is None:
-            raise LinkError(f"set up link {name}{ns.where()}: it does not exist")
-        call(f"set {name} up", ip.link, "set", index=idx, state="up")
+        if name == "lo":
+            call("set lo up", ip.link, "set", index=LOOPBACK_INDEX, state="up")
+        else:
+            call(f"set {name} up", ip.link, "set", ifname=name, state="up")
 
 
 def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:
