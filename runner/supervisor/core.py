@@ -71,8 +71,8 @@ from runner.supervisor.workloads import PlugMemo, Workloads, app_plugs, plan_inp
 from runner.testhooks import crash_point
 
 log = logging.getLogger("nirunner.supervisor")
-# a run of at least this many ops is a burst worth trimming the heap after (a trim walks
-# the heap: 0.2-0.8 ms, a twentieth of an attach)
+# the heap is trimmed once this many ops ran since the last trim (a trim walks the heap:
+# 0.2-0.8 ms, a twentieth of an attach): after a burst, and after every few attaches
 TRIM_AFTER = 10
 
 RESYNC_EVERY = 60.0  # a light pass: task states, and the diff
@@ -157,6 +157,7 @@ class Supervisor:
         self._followed: Plan | None = None  # the plan the watchers were told of last
         self._follow_memo: FollowMemo = {}  # each NI's Follow, while its plan is the same
         self._version = 0  # bumped by every change of the desired state
+        self._untrimmed = 0  # ops run since the heap was last trimmed
         self._uplinks_changed = threading.Event()
         self._resync = threading.Event()
         self._drifts = _Drifts()
@@ -295,8 +296,10 @@ class Supervisor:
                     h.started(now)
                     h.last_error = ""
         self._follow(intended, netns_changed=any(x.op.item.KIND == "netns" for x in run.done))
-        if len(run.done) >= TRIM_AFTER:
+        self._untrimmed += len(run.done)
+        if self._untrimmed >= TRIM_AFTER:
             malloc.trim()  # what the ops' threads (libnftables) held
+            self._untrimmed = 0
         return run
 
     def _hold(self, op: Op) -> str:
