@@ -188,7 +188,6 @@ class TaskConf:
         """The task's init as last seen (0: not running) and its cgroup, to signal it."""
         return (item.pid if item.running else 0,
                 nitask.cgroups_path(self.client.namespace, item.container_id))
-        self.groups.forget(item.container_id)
 
     def reload(self, files: ConfigFiles, changed: list[str]) -> None:
         """The running task takes changed config files: SIGHUP (dnsmasq), VICI (charon)."""
