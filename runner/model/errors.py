@@ -126,8 +126,8 @@ def line_of(lines: Mapping[str, int], path: str) -> int | None:
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """' (did you mean 'subnet'?)' for a close match, case-insensitively, or ''."""
-    lowered = {c.lower(): c for c in choices}
-    import difflib
+    import difflib  # here: the CLI imports this module to read files, rarely to suggest
 
+    lowered = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(word.lower()[:100], list(lowered), n=1, cutoff=0.6)
     return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
