@@ -173,7 +173,7 @@ class TaskConf:
         return replace(new, pid=old.pid, status=old.status)
 
     def delete(self, item: Task) -> None:
-        tasks.remove_container(self.client, item.container_id, *self._init(item))
+        tasks.remove_container(self.client, item.container_id, *self._signal_target(item))
         self.groups.forget(item.container_id)
 
     def signal_stop(self, items: Iterable[Task]) -> None:
@@ -182,9 +182,9 @@ class TaskConf:
         the kernel frees each NI's netns (a bridge's teardown, ~17 ms slept, one netns
         after another) sooner. A task not signalled here is by its delete."""
         for item in items:
-            tasks.signal_init(*self._init(item), tasks.SIGTERM)
+            tasks.signal_init(*self._signal_target(item), tasks.SIGTERM)
 
-    def _init(self, item: Task) -> tuple[int, str]:
+    def _signal_target(self, item: Task) -> tuple[int, str]:
         """The task's init as last seen (0: not running) and its cgroup, to signal it."""
         return (item.pid if item.running else 0,
                 nitask.cgroups_path(self.client.namespace, item.container_id))

@@ -1,7 +1,9 @@
 """netns.run_in on a real kernel: the kept threads enter the netns asked for, come back to
 the process's own netns after each call, and leave nothing of theirs behind.
 
-Two throwaway netns of this run's name; the test process's own netns is only read.
+Also links.present, the per-name lookup the reconciler's wait for vanished veths uses,
+in the same two netns. Two throwaway netns of this run's name; the test process's own
+netns is only read.
 """
 
 from __future__ import annotations

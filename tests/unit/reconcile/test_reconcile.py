@@ -275,27 +275,34 @@ def test_a_delete_implied_by_its_netns_is_awaited_not_run(fail: bool) -> None:
     assert failed == (set(gone) if fail else set())
 
 
+def _task_waits_for_netns(confs: dict[str, Any], fakes: Fakes, task_of: str, netns_of: str,
+                          why: str) -> None:
+    """Fakes where NI `task_of`'s task delete ends only after NI `netns_of`'s netns went
+    (within 5 s, else it fails with `why`): the engine must not order the other way."""
+    gone = threading.Event()
+
+    class SlowTask(_FakeTasks):
+        def delete(self, item: Item) -> None:
+            if item.owner == task_of:
+                assert gone.wait(5), why
+            super().delete(item)
+
+    class Netns(_Fake):
+        def delete(self, item: Item) -> None:
+            super().delete(item)
+            if item.owner == netns_of:
+                gone.set()
+
+    confs["task"], confs["netns"] = SlowTask(fakes, True), Netns(fakes, True)
+
+
 def test_an_op_waits_only_for_what_it_is_ordered_against() -> None:
     """Deleting two NIs: beta's netns goes while alpha's task still stops (alpha's task
     waits for it here), and every op still follows the ops it is ordered against."""
     now = items()
     fakes = Fakes()
     confs = fakes.configurators()
-    beta_gone = threading.Event()
-
-    class SlowTask(_Fake):
-        def delete(self, item: Item) -> None:
-            if item.owner == "alpha":
-                assert beta_gone.wait(5), "alpha's task held back beta's netns"
-            super().delete(item)
-
-    class Netns(_Fake):
-        def delete(self, item: Item) -> None:
-            super().delete(item)
-            if item.owner == "beta":
-                beta_gone.set()
-
-    confs["task"], confs["netns"] = SlowTask(fakes, True), Netns(fakes, True)
+    _task_waits_for_netns(confs, fakes, "alpha", "beta", "alpha's task held back beta's netns")
     d = diff(now, items((GAMMA, DELTA)), scope={"alpha", "beta", ""})
     run = Engine(confs).run(d, now, atomic=True)
     assert run.ok, run.first_error()
@@ -318,19 +325,8 @@ def test_a_netns_goes_without_waiting_for_its_task() -> None:
     now = items()
     fakes = Fakes()
     confs = fakes.configurators()
-    netns_gone = threading.Event()
-
-    class SlowTask(_Fake):
-        def delete(self, item: Item) -> None:
-            assert netns_gone.wait(5), "the task's delete held back its netns's"
-            super().delete(item)
-
-    class Netns(_Fake):
-        def delete(self, item: Item) -> None:
-            super().delete(item)
-            netns_gone.set()
-
-    confs["task"], confs["netns"] = SlowTask(fakes, True), Netns(fakes, True)
+    _task_waits_for_netns(confs, fakes, "alpha", "alpha",
+                          "the task's delete held back its netns's")
     only_alpha = {i: x for i, x in now.items() if x.owner != "alpha"}
     d = diff(now, only_alpha, scope={"alpha", ""})
     run = Engine(confs).run(d, now, atomic=False)

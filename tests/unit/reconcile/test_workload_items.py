@@ -138,10 +138,17 @@ def test_a_build_of_some_nis_takes_the_others_items_from_the_memo() -> None:
     assert not any(x.owner == "alpha" and x.KIND == "plug" for x in again.values())
 
 
-def test_builds_of_some_nis_in_a_row_equal_a_whole_build() -> None:
+def test_builds_of_some_nis_in_a_row_equal_a_whole_build(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A build of some NIs starts from the last whole result and replaces only their
     items: after any sequence of attaches and detaches it is what a whole build of the
     same inputs gives, facts shared by two NIs (one app netns in both) included."""
+    from runner.reconcile import build as build_mod
+
+    rebuilds: list[object] = []
+    rebuild = build_mod._rebuild
+    monkeypatch.setattr(build_mod, "_rebuild",
+                        lambda *a, **kw: rebuilds.append(a) or rebuild(*a, **kw))
     p = plan()
     memo: dict = {}  # type: ignore[type-arg]
     netns = {"/run/netns/c1": 7, "/run/netns/c9": 9}
@@ -168,3 +175,4 @@ def test_builds_of_some_nis_in_a_row_equal_a_whole_build() -> None:
     both((CNI, c), {"alpha"})  # and now it goes
     both((c,), {"alpha"})
     both((), {"beta"})
+    assert len(rebuilds) == 7  # every build of some NIs took the copy-and-replace path
