@@ -25,9 +25,10 @@ from runner.reconcile import kinds as k
 from runner.reconcile.build_edge import edge_items
 from runner.reconcile.build_switch import shims_of, switch_device_items, switch_items
 from runner.reconcile.items import Item
+from runner.reconcile.owned import Items
 from runner.render import dnsmasq
 
-Items = dict[str, Item]
+ById = dict[str, Item]  # what the memo keeps of one NI, the device or a switch
 Stamp = tuple[int, int, int]
 
 
@@ -199,7 +200,7 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
           present: Sequence[str], plugs: Sequence[AppPlug] = (),
           stamps: Mapping[str, Stamp] | None = None,
           app_netns: Mapping[str, int] | None = None, taps: Collection[str] = (),
-          memo: dict[str, tuple[tuple[object, ...], Items]] | None = None,
+          memo: dict[str, tuple[tuple[object, ...], ById]] | None = None,
           only: Collection[str] | None = None) -> Items:
     """All intended items of a plan, by id (`tasks`: the policy, or just the image).
 
@@ -218,7 +219,7 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
         return _rebuild(plan, layout, policy, uplinks, present, plugs, stamps, app_netns,
                         taps, memo, only, shape)
 
-    out: Items = {}
+    out: ById = {}
 
     def kept(key: str) -> bool:
         """The items of `key` into `out` as the memo has them, if `only` leaves it out."""
@@ -227,7 +228,7 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
         put(memo[key][1])
         return True
 
-    def put(items: Items) -> None:
+    def put(items: ById) -> None:
         clash = sorted(i for i in out.keys() & items.keys() if not items[i].EXTERNAL)
         if clash:
             raise ValueError(f"item {clash[0]} planned twice")
@@ -259,8 +260,9 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
             if key not in ("device", LAST) and key.partition(":")[2] not in alive]
     for key in gone:  # NIs that are gone
         del memo[key]
-    memo[LAST] = (shape, dict(out))
-    return out
+    whole = Items(out)
+    memo[LAST] = (shape, Items(whole))
+    return whole
 
 
 LAST = "*"  # memo key of the last whole result, with the NIs and switches it was of
@@ -275,7 +277,7 @@ def _rebuild(plan: Plan, layout: Layout, policy: TaskPolicy, uplinks: Mapping[st
     last result copied (one C-level copy, whatever the number of items) with the items
     of the device and of those NIs replaced when theirs changed, so an attach's cost
     does not grow with the number of NIs."""
-    out: Items = dict(memo[LAST][1])
+    out = Items(memo[LAST][1])
     mine = [a for a in plugs if a.ni in only]
     keys = [_device_entry(plan, uplinks, present)]
     for name in only:
@@ -290,7 +292,7 @@ def _rebuild(plan: Plan, layout: Layout, policy: TaskPolicy, uplinks: Mapping[st
         hit = memo.get(key)
         if hit is not None and hit[0] == inputs:
             continue
-        old: Items = hit[1] if hit is not None else {}
+        old: ById = hit[1] if hit is not None else {}
         made = _made(make)
         memo[key] = (inputs, made)
         for i, x in old.items():
@@ -306,15 +308,15 @@ def _rebuild(plan: Plan, layout: Layout, policy: TaskPolicy, uplinks: Mapping[st
         if clash:
             raise ValueError(f"item {clash[0]} planned twice")
         out.update(made)
-    memo[LAST] = (shape, dict(out))
+    memo[LAST] = (shape, Items(out))
     return out
 
 
 _Entry = tuple[str, tuple[object, ...], Callable[[], list[Item]]]  # memo key, inputs, maker
 
 
-def _made(make: Callable[[], list[Item]]) -> Items:
-    made: Items = {}
+def _made(make: Callable[[], list[Item]]) -> ById:
+    made: ById = {}
     for x in make():
         if x.id in made and not x.EXTERNAL:
             raise ValueError(f"item {x.id} planned twice")

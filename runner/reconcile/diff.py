@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from runner.reconcile.items import SIGN, UNCHANGED_SIGN, Action, Change, Item, needs_recreate
+from runner.reconcile.owned import external_ids, owned
 
 DELETE_PHASE = "delete"
 APPLY_PHASE = "apply"
@@ -109,14 +110,13 @@ def diff(current: Mapping[str, Item], intended: Mapping[str, Item],
     `scope`: only items owned by these (NI names; "" is the device's items).
     External items are taken from `intended` (they are facts) and never changed.
     """
-    # inline filters, not a function: an attach diffs its scope out of every item there is
     if scope is None:
         want = {i: x for i, x in intended.items() if not x.EXTERNAL}
         have = {i: x for i, x in current.items() if not x.EXTERNAL}
-    else:
-        want = {i: x for i, x in intended.items() if x.owner in scope and not x.EXTERNAL}
-        have = {i: x for i, x in current.items() if x.owner in scope and not x.EXTERNAL}
-    gone_externals = {i for i, x in current.items() if x.EXTERNAL and i not in intended}
+    else:  # an attach's scope read from the owners' index (runner.reconcile.owned)
+        want = owned(intended, scope)
+        have = owned(current, scope)
+    gone_externals = {i for i in external_ids(current) if i not in intended}
     for i, x in list(have.items()):  # still wanted, but they went with what they lived on
         if i in want and any(d in gone_externals for d in x.deps()):
             del have[i]

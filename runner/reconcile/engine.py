@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op
 from runner.reconcile.items import Action, Item
+from runner.reconcile.owned import Items
 
 log = logging.getLogger("nirunner.engine")
 
@@ -92,7 +93,7 @@ class Run:
     """The op log of one engine run, and the record of what now exists."""
 
     done: list[Done] = field(default_factory=list)
-    current: dict[str, Item] = field(default_factory=dict)
+    current: Items = field(default_factory=Items)
     rolled_back: bool = False
     writes: int = 0  # configurator create/modify/delete calls, rollback included
 
@@ -184,7 +185,7 @@ class Engine:
 
     def run(self, d: Diff, current: Mapping[str, Item], atomic: bool,
             hold: Hold | None = None) -> Run:
-        run = Run(current=dict(current))
+        run = Run(current=Items(current))  # a copy, with its owners' index
         related = _relations(d)
         ops = d.ops
         after = _successors(ops, related)

@@ -51,11 +51,12 @@ from runner.plan import site
 from runner.plan.facts import Binding, Facts
 from runner.plan.site import Plan
 from runner.reconcile import kinds as k
-from runner.reconcile.build import Items, TaskPolicy, build
+from runner.reconcile.build import TaskPolicy, build
 from runner.reconcile.build_edge import FollowMemo, follows
 from runner.reconcile.diff import DELETE_PHASE, Diff, Op, diff
 from runner.reconcile.engine import Engine, Run
 from runner.reconcile.items import Action, Item
+from runner.reconcile.owned import Items, external_ids
 from runner.reconcile.report import DELETED, UNCHANGED, NIResult, results
 from runner.reconcile.switch_kinds import ShimLink
 from runner.supervisor import apps as apps_mod
@@ -144,7 +145,7 @@ class Supervisor:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.health: dict[str, Health] = {}
-        self.current: Items = {}  # what exists, as far as we know
+        self.current = Items()  # what exists, as far as we know
         self.errors: dict[str, tuple[str, str]] = {}  # item id -> (owner, its last error)
         self.containerd_ok = True
         self.source: Any = None  # a FleetSource when the desired state comes from etcd
@@ -275,8 +276,15 @@ class Supervisor:
             if self.watcher is not None and owners:
                 self.watcher.unmute(owners)
         self.on_run(run)
-        externals = {i: x for i, x in intended.items() if x.EXTERNAL}
-        self.current = {i: x for i, x in run.current.items() if not x.EXTERNAL} | externals
+        # the run's record (a copy, indexed by owner), with the externals (facts) of now
+        current = run.current
+        wanted = external_ids(intended)
+        for i in [i for i in current.external_ids() if i not in wanted]:
+            del current[i]
+        for i in wanted:
+            if current.get(i) is not intended[i]:
+                current[i] = intended[i]
+        self.current = current
         now = time.monotonic()
         for done in run.done:
             op = done.op
@@ -550,7 +558,7 @@ class Supervisor:
         read_ids = {x.id for x in items}
         base = {} if sweep else {i: x for i, x in self.current.items() if i not in read_ids}
         unknown = {i: self.current[i] for i in seen.failed if i in self.current}
-        self.current = base | unknown | seen.found
+        self.current = Items(base | unknown | seen.found)
 
     def _observe_tasks(self) -> None:
         """Task states from one list call (exits may have been missed)."""

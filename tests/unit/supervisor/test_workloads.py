@@ -332,3 +332,41 @@ def test_the_heap_is_trimmed_after_a_few_attaches_not_after_each(
     for i in range(1, 10):
         s.attach("site", str(NETNS_DIR / f"c{i}"), "eth0", "", "")
     assert trims and all(b - a >= core.TRIM_AFTER for a, b in zip([0, *trims], trims, strict=False))
+
+
+def test_the_record_keeps_its_owners_index_through_every_change(
+        sup: tuple[Supervisor, Fakes, FakeFx]) -> None:
+    """Attaches diff their scope out of the owners' index (runner.reconcile.owned): it must
+    say what a scan of the record says after applies, attaches, CNI calls, passes, heals
+    and deletes, or an attach would miss (or keep) items."""
+    from runner.drivers.nlwatch import Drift
+    from runner.reconcile.owned import Items
+
+    s, fakes, fx = sup
+
+    def check() -> None:
+        for items in (s.current, s.intended()):
+            assert isinstance(items, Items)
+            for owner in {"", "site", "lab", "nope"}:
+                assert items.owned({owner}) == {i: x for i, x in items.items()
+                                                if x.owner == owner and not x.EXTERNAL}
+            assert items.external_ids() == {i for i, x in items.items() if x.EXTERNAL}
+
+    check()
+    apply(s, manifest("lab", 8081, "10.2.0.0/24"))
+    check()
+    s.attach("site", str(NETNS_DIR / "c0"), "eth0", "", "")
+    s.attach("lab", str(NETNS_DIR / "c1"), "eth0", "", "")
+    check()
+    s.workloads.attach(req(AttachmentKey("site-net", "c2", "eth0")))
+    check()
+    s.detach("site", str(NETNS_DIR / "c0"), "eth0")
+    check()
+    s.reconcile(force=True)
+    check()
+    s.note_drift(Drift("lab", "link br0 deleted"))
+    s.heal()
+    check()
+    s.delete(["lab"])
+    check()
+    assert not s.current.owned({"lab"}) and s.current.owned({"site"})
