@@ -10,6 +10,7 @@ from ipaddress import IPv4Interface
 from runner.drivers import links
 from runner.drivers import netns as ns
 from runner.drivers.links import IPRoute, LinkError, LinkInfo
+from runner.drivers.rtnl import Rtnl
 from runner.net import names
 from runner.reconcile.kinds import Bridge, Plug, Veth
 
@@ -43,27 +44,28 @@ class VethConf:
     parallel = False
 
     def create(self, item: Veth) -> Veth:
-        def fresh(ip: IPRoute) -> bool:
+        def fresh(nl: Rtnl) -> bool:
             """The usual case, made whole without reads: no link of that name yet."""
-            if links.index(ip, item.name) is not None:
+            try:
+                links.add_veth(nl, item.name, item.peer_name, ns.path(item.peer_netns),
+                               item.mtu, up=True)
+            except links.LinkExists:
                 return False
-            links.add_veth(ip, item.name, item.peer_name, ns.path(item.peer_netns),
-                           item.mtu, up=True)
-            links.add_address(ip, item.name, item.address)
+            links.add_address(nl, item.name, item.address)
             return True
 
-        def inside(ip: IPRoute) -> None:
-            links.add_address(ip, item.peer_name, item.peer_address)
-            links.set_up(ip, item.peer_name)
+        def inside(nl: Rtnl) -> None:
+            links.add_address(nl, item.peer_name, item.peer_address)
+            links.set_up(nl, item.peer_name)
 
-        if links.in_netns(None, fresh):
-            links.in_netns(item.peer_netns, inside)
+        if links.with_rtnl(None, fresh):
+            links.with_rtnl(item.peer_netns, inside)
             return item
         if _pair(None, item.name, item.peer_netns, item.peer_name) is None:
             if links.delete(item.name):  # a stale end (its peer went with an old netns)
                 links.wait_gone(item.name)
-            with links.ipr() as ip:
-                links.add_veth(ip, item.name, item.peer_name, ns.path(item.peer_netns),
+            with Rtnl() as nl:
+                links.add_veth(nl, item.name, item.peer_name, ns.path(item.peer_netns),
                                item.mtu)
         return self.modify(item, item)
 
@@ -144,27 +146,28 @@ class PlugConf:
             raise LinkError(f"plug {item.app_netns} into NI {item.ni}: "
                             "the app's netns does not exist")
 
-        def fresh(ip: IPRoute) -> bool:
+        def fresh(nl: Rtnl) -> bool:
             """The usual case, in one request: no link of that name yet, so the pair is
             made with its NI end up and on the bridge (one there already, here or in
             the app's netns: checked and mended below)."""
             try:
-                links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
+                links.add_veth(nl, item.host_if, item.ifname, item.app_netns, item.mtu,
                                peer_mac=item.mac, up=True, master=item.bridge or None)
             except links.LinkExists:
                 return False
             return True
 
-        if links.in_netns(item.netns, fresh):
-            links.in_netns(item.app_netns, lambda ip: links.set_up(ip, "lo", item.ifname))
+        if links.with_rtnl(item.netns, fresh):
+            links.with_rtnl(item.app_netns, lambda nl: links.set_up(nl, "lo", item.ifname))
             return item
         if _pair(item.netns, item.host_if, item.app_netns, item.ifname) is None:
             def again(ip: IPRoute) -> None:
                 if links.index(ip, item.host_if) is not None:  # a stale end
                     links.call(f"delete stale link {item.host_if}", ip.link, "del",
                                ifname=item.host_if)
-                links.add_veth(ip, item.host_if, item.ifname, item.app_netns, item.mtu,
-                               peer_mac=item.mac)
+                with Rtnl() as nl:
+                    links.add_veth(nl, item.host_if, item.ifname, item.app_netns, item.mtu,
+                                   peer_mac=item.mac)
 
             links.in_netns(item.netns, again)
         return self.modify(item, item)

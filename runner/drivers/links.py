@@ -21,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runner.drivers import netns as ns
 from runner.drivers import readcache
+from runner.drivers.rtnl import Rtnl
 from runner.errors import NirunnerError
 from runner.net.names import check_ifname
 from runner.testhooks import netlink_fault
@@ -151,24 +152,20 @@ def read(netns: str | None, ifname: str) -> LinkInfo | None:
     return in_netns(netns, lambda ip: get(ip, ifname))
 
 
-def add_veth(ip: IPRoute, name: str, peer: str, peer_netns_path: str, mtu: int,
+def add_veth(nl: Rtnl, name: str, peer: str, peer_netns_path: str, mtu: int,
              peer_mac: str | None = None, up: bool = False, master: str | None = None
              ) -> None:
     """A veth pair: `name` here, `peer` created directly inside the other netns; `name`
     made up and on bridge `master` in the same request, if asked."""
-    extra: dict[str, Any] = {"state": "up"} if up else {}
+    midx = None
     if master is not None:
-        midx = index(ip, master)
+        midx = call(f"look up link {master}", nl.link_index, master)
         if midx is None:
             raise LinkError(f"plug {name} into {master}{ns.where()}: no such bridge")
-        extra["master"] = midx
-    fd = os.open(peer_netns_path, os.O_RDONLY)
+    fd = os.open(peer_netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": fd, "mtu": mtu}
-        if peer_mac:
-            spec["address"] = peer_mac
-        call(f"create veth {name} <-> {peer_netns_path} {peer}", ip.link, "add", ifname=name,
-             kind="veth", mtu=mtu, peer=spec, **extra)
+        call(f"create veth {name} <-> {peer_netns_path} {peer}", nl.new_veth, name, peer, fd,
+             mtu, peer_mac, up, midx)
     finally:
         os.close(fd)
 
@@ -176,31 +173,40 @@ def add_veth(ip: IPRoute, name: str, peer: str, peer_netns_path: str, mtu: int,
 LOOPBACK_INDEX = 1  # lo's, in every netns
 
 
-def add_address(ip: IPRoute, ifname: str, addr: IPv4Interface) -> None:
+def add_address(nl: Rtnl, ifname: str, addr: IPv4Interface) -> None:
     """Add an address to a link just made (no read first)."""
-    idx = index(ip, ifname)
+    idx = call(f"look up link {ifname}", nl.link_index, ifname)
     if idx is None:
         raise LinkError(f"add address {addr} to {ifname}{ns.where()}: no such link")
-    call(f"add address {addr} to {ifname}", ip.addr, "add", index=idx,
-         address=str(addr.ip), prefixlen=addr.network.prefixlen)
+    call(f"add address {addr} to {ifname}", nl.add_address, idx, addr)
 
 
-def set_up(ip: IPRoute, *ifnames: str) -> None:
+def set_up(nl: Rtnl, *ifnames: str) -> None:
     """Links up, without reading them first (up is idempotent): one request each, the
     link named in it (the kernel looks it up; ENODEV if there is none)."""
     for name in ifnames:
         if name == "lo":
-            call("set lo up", ip.link, "set", index=LOOPBACK_INDEX, state="up")
+            call("set lo up", nl.set_up, index=LOOPBACK_INDEX)
         else:
-            call(f"set {name} up", ip.link, "set", ifname=name, state="up")
+            call(f"set {name} up", nl.set_up, name)
+
+
+def with_rtnl(netns: str | None, fn: Callable[[Rtnl], T]) -> T:
+    """fn with a plain rtnetlink socket of `netns` (runner.drivers.rtnl): for the few
+    requests that make an NI's or an app's links, without IPRoute's cost."""
+    def body() -> T:
+        with Rtnl() as nl:
+            return fn(nl)
+
+    return ns.run_in(netns, body) if netns else body()
 
 
 def ensure_veth(device_if: str, peer_if: str, peer_netns: str, mtu: int) -> bool:
     """A veth pair: device_if here (the device netns), peer_if inside peer_netns."""
-    with ipr() as ip:
-        if index(ip, device_if) is not None:
+    with Rtnl() as nl:
+        if call(f"look up link {device_if}", nl.link_index, device_if) is not None:
             return False
-        add_veth(ip, device_if, peer_if, ns.path(peer_netns), mtu)
+        add_veth(nl, device_if, peer_if, ns.path(peer_netns), mtu)
     return True
 
 
