@@ -30,9 +30,10 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -54,6 +55,26 @@ _NFT_TABLE_MSGS = {nfnl.NFT_MSG_NEWTABLE, nfnl.NFT_MSG_DELTABLE, nfnl.NFT_MSG_NE
                    nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE,
                    nfnl.NFT_MSG_NEWSET, nfnl.NFT_MSG_DELSET}
 DEVICE = ""
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTM_NEWROUTE, RTM_DELROUTE, RTM_DELRULE = 24, 25, 33
+_DELETIONS = {RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE}
+IFLA_IFNAME = 3
+_NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, port
+_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_RTA = struct.Struct("=HH")  # length, type
+
+
+def _attr_str(body: bytes, start: int, kind: int) -> str:
+    """A string attribute of a message's top level, without decoding the others."""
+    at = start
+    while at + _RTA.size <= len(body):
+        length, typ = _RTA.unpack_from(body, at)
+        if length < _RTA.size:
+            return ""
+        if typ == kind:
+            return body[at + _RTA.size:at + length].split(b"\0", 1)[0].decode(errors="replace")
+        at += (length + 3) & ~3
+    return ""
 
 
 @dataclass(frozen=True)
@@ -212,8 +233,9 @@ class Watcher:
                     continue
                 raise
             if sock is src.rt:
-                for msg in self._marshal.parse(data):
-                    self._route_event(src, msg)
+                for chunk in self._worth_decoding(src, data):
+                    for msg in self._marshal.parse(chunk):
+                        self._route_event(src, msg)
             else:
                 for ev in nfnl.parse(data):
                     self._nft_event(src, ev)
@@ -256,6 +278,40 @@ class Watcher:
             self._names[key] = str(name)
             return str(name)
         return self._names.get(key, "")
+
+    def _worth_decoding(self, src: _Source, data: bytes) -> Iterator[bytes]:
+        """The messages of `data` that can matter, for pyroute2 to decode.
+
+        Decoding every message cost more than anything else in the supervisor while NIs
+        were made and apps plugged (~60% of the time it held the GIL): every link made,
+        set up or put on a bridge sends a few RTM_NEWLINK with every attribute. What can
+        matter is read from the raw message first: a deletion (rare) always; a NEWLINK of
+        a link of ours without IFF_UP, or of an uplink; in the device netns, addresses
+        (the uplinks') and main-table default routes. The NEWLINKs skipped still teach
+        the index's name (deletions of addresses and routes carry only the index)."""
+        offset = 0
+        while offset + _NLMSG.size <= len(data):
+            length, kind = _NLMSG.unpack_from(data, offset)[:2]
+            if length < _NLMSG.size:
+                return
+            body = data[offset + _NLMSG.size:offset + length]
+            chunk = data[offset:offset + length]
+            offset += (length + 3) & ~3
+            if kind in _DELETIONS:
+                yield chunk
+            elif kind == RTM_NEWLINK and len(body) >= _IFINFO.size:
+                index, flags = _IFINFO.unpack_from(body)[2:4]
+                name = _attr_str(body, _IFINFO.size, IFLA_IFNAME)
+                if name:
+                    self._names[(src.owner, index)] = name
+                if (src.owner == DEVICE and name in self.ours.uplinks) or (
+                        not flags & IFF_UP and self._link_owner(src, name) is not None):
+                    yield chunk
+            elif src.owner == DEVICE and kind == RTM_NEWADDR:
+                yield chunk
+            elif src.owner == DEVICE and kind == RTM_NEWROUTE and len(body) >= 2 \
+                    and body[1] == 0:  # rtm_dst_len: a default route
+                yield chunk
 
     def _route_event(self, src: _Source, msg: object) -> None:
         event = str(msg.get("event", ""))  # type: ignore[attr-defined]
