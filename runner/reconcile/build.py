@@ -22,7 +22,7 @@ from runner.plan.ni import NIPlan
 from runner.plan.site import Plan
 from runner.plan.switch import SwitchPlan
 from runner.reconcile import kinds as k
-from runner.reconcile.build_edge import edge_items
+from runner.reconcile.build_edge import edge_ports, edge_tables
 from runner.reconcile.build_switch import shims_of, switch_device_items, switch_items
 from runner.reconcile.items import Item
 from runner.reconcile.owned import Items
@@ -76,11 +76,26 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
              stamps: Mapping[str, Stamp] | None = None,
              app_netns: Mapping[str, int] | None = None,
              taps: Collection[str] = ()) -> list[Item]:
-    """Every item of one NI; `app_netns` maps the apps' netns paths that exist to their
-    inodes (facts: a plug waits for its app's netns and follows its re-creation);
+    """Every item of one NI: its own and its apps'."""
+    return [*ni_own_items(p, layout, tasks, stamps),
+            *app_items(p, layout, plugs, app_netns or {}, taps)]
+
+
+def app_items(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug],
+              app_netns: Mapping[str, int], taps: Collection[str]) -> list[Item]:
+    """The items of an NI's apps; `app_netns` maps the apps' netns paths that exist to
+    their inodes (facts: a plug waits for its app's netns and follows its re-creation);
     `taps` names the device interfaces to take into NIs that exist."""
+    out: list[Item] = edge_ports(p, plugs)
+    for a in plugs:
+        out.extend(_app_items(p, layout, a, app_netns, taps))
+    return out
+
+
+def ni_own_items(p: NIPlan, layout: Layout, tasks: TaskPolicy,
+                 stamps: Mapping[str, Stamp] | None = None) -> list[Item]:
+    """The NI's items that are not its apps': what an attach leaves as it is."""
     stamps = stamps or {}
-    app_netns = app_netns or {}
     ni, ns = p.name, p.netns
     out: list[Item] = [
         k.StateDir(ni, str(layout.ni_dir(ni))),
@@ -97,7 +112,7 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
     out.append(bridge)
     out.append(k.Routes(ni, ns, names.MAIN_TABLE, p.routes, tuple(links)))
     out.append(k.NftTable(ni, ns, "inet", names.NI_NFT_TABLE, p.nft, _ni_facets(p)))
-    out += edge_items(p, layout, plugs)
+    out += edge_tables(p)
     secrets: tuple[k.Secret, ...] = ()
     if p.vpn is not None:
         from runner.render import swanctl  # the names of the credential files
@@ -112,8 +127,6 @@ def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPl
     if p.transit is not None and p.uplink is not None:
         rule = k.Rule(ni, _transit_rule(p), link=links[0])
         out.append(rule)
-    for a in plugs:
-        out.extend(_app_items(p, layout, a, app_netns, taps))
     return out
 
 
@@ -221,11 +234,13 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
 
     out: ById = {}
 
-    def kept(key: str) -> bool:
-        """The items of `key` into `out` as the memo has them, if `only` leaves it out."""
-        if only is None or key.partition(":")[2] in only or key not in memo:
+    def kept(name: str, keys: tuple[str, ...]) -> bool:
+        """The items of `keys` (NI `name`'s) into `out` as the memo has them, if `only`
+        leaves the NI out."""
+        if only is None or name in only or any(key not in memo for key in keys):
             return False
-        put(memo[key][1])
+        for key in keys:
+            put(memo[key][1])
         return True
 
     def put(items: ById) -> None:
@@ -248,11 +263,12 @@ def build(plan: Plan, layout: Layout, tasks: TaskPolicy | str, uplinks: Mapping[
     for a in plugs:
         by_ni.setdefault(a.ni, []).append(a)
     for name, p in plan.nis.items():
-        if not kept(f"ni:{name}"):
-            add(_ni_entry(name, p, layout, policy, tuple(by_ni.get(name, ())), stamps,
-                          app_netns, taps))
+        if not kept(name, _ni_keys(name)):
+            for entry in _ni_entries(name, p, layout, policy, tuple(by_ni.get(name, ())),
+                                     stamps, app_netns, taps):
+                add(entry)
     for name, sw in plan.switches.items():
-        if not kept(f"switch:{name}"):
+        if not kept(name, (f"switch:{name}",)):
             add(_switch_entry(name, sw, layout, policy, tuple(by_ni.get(name, ())),
                               app_netns))
     alive = {*plan.nis, *plan.switches}
@@ -283,8 +299,8 @@ def _rebuild(plan: Plan, layout: Layout, policy: TaskPolicy, uplinks: Mapping[st
     for name in only:
         plugged = tuple(a for a in mine if a.ni == name)
         if name in plan.nis:
-            keys.append(_ni_entry(name, plan.nis[name], layout, policy, plugged, stamps,
-                                  app_netns, taps))
+            keys += _ni_entries(name, plan.nis[name], layout, policy, plugged, stamps,
+                                app_netns, taps)
         elif name in plan.switches:
             keys.append(_switch_entry(name, plan.switches[name], layout, policy, plugged,
                                       app_netns))
@@ -329,15 +345,22 @@ def _device_entry(plan: Plan, uplinks: Mapping[str, str], present: Sequence[str]
             lambda: device_items(plan.device, uplinks, present))
 
 
-def _ni_entry(name: str, p: NIPlan, layout: Layout, policy: TaskPolicy,
-              mine: tuple[AppPlug, ...], stamps: Mapping[str, Stamp],
-              app_netns: Mapping[str, int], taps: Collection[str]) -> _Entry:
-    """An NI's items, with what they are made of: its plan, its apps and their facts."""
-    facts = (tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p)),
-             tuple(app_netns.get(a.netns) for a in mine),
-             tuple(a.ifname in taps for a in mine))
-    return (f"ni:{name}", (p, layout, policy.of(name), mine, facts),
-            _ni_maker(p, layout, policy.of(name), mine, stamps, app_netns, taps))
+def _ni_keys(name: str) -> tuple[str, str]:
+    return f"ni:{name}", f"apps:{name}"
+
+
+def _ni_entries(name: str, p: NIPlan, layout: Layout, policy: TaskPolicy,
+                mine: tuple[AppPlug, ...], stamps: Mapping[str, Stamp],
+                app_netns: Mapping[str, int], taps: Collection[str]) -> list[_Entry]:
+    """An NI's items in two entries, each with what it is made of: its own (its plan,
+    the stamps of its credential files) and its apps' (their plugs and facts), so an
+    attach makes only the apps' again."""
+    own, apps = _ni_keys(name)
+    stamped = tuple(stamps.get(s, (0, 0, 0)) for s in _secret_sources(p))
+    facts = (tuple(app_netns.get(a.netns) for a in mine), tuple(a.ifname in taps for a in mine))
+    return [(own, (p, layout, policy.of(name), stamped),
+             _own_maker(p, layout, policy.of(name), stamps)),
+            (apps, (p, layout, mine, facts), _apps_maker(p, layout, mine, app_netns, taps))]
 
 
 def _switch_entry(name: str, sw: SwitchPlan, layout: Layout, policy: TaskPolicy,
@@ -353,10 +376,15 @@ def _secret_sources(p: NIPlan) -> list[str]:
     return ([p.vpn.psk_file] if p.vpn.psk_file else []) + [c.source for c in p.vpn.copies]
 
 
-def _ni_maker(p: NIPlan, layout: Layout, policy: TaskPolicy, plugs: Sequence[AppPlug],
-              stamps: Mapping[str, Stamp], app_netns: Mapping[str, int],
-              taps: Collection[str]) -> Callable[[], list[Item]]:
-    return lambda: ni_items(p, layout, policy, plugs, stamps, app_netns, taps)
+def _own_maker(p: NIPlan, layout: Layout, policy: TaskPolicy, stamps: Mapping[str, Stamp]
+               ) -> Callable[[], list[Item]]:
+    return lambda: ni_own_items(p, layout, policy, stamps)
+
+
+def _apps_maker(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug],
+                app_netns: Mapping[str, int], taps: Collection[str]
+                ) -> Callable[[], list[Item]]:
+    return lambda: app_items(p, layout, plugs, app_netns, taps)
 
 
 def _switch_maker(sw: SwitchPlan, layout: Layout, policy: TaskPolicy, plugs: Sequence[AppPlug],

@@ -25,21 +25,30 @@ if TYPE_CHECKING:
     from runner.reconcile.build import AppPlug
 
 
-def edge_items(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug]) -> list[Item]:
+def edge_tables(p: NIPlan) -> list[Item]:
+    """The NI's edge and ACL tables (of its plan: the same whatever is attached)."""
     edge = p.edge
     if edge is None:
         return []
     ni, ns = p.name, p.netns
-    out: list[Item] = [
+    return [
         k.EdgeTable(ni, ns, appedge.edge_ruleset(ni, (), lease_seconds=edge.lease_seconds),
                     tuple((a.mac, str(ip)) for a in edge.apps for ip in a.ips),
                     edge.lease_seconds),
         k.AclTable(ni, ns, appedge.acl_ruleset(edge.acls), edge.acls),
     ]
+
+
+def edge_ports(p: NIPlan, plugs: Sequence[AppPlug]) -> list[Item]:
+    """An edge port per attached app."""
+    edge = p.edge
+    if edge is None:
+        return []
+    out: list[Item] = []
     for a in plugs:
         app = edge.app_of(a.mac)
         port = AppPort(a.host_ifname, a.mac, app.name if app else None, app.ips if app else ())
-        out.append(k.EdgePort(ni, ns, port))
+        out.append(k.EdgePort(p.name, p.netns, port))
     return out
 
 
