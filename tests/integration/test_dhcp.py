@@ -101,6 +101,30 @@ def test_release_from_the_client_side(lan: MiniNI) -> None:
     dhcp.deconfigure(app, "eth0")
 
 
+def _packet_sockets(netns: str) -> int:
+    """The packet sockets open in `netns` (/proc/net/packet, read from inside it)."""
+    from runner.drivers import netns as ns
+
+    return ns.run_in(netns, lambda: len(open("/proc/net/packet").read().splitlines()) - 1)
+
+
+def test_each_exchange_closes_its_packet_socket(lan: MiniNI) -> None:
+    """The close is left to a thread (it waits for an RCU grace period): it still
+    happens, exchange after exchange, in each app's netns."""
+    apps = []
+    for i in range(2):
+        app = lan.add_netns(f"{lan.prefix}-s{i}")
+        lan.plug(app, mac(0x30 + i))
+        apps.append(app)
+    for _ in range(3):
+        for i, app in enumerate(apps):
+            dhcp.acquire(app, "eth0", mac(0x30 + i))
+    deadline = time.monotonic() + 5
+    while any(_packet_sockets(a) for a in apps) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [_packet_sockets(a) for a in apps] == [0, 0]
+
+
 def test_twenty_at_once_get_twenty_addresses(lan: MiniNI) -> None:
     apps = []
     for i in range(20):
