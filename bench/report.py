@@ -218,7 +218,7 @@ def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
               target="≤ 3 MiB", ok=rss.median <= T_MEM if rss else None)
         t.row("… PSS-equivalent: task cgroup + its shim's PSS / the tasks it serves",
               _stat(fp.pss()), unit="MiB")
-        t.row("… task cgroup usage (page cache included)", _stat(fp.cgroup), unit="MiB")
+        t.row("… task cgroup (RSS, page cache, kernel memory)", _stat(fp.cgroup), unit="MiB")
         t.row("… task cgroup RSS", _stat(fp.cgroup_rss), unit="MiB")
         t.row("… its shim's RSS share", _stat(fp.monitor_rss), unit="MiB")
         t.row("… its shim's PSS share", _stat(fp.monitor_pss), unit="MiB")

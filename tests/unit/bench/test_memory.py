@@ -50,13 +50,20 @@ def test_a_monitor_not_read_is_an_error() -> None:
 
 
 def test_cgroup_files_v1_and_v2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What memory.stat counts (and kernel memory), not the fuzzy usage counters."""
     v1 = tmp_path / "v1"
     v1.mkdir()
-    (v1 / "memory.usage_in_bytes").write_text("4096\n")
-    (v1 / "memory.stat").write_text("cache 1024\nrss 512\ntotal_rss 2048\n")
-    assert cgroup_memory(v1) == (4096, 2048)
+    (v1 / "memory.usage_in_bytes").write_text("1048576\n")  # a CPU's precharge in it
+    (v1 / "memory.stat").write_text("cache 1024\nrss 512\ntotal_cache 4096\n"
+                                    "total_rss 2048\n")
+    assert cgroup_memory(v1) == (2048 + 4096, 2048)
+    (v1 / "memory.kmem.usage_in_bytes").write_text("8192\n")
+    assert cgroup_memory(v1) == (2048 + 4096 + 8192, 2048)
     v2 = tmp_path / "v2"
     v2.mkdir()
-    (v2 / "memory.current").write_text("8192\n")
-    (v2 / "memory.stat").write_text("anon 3072\nfile 1024\n")
-    assert cgroup_memory(v2) == (8192, 3072)
+    (v2 / "memory.current").write_text("1048576\n")
+    (v2 / "memory.stat").write_text("anon 3072\nfile 1024\nkernel_stack 512\n"
+                                    "pagetables 256\nslab 128\n")
+    assert cgroup_memory(v2) == (3072 + 1024 + 512 + 256 + 128, 3072)
+    (v2 / "memory.stat").write_text("anon 3072\nfile 1024\nkernel 2000\nslab 128\n")
+    assert cgroup_memory(v2) == (3072 + 1024 + 2000, 3072)
