@@ -17,6 +17,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from runner.drivers import nlmsg
+from runner.drivers.nlmsg import attr
+
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
 NFNL_SUBSYS_NFTABLES = 10
@@ -41,28 +44,10 @@ FAMILIES = {"ip": 2, "inet": 1, "ip6": 10, "arp": 3, "bridge": 7, "netdev": 5}
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _GEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian, unused)
-_ATTR = struct.Struct("=HH")
 
 
 class NfnlError(OSError):
     pass
-
-
-def _attrs(data: bytes, start: int, end: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    at = start
-    while at + 4 <= end:
-        length, kind = _ATTR.unpack_from(data, at)
-        if length < 4:
-            break
-        out[kind & 0x7FFF] = data[at + 4: at + length]
-        at += (length + 3) & ~3
-    return out
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    raw = _ATTR.pack(4 + len(value), kind) + value
-    return raw + b"\0" * (-len(raw) % 4)
 
 
 def _comment(userdata: bytes) -> str:
@@ -78,7 +63,7 @@ def _comment(userdata: bytes) -> str:
 def table_comment(family: str, table: str) -> str | None:
     """The comment of table `family table` here ("" if none), None if there is no such table."""
     msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
-    body = _GEN.pack(FAMILIES[family], 0, 0) + _attr(NFTA_TABLE_NAME, table.encode() + b"\0")
+    body = _GEN.pack(FAMILIES[family], 0, 0) + attr(NFTA_TABLE_NAME, table.encode() + b"\0")
     request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST, 1, 0) + body
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
         s.settimeout(5)
@@ -91,7 +76,7 @@ def table_comment(family: str, table: str) -> str | None:
         if -code == errno.ENOENT:
             return None
         raise NfnlError(-code, f"get nft table {family} {table}: {os.strerror(-code)}")
-    attrs = _attrs(data, _HDR.size + _GEN.size, length)
+    attrs = nlmsg.attrs(data, _HDR.size + _GEN.size, length)
     return _comment(attrs.get(NFTA_TABLE_USERDATA, b""))
 
 
@@ -99,8 +84,8 @@ def rule_comments(family: str, table: str, chain: str) -> list[str] | None:
     """The comments of the rules of one chain, in order; None if there is no such table
     or chain. One dump request, no nft process."""
     msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE
-    body = (_GEN.pack(FAMILIES[family], 0, 0) + _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
-            + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
+    body = (_GEN.pack(FAMILIES[family], 0, 0) + attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+            + attr(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
     request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body
     out: list[str] = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
@@ -122,7 +107,7 @@ def rule_comments(family: str, table: str, chain: str) -> list[str] | None:
                         raise NfnlError(-code, f"list rules of {family} {table} {chain}: "
                                                f"{os.strerror(-code)}")
                     return out
-                attrs = _attrs(data, at + _HDR.size + _GEN.size, at + length)
+                attrs = nlmsg.attrs(data, at + _HDR.size + _GEN.size, at + length)
                 out.append(_comment(attrs.get(NFTA_RULE_USERDATA, b"")))
                 at += (length + 3) & ~3
 
@@ -144,7 +129,7 @@ def parse(data: bytes) -> Iterator[NftEvent]:
             return
         if kind >> 8 == NFNL_SUBSYS_NFTABLES:
             family = data[at + _HDR.size]
-            attrs = _attrs(data, at + _HDR.size + _GEN.size, at + length)
+            attrs = nlmsg.attrs(data, at + _HDR.size + _GEN.size, at + length)
             msg = kind & 0xFF
             if msg == NFT_MSG_NEWGEN:
                 pid = struct.unpack(">I", attrs.get(NFTA_GEN_PROC_PID, b"\0\0\0\0")[:4])[0]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from runner.drivers import netns as ns
-from runner.drivers import nfnl
+from runner.drivers import nfnl, nlmsg
 from runner.drivers.nft import own_pid
 from runner.errors import NirunnerError
 from runner.net import names
@@ -59,22 +59,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_DELRULE = 24, 25, 33
 _DELETIONS = {RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE}
 IFLA_IFNAME = 3
-_NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, port
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_RTA = struct.Struct("=HH")  # length, type
-
-
-def _attr_str(body: bytes, start: int, kind: int) -> str:
-    """A string attribute of a message's top level, without decoding the others."""
-    at = start
-    while at + _RTA.size <= len(body):
-        length, typ = _RTA.unpack_from(body, at)
-        if length < _RTA.size:
-            return ""
-        if typ == kind:
-            return body[at + _RTA.size:at + length].split(b"\0", 1)[0].decode(errors="replace")
-        at += (length + 3) & ~3
-    return ""
 
 
 @dataclass(frozen=True)
@@ -289,19 +274,14 @@ class Watcher:
         a link of ours without IFF_UP, or of an uplink; in the device netns, addresses
         (the uplinks') and main-table default routes. The NEWLINKs skipped still teach
         the index's name (deletions of addresses and routes carry only the index)."""
-        offset = 0
-        while offset + _NLMSG.size <= len(data):
-            length, kind = _NLMSG.unpack_from(data, offset)[:2]
-            if length < _NLMSG.size:
-                return
-            body = data[offset + _NLMSG.size:offset + length]
-            chunk = data[offset:offset + length]
-            offset += (length + 3) & ~3
+        for kind, flags_, seq, body in nlmsg.frames(data):
+            chunk = nlmsg.message(kind, flags_, seq, body)  # one message, for pyroute2
             if kind in _DELETIONS:
                 yield chunk
             elif kind == RTM_NEWLINK and len(body) >= _IFINFO.size:
                 index, flags = _IFINFO.unpack_from(body)[2:4]
-                name = _attr_str(body, _IFINFO.size, IFLA_IFNAME)
+                raw = nlmsg.attrs(body, _IFINFO.size).get(IFLA_IFNAME, b"")
+                name = raw.split(b"\0", 1)[0].decode(errors="replace")
                 if name:
                     self._names[(src.owner, index)] = name
                 if (src.owner == DEVICE and name in self.ours.uplinks) or (

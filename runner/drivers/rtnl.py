@@ -23,8 +23,9 @@ from types import TracebackType
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from runner.drivers.nlmsg import ack_error, attr, frames, message
+
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-NLMSG_ERROR = 2
 RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK, RTM_NEWADDR = 16, 18, 19, 20
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
@@ -32,15 +33,8 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # a link's answer without its counters: smaller
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, port
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefixlen, flags, scope, index
-_RTA = struct.Struct("=HH")  # rtattr: length, type
-
-
-def attr(kind: int, payload: bytes) -> bytes:
-    """An rtattr, padded to 4 bytes."""
-    return _RTA.pack(_RTA.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
 
 
 def _str(kind: int, value: str) -> bytes:
@@ -84,25 +78,15 @@ class Rtnl:
         """Send a `kind` request and return the body of the kernel's answer: b"" for an
         acknowledged change; NetlinkError for an error answer."""
         self._seq += 1
-        self._sock.sendto(_HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | flags,
-                                       self._seq, 0) + body, (0, 0))
+        self._sock.sendto(message(kind, NLM_F_REQUEST | flags, self._seq, body), (0, 0))
         while True:
-            data = self._sock.recv(65536)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, typ, _, seq, _ = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    raise NetlinkError(errno.EPROTO, "a netlink answer too short")
-                answer = data[offset + _HEADER.size:offset + length]
-                offset += (length + 3) & ~3
+            for typ, _, seq, answer in frames(self._sock.recv(65536)):
                 if seq != self._seq:
                     continue  # an answer to an earlier request (none here, but be sure)
-                if typ == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", answer)[0]
-                    if code:
-                        raise NetlinkError(code, os.strerror(code))
-                    return b""
-                return answer
+                code = ack_error(typ, answer)
+                if code:
+                    raise NetlinkError(code, os.strerror(code))
+                return b"" if code == 0 else answer
 
     def link_index(self, ifname: str) -> int | None:
         """The index of link `ifname` (one RTM_GETLINK by name), None if there is none."""

@@ -12,19 +12,25 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from runner.drivers.nlmsg import (  # noqa: F401 - ack_error, attrs: this module's API too
+    NLA_F_NESTED,
+    NLMSG_ERROR,
+    ack_error,
+    attr,
+    attrs,
+    frames,
+    message,
+)
+
 NETLINK_NETFILTER = 12
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSG_DONE = 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NFNL_SUBSYS_CTNETLINK, NFNL_SUBSYS_ULOG = 1, 4
 IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY = 1, 3
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr
 _NFGEN = struct.Struct("!BBH")  # nfgenmsg: family, version, res_id (big endian)
-_ATTR = struct.Struct("=HH")
-_NLA_TYPE_MASK = 0x3FFF
-NLA_F_NESTED = 0x8000
 
 # conntrack attributes (linux/netfilter/nfnetlink_conntrack.h)
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_MARK = 1, 2, 3, 8
@@ -46,34 +52,9 @@ NFULNL_COPY_PACKET = 2
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
-def attrs(buf: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
-    """The netlink attributes in buf[start:end], by type (the last one of a type wins)."""
-    end = len(buf) if end is None else end
-    out: dict[int, bytes] = {}
-    pos = start
-    while pos + 4 <= end:
-        length, kind = _ATTR.unpack_from(buf, pos)
-        if length < 4:
-            break
-        out[kind & _NLA_TYPE_MASK] = buf[pos + 4:pos + length]
-        pos += (length + 3) & ~3
-    return out
-
-
-def _frames(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, sequence number, payload) of each netlink message in a datagram."""
-    pos = 0
-    while pos + _HDR.size <= len(buf):
-        length, kind, flags, seq, _pid = _HDR.unpack_from(buf, pos)
-        if length < _HDR.size:
-            return
-        yield kind, flags, seq, buf[pos + _HDR.size:pos + length]
-        pos += (length + 3) & ~3
-
-
 def messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
     """(type, flags, payload) of each netlink message in a datagram."""
-    return ((kind, flags, payload) for kind, flags, _seq, payload in _frames(buf))
+    return ((kind, flags, payload) for kind, flags, _seq, payload in frames(buf))
 
 
 def _u16(b: bytes) -> int:
@@ -219,21 +200,15 @@ def ipv4(data: bytes) -> Packet | None:
 
 
 def _message(kind: int, flags: int, family: int, res_id: int, body: bytes, seq: int) -> bytes:
-    payload = _NFGEN.pack(family, 0, res_id) + body
-    return _HDR.pack(_HDR.size + len(payload), kind, flags, seq, 0) + payload
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    pad = (4 - len(data) % 4) % 4
-    return _ATTR.pack(4 + len(data), kind) + data + b"\0" * pad
+    return message(kind, flags, seq, _NFGEN.pack(family, 0, res_id) + body)
 
 
 def nflog_bind(group: int, copy_range: int = 0xFFFF, seq: int = 1) -> list[bytes]:
     """The two config messages that make a socket receive nflog group `group` with payloads."""
     kind = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG
     flags = NLM_F_REQUEST | NLM_F_ACK
-    bind = _attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
-    mode = _attr(NFULA_CFG_MODE, struct.pack("!IBB", copy_range, NFULNL_COPY_PACKET, 0))
+    bind = attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
+    mode = attr(NFULA_CFG_MODE, struct.pack("!IBB", copy_range, NFULNL_COPY_PACKET, 0))
     return [_message(kind, flags, socket.AF_UNSPEC, group, bind, seq),
             _message(kind, flags, socket.AF_UNSPEC, group, mode, seq + 1)]
 
@@ -264,17 +239,10 @@ def ct_get_request(orig: bytes, seq: int) -> bytes:
     conntrack hash: a found flow is answered, a gone one with ENOENT."""
     kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
     return _message(kind, NLM_F_REQUEST, socket.AF_INET, 0,
-                    _attr(CTA_TUPLE_ORIG | NLA_F_NESTED, orig), seq)
+                    attr(CTA_TUPLE_ORIG | NLA_F_NESTED, orig), seq)
 
 
 def answers(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
     """(type, sequence number, payload) of each netlink message in a datagram: which
     request a message answers."""
-    return ((kind, seq, payload) for kind, _flags, seq, payload in _frames(buf))
-
-
-def ack_error(kind: int, payload: bytes) -> int | None:
-    """The errno of an NLMSG_ERROR (0 for an ACK); None for other messages."""
-    if kind != NLMSG_ERROR or len(payload) < 4:
-        return None
-    return -struct.unpack_from("=i", payload)[0]
+    return ((kind, seq, payload) for kind, _flags, seq, payload in frames(buf))

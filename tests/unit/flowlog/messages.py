@@ -9,7 +9,7 @@ from runner.flowlog import netlink as nl
 
 
 def attr(kind: int, data: bytes, nested: bool = False) -> bytes:
-    return nl._attr(kind | (0x8000 if nested else 0), data)
+    return nl.attr(kind | (0x8000 if nested else 0), data)
 
 
 def tuple_(proto: int, src: str, dst: str, sport: int, dport: int) -> bytes:
