@@ -30,7 +30,6 @@ import logging
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -41,6 +40,17 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from runner.drivers import netns as ns
 from runner.drivers import nfnl, nlmsg
 from runner.drivers.nft import own_pid
+from runner.drivers.rtnl import (
+    IFINFO,
+    IFLA_IFNAME,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
 from runner.errors import NirunnerError
 from runner.net import names
 
@@ -55,11 +65,7 @@ _NFT_TABLE_MSGS = {nfnl.NFT_MSG_NEWTABLE, nfnl.NFT_MSG_DELTABLE, nfnl.NFT_MSG_NE
                    nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE,
                    nfnl.NFT_MSG_NEWSET, nfnl.NFT_MSG_DELSET}
 DEVICE = ""
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
-RTM_NEWROUTE, RTM_DELROUTE, RTM_DELRULE = 24, 25, 33
 _DELETIONS = {RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE}
-IFLA_IFNAME = 3
-_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 
 
 @dataclass(frozen=True)
@@ -274,24 +280,26 @@ class Watcher:
         a link of ours without IFF_UP, or of an uplink; in the device netns, addresses
         (the uplinks') and main-table default routes. The NEWLINKs skipped still teach
         the index's name (deletions of addresses and routes carry only the index)."""
-        for kind, flags_, seq, body in nlmsg.frames(data):
-            chunk = nlmsg.message(kind, flags_, seq, body)  # one message, for pyroute2
-            if kind in _DELETIONS:
-                yield chunk
-            elif kind == RTM_NEWLINK and len(body) >= _IFINFO.size:
-                index, flags = _IFINFO.unpack_from(body)[2:4]
-                raw = nlmsg.attrs(body, _IFINFO.size).get(IFLA_IFNAME, b"")
-                name = raw.split(b"\0", 1)[0].decode(errors="replace")
-                if name:
-                    self._names[(src.owner, index)] = name
-                if (src.owner == DEVICE and name in self.ours.uplinks) or (
-                        not flags & IFF_UP and self._link_owner(src, name) is not None):
-                    yield chunk
-            elif src.owner == DEVICE and kind == RTM_NEWADDR:
-                yield chunk
-            elif src.owner == DEVICE and kind == RTM_NEWROUTE and len(body) >= 2 \
-                    and body[1] == 0:  # rtm_dst_len: a default route
-                yield chunk
+        for kind, msg_flags, seq, body in nlmsg.frames(data):
+            if self._matters(src, kind, body):
+                yield nlmsg.message(kind, msg_flags, seq, body)  # one message, for pyroute2
+
+    def _matters(self, src: _Source, kind: int, body: bytes) -> bool:
+        if kind in _DELETIONS:
+            return True
+        if kind == RTM_NEWLINK and len(body) >= IFINFO.size:
+            index, flags = IFINFO.unpack_from(body)[2:4]
+            raw = nlmsg.attrs(body, IFINFO.size).get(IFLA_IFNAME, b"")
+            name = raw.split(b"\0", 1)[0].decode(errors="replace")
+            if name:
+                self._names[(src.owner, index)] = name
+            return (src.owner == DEVICE and name in self.ours.uplinks) or (
+                not flags & IFF_UP and self._link_owner(src, name) is not None)
+        if src.owner != DEVICE:
+            return False
+        # the device's addresses (the uplinks') and default routes (rtm_dst_len 0)
+        return kind == RTM_NEWADDR or (kind == RTM_NEWROUTE and len(body) >= 2
+                                       and body[1] == 0)
 
     def _route_event(self, src: _Source, msg: object) -> None:
         event = str(msg.get("event", ""))  # type: ignore[attr-defined]

@@ -26,14 +26,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from runner.drivers.nlmsg import ack_error, attr, frames, message
 
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK, RTM_NEWADDR = 16, 18, 19, 20
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE, RTM_DELRULE = 20, 21, 24, 25, 33
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # a link's answer without its counters: smaller
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefixlen, flags, scope, index
 
 
@@ -52,7 +53,7 @@ def _mac(value: str) -> bytes:
 def link_msg(index: int = 0, up: bool = False, *attrs: bytes) -> bytes:
     """An ifinfomsg (family AF_UNSPEC) with its attributes; `up` sets IFF_UP."""
     flags = IFF_UP if up else 0
-    return _IFINFO.pack(0, 0, index, flags, flags) + b"".join(attrs)
+    return IFINFO.pack(0, 0, index, flags, flags) + b"".join(attrs)
 
 
 class Rtnl:
@@ -97,7 +98,7 @@ class Rtnl:
             if e.code == errno.ENODEV:
                 return None
             raise
-        return int(_IFINFO.unpack_from(answer)[2])
+        return int(IFINFO.unpack_from(answer)[2])
 
     def new_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int,
                  peer_mac: str | None = None, up: bool = False,

@@ -72,15 +72,6 @@ class TaskPolicy:
         return dict(self.pinned).get(ni, self)
 
 
-def ni_items(p: NIPlan, layout: Layout, tasks: TaskPolicy, plugs: Sequence[AppPlug] = (),
-             stamps: Mapping[str, Stamp] | None = None,
-             app_netns: Mapping[str, int] | None = None,
-             taps: Collection[str] = ()) -> list[Item]:
-    """Every item of one NI: its own and its apps'."""
-    return [*ni_own_items(p, layout, tasks, stamps),
-            *app_items(p, layout, plugs, app_netns or {}, taps)]
-
-
 def app_items(p: NIPlan, layout: Layout, plugs: Sequence[AppPlug],
               app_netns: Mapping[str, int], taps: Collection[str]) -> list[Item]:
     """The items of an NI's apps; `app_netns` maps the apps' netns paths that exist to
