@@ -4,6 +4,7 @@ cost and where an apply spends its time. Pure: results in, text out."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +123,9 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
     if curve:
         out += ["", "Scale curve: N NIs applied at once, one app each (attach: every call "
                 "made with N NIs applied, during the bring-up and 5 more once all were "
-                "ready; marginal: the bring-up's cost per NI added since the previous N; "
+                "ready; all ready: the median of several rounds where n is shown, the "
+                "other columns from the first round; marginal: the bring-up's cost per NI "
+                "added since the previous N, from the medians; "
                 "memory per NI: RSS-equivalent = task cgroup + its shim's RSS split among "
                 "the tasks it serves, PSS-equivalent the same with the shim's PSS):", ""]
         out += curve_table(curve)
@@ -234,9 +237,9 @@ def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
 
 
 def _marginal(a: scale.Point, b: scale.Point) -> float | None:
-    if a.up is None or b.up is None or b.n == a.n:
+    if not a.totals() or not b.totals() or b.n == a.n:
         return None
-    return (b.up.total - a.up.total) / (b.n - a.n)
+    return (statistics.median(b.totals()) - statistics.median(a.totals())) / (b.n - a.n)
 
 
 def _rows_details(t: Table, sc: scale.Scale, p: scale.Point | None) -> None:
@@ -372,7 +375,9 @@ def curve_table(curve: list[scale.Point]) -> list[str]:
         fp = p.footprint
         mem = (f"{_mib_median(fp.rss())} / {_mib_median(fp.pss())}" if fp and fp.units
                else "n/a")
-        rows.append([str(p.n), seconds(up.total), f"{up.total / p.n / MS:.0f} ms",
+        ready = statistics.median(p.totals())
+        rows.append([str(p.n), seconds(ready) + (f" (median, n={len(p.totals())})" if p.more
+                                                  else ""), f"{ready / p.n / MS:.0f} ms",
                      f"{marg / MS:.0f} ms" if marg else "", seconds(up.setup),
                      f"{_ms(att)} ({att.n})" if att else "n/a",
                      f"{det.median / MS:.0f} ms" if det else "n/a", seconds(p.delete), mem,

@@ -52,14 +52,18 @@ from bench.report import report
 PREFIX = "nrbench"
 
 # reps1: rounds of 1 NI; cli_reps: of it through the CLI; n_many NIs at once, reps_many
-# times; curve: the scale curve's N, details (idle, status, restarts, the CLI's cost:
-# cmd_reps rounds) at n_scale; groups: shim group sizes by hand with groups_n NIs;
+# times; curve: the scale curve's N (those up to 10 brought up curve_reps times: one round
+# of a few NIs is too short to set the linearity ratio's base), details (idle, status,
+# restarts, the CLI's cost: cmd_reps rounds) at n_scale; groups: shim group sizes by hand
+# with groups_n NIs;
 # podman: network counts side by side, podman_reps rounds (larger counts half of them)
-QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, curve=(1, 10, 20), n_scale=20,
+QUICK = dict(reps1=3, cli_reps=1, n_many=10, reps_many=1, curve=(1, 10, 20), curve_reps=3,
+             n_scale=20,
              restarts=1, noops=1, idle=3.0, rounds=2, cmd_reps=1, groups_n=10,
              groups=(1, 10), podman=(1, 10), podman_reps=2, change=3, iperf_s=1.0,
              iperf_reps=1, edge_reps=1, flows=1000, flow_window=2.0)
 FULL = dict(reps1=10, cli_reps=5, n_many=100, reps_many=3, curve=(1, 10, 50, 100, 250),
+            curve_reps=5,
             n_scale=100, restarts=3, noops=3, idle=300.0, rounds=5, cmd_reps=5, groups_n=20,
             groups=(1, 5, 10, 20), podman=(1, 20), podman_reps=5, change=10, iperf_s=5.0,
             iperf_reps=3, edge_reps=5, flows=1000, flow_window=10.0)
@@ -190,7 +194,11 @@ def measure(blab: BenchLab, cfg: dict[str, Any], profile_dir: Path | None,
             p = section(f"curve-{count}", lambda c=count, d=detail: scale.point(
                 blab, c, at_n if d else None))
             if p is not None:
-                points.append(r.pop(f"curve-{count}"))
+                pt = r.pop(f"curve-{count}")
+                for k in range(1, cfg["curve_reps"] if count <= 10 else 1):
+                    say(f"scale curve: {count} NIs at once, round {k + 1}/{cfg['curve_reps']}")
+                    pt.more.append(bringup.nirunner(blab, count, f"c{k}").total)
+                points.append(pt)
         return points
 
     def groups() -> dict[str, bringup.Run]:

@@ -36,6 +36,11 @@ class Point:
     sup_threads: int = 0
     footprint: memory.Footprint | None = None
     delete: float = 0.0  # delete of all N NIs (API)
+    more: list[float] = field(default_factory=list)  # all-ready times of extra rounds
+
+    def totals(self) -> list[float]:
+        """All-ready time of every round at this N (the measured one first)."""
+        return ([self.up.total] if self.up else []) + self.more
 
     def attaches(self) -> list[float]:
         """Every attach call made with N NIs applied."""

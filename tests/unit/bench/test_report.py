@@ -112,8 +112,24 @@ def test_the_other_tables() -> None:
     assert "| delete of the 20 network(s) (API / `podman rm -f` + `network rm`) | 1.10 s" in text
 
 
+def test_curve_points_with_more_rounds_count_their_median() -> None:
+    results = _results()
+    # 1 NI: 0.3 s measured, then 0.2 and 0.4 (median 0.3); 10 NIs: an outlier first
+    # round (0.9 s) and two at 1.5 s: the base is 1.5 s, not 0.9 s
+    results["curve"][0].more = [0.2, 0.4]
+    results["curve"][1].up.total = 0.9
+    results["curve"][1].more = [1.5, 1.6]
+    rows = _table(results)
+    linear = rows["bring-up cost per added NI: 100→250 against 1→10"]
+    assert linear[1] == "137 ms against 133 ms = 1.02x"
+    text = report(results, MACHINE, CFG, False, 600)
+    assert "| 10 | 1.50 s (median, n=3) | 150 ms | 133 ms |" in text
+    assert "| 100 | 13.50 s | 135 ms | 133 ms |" in text
+
+
 def test_round_trip_through_json() -> None:
     results = _results()
+    results["curve"][0].more = [0.2, 0.4]
     payload = json.loads(bench_run.dumps({"results": results}))
     assert report(bench_run._load(payload["results"]), MACHINE, CFG, False, 600) == report(
         results, MACHINE, CFG, False, 600)
