@@ -10,7 +10,7 @@ import sys
 # gRPC core logs a line each time a subprocess is forked while it has threads
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from runner import __version__
 from runner.cli import fleet_args, flow_commands, ops_commands
@@ -19,6 +19,7 @@ from runner.defaults import API_SOCKET as DEFAULT_SOCKET
 from runner.defaults import CONTAINERD_ADDRESS as DEFAULT_ADDRESS
 from runner.defaults import CONTAINERD_NAMESPACE as DEFAULT_NAMESPACE
 from runner.errors import NirunnerError
+from runner.exit import run_and_exit
 
 if TYPE_CHECKING:
     from runner.containerd.client import Client
@@ -150,5 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The `nirunner` program: main() without the interpreter's teardown."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

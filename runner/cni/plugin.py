@@ -13,10 +13,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 from runner.cni import spec
 from runner.cni.api import AttachRequest, Backend, BackendError, ErrorKind
 from runner.cni.spec import CniError, Code, Invocation, NetConf
+from runner.exit import run_and_exit
 
 Connect = Callable[[str], Backend]
 PLUGIN_TYPE = "nirunner"
@@ -190,5 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def run_plugin() -> NoReturn:
+    """The `nirunner-cni` program: main() without the interpreter's teardown."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_plugin()
