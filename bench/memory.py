@@ -14,6 +14,11 @@ Each unit (an NI's task, a podman container) is charged:
   tasks it serves;
 - a share of daemons serving every unit alike (podman's aardvark-dns).
 
+The cgroups miss kernel memory charged elsewhere, as an NI's nft sets (made by the
+supervisor) and netdevs: `mem_free()` before and after a bring-up of N NIs, divided by
+N, is what the whole machine gave for each (the supervisor's and containerd's growth
+and page cache included).
+
 "RSS-equivalent" = cgroup charge + monitor RSS share + daemon RSS share; the PSS
 variant takes the PSS of the monitor and daemons (their shared library pages
 split among every process mapping them) instead.
@@ -87,6 +92,14 @@ def shares(units: Sequence[Unit], procs: dict[int, Proc], daemons: Sequence[int]
 
 
 # -- reading /proc and the cgroup files ------------------------------------------------
+
+
+def mem_free() -> int:
+    """The machine's free memory (MemFree), bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemFree:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemFree in /proc/meminfo")
 
 
 def proc(pid: int) -> Proc:

@@ -127,7 +127,9 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
                 "other columns from the first round; marginal: the bring-up's cost per NI "
                 "added since the previous N, from the medians; "
                 "memory per NI: RSS-equivalent = task cgroup + its shim's RSS split among "
-                "the tasks it serves, PSS-equivalent the same with the shim's PSS):", ""]
+                "the tasks it serves, PSS-equivalent the same with the shim's PSS; MemFree "
+                "lost: the machine's free memory before the apply less after all were "
+                "ready, per NI, which counts kernel memory no task cgroup holds):", ""]
         out += curve_table(curve)
     if "groups" in r:
         out += ["", f"Shared shims, by hand: the parallel floor with {cfg['groups_n']} NIs, "
@@ -225,6 +227,10 @@ def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
         t.row("… task cgroup RSS", _stat(fp.cgroup_rss), unit="MiB")
         t.row("… its shim's RSS share", _stat(fp.monitor_rss), unit="MiB")
         t.row("… its shim's PSS share", _stat(fp.monitor_pss), unit="MiB")
+    if p.free_drop:
+        t.row(f"… the whole machine: MemFree lost from the apply to all {n} ready, per NI "
+              "(kernel memory such as nft sets, the supervisor's and containerd's growth, "
+              "page cache)", _stat([p.free_drop / n]), unit="MiB")
     t.row(f"delete of {n} NIs (API)", _stat([p.delete]), target=f"≤ {T_DELETE:g} s",
           ok=p.delete <= T_DELETE if big else None)
     if len(curve) > 2:
@@ -361,8 +367,8 @@ def _ms(st: Stat | None) -> str:
 
 def curve_table(curve: list[scale.Point]) -> list[str]:
     head = ["N", "all ready", "per NI", "marginal per NI", "apply call", "attach (median / "
-            "p95, n)", "detach (median)", "delete all", "per-NI RSS-eq / PSS-eq", "shims",
-            "supervisor RSS"]
+            "p95, n)", "detach (median)", "delete all", "per-NI RSS-eq / PSS-eq",
+            "MemFree lost per NI", "shims", "supervisor RSS"]
     rows: list[Row] = []
     prev: scale.Point | None = None
     for p in curve:
@@ -381,6 +387,7 @@ def curve_table(curve: list[scale.Point]) -> list[str]:
                      f"{marg / MS:.0f} ms" if marg else "", seconds(up.setup),
                      f"{_ms(att)} ({att.n})" if att else "n/a",
                      f"{det.median / MS:.0f} ms" if det else "n/a", seconds(p.delete), mem,
+                     mib(p.free_drop / p.n) if p.free_drop else "n/a",
                      str(fp.monitors) if fp else "", mib(p.sup_rss)])
         prev = p
     return _lines(head, rows)

@@ -37,6 +37,7 @@ class Point:
     footprint: memory.Footprint | None = None
     delete: float = 0.0  # delete of all N NIs (API)
     more: list[float] = field(default_factory=list)  # all-ready times of extra rounds
+    free_drop: int = 0  # MemFree lost from before the apply to all N ready, bytes
 
     def totals(self) -> list[float]:
         """All-ready time of every round at this N (the measured one first)."""
@@ -98,8 +99,11 @@ def point(blab: BenchLab, n: int, at_n: Callable[[list[str]], None] | None = Non
     try:
         with ApiClient(blab.lab.socket, timeout=timeout) as api:
             p.up = Run("nirunner", n)
+            time.sleep(1.0)  # the kernel frees the last point's netns a moment after
+            free0 = memory.mem_free()
             names = nirunner_up(blab, api, n, apps, p.up, timeout=timeout)
             time.sleep(1.0)  # dnsmasq and the supervisor settle after the probes
+            p.free_drop = free0 - memory.mem_free()
             pid = blab.supervisor_pid()
             p.sup_rss, p.sup_hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
             p.sup_threads = len(os.listdir(f"/proc/{pid}/task"))

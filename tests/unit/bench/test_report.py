@@ -37,7 +37,8 @@ def _results() -> dict:
         return Point(n, up=_run("nirunner", n, total, attach=(attach_ms / 1000,) * n),
                      attach=[attach_ms / 1000] * 5, detach=[0.02] * 5, sup_rss=60 * MIB,
                      sup_hwm=61 * MIB, sup_threads=12,
-                     footprint=_fp(n, MIB, 13 * MIB, n), delete=delete)
+                     footprint=_fp(n, MIB, 13 * MIB, n), delete=delete,
+                     free_drop=int(2.5 * MIB) * n)
 
     return {
         "errors": {},
@@ -110,6 +111,15 @@ def test_the_other_tables() -> None:
     assert "| 20 | 1 | 1.80 s | 1.7 MiB | 1.2 MiB | 0.7 MiB | 0.2 MiB |" in text
     assert "| `events` | 100 ms (n=1) | 10 ms (n=1) | +90 ms | ≤ 150 ms | yes |" in text
     assert "| delete of the 20 network(s) (API / `podman rm -f` + `network rm`) | 1.10 s" in text
+
+
+def test_memory_the_whole_machine_lost() -> None:
+    rows = _table(_results())
+    lost = next(v for k, v in rows.items() if k.startswith("… the whole machine: MemFree "
+                                                          "lost from the apply to all 100"))
+    assert lost[1].startswith("2.5 MiB (n=1)")
+    text = report(_results(), MACHINE, CFG, False, 600)
+    assert "| 14.0 MiB / 4.2 MiB | 2.5 MiB | 250 | 60.0 MiB |" in text  # 250 NIs' row
 
 
 def test_curve_points_with_more_rounds_count_their_median() -> None:
