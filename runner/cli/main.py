@@ -19,7 +19,7 @@ from runner.defaults import API_SOCKET as DEFAULT_SOCKET
 from runner.defaults import CONTAINERD_ADDRESS as DEFAULT_ADDRESS
 from runner.defaults import CONTAINERD_NAMESPACE as DEFAULT_NAMESPACE
 from runner.errors import NirunnerError
-from runner.exit import run_and_exit
+from runner.exit import exit_now
 
 if TYPE_CHECKING:
     from runner.containerd.client import Client
@@ -140,7 +140,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return _dispatch(parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -152,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `nirunner` program: main() without the interpreter's teardown."""
-    run_and_exit(main)
+    """The `nirunner` program. A command leaves without the interpreter's teardown
+    (runner.exit); the supervisor (`daemon` set by its parser) the normal way."""
+    args = parser().parse_args()
+    rc = _dispatch(args)
+    if getattr(args, "daemon", False):
+        sys.exit(rc)
+    exit_now(rc)
 
 
 if __name__ == "__main__":

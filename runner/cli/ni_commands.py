@@ -353,7 +353,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--log-format", choices=["auto", "text", "journal", "json"], default="auto",
                    help="auto: journal under systemd (no timestamps, <N> priority "
                    "prefixes), else text; json: JSON lines")
-    p.set_defaults(func=cmd_supervise)
+    p.set_defaults(func=cmd_supervise, daemon=True)  # leaves the normal way (runner.exit)
 
     p = sub.add_parser("validate", help="check manifests without applying them")
     p.add_argument("-f", "--file", action="append", required=True,

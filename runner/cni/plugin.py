@@ -18,7 +18,7 @@ from typing import NoReturn
 from runner.cni import spec
 from runner.cni.api import AttachRequest, Backend, BackendError, ErrorKind
 from runner.cni.spec import CniError, Code, Invocation, NetConf
-from runner.exit import run_and_exit
+from runner.exit import exit_now
 
 Connect = Callable[[str], Backend]
 PLUGIN_TYPE = "nirunner"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_plugin() -> NoReturn:
     """The `nirunner-cni` program: main() without the interpreter's teardown."""
-    run_and_exit(main)
+    exit_now(main())
 
 
 if __name__ == "__main__":

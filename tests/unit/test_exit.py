@@ -6,7 +6,7 @@ import sys
 
 PROG = """
 import atexit, sys
-from runner.exit import run_and_exit
+from runner.exit import exit_now
 atexit.register(lambda: print("teardown ran", file=sys.stderr))
 def main():
     sys.stdout.write("x" * 200_000)  # more than a pipe holds
@@ -15,7 +15,7 @@ def main():
     if sys.argv[1] == "raise":
         raise RuntimeError("boom")
     return int(sys.argv[1])
-run_and_exit(main)
+exit_now(main())
 """
 
 
@@ -52,3 +52,11 @@ def test_a_reader_gone_is_a_failure() -> None:
     finally:
         os.close(w)
     assert res.returncode == 1 and res.stderr == "to stderr\n"
+
+
+def test_only_the_supervisor_leaves_the_normal_way() -> None:
+    from runner.cli.main import parser
+
+    assert parser().parse_args(["supervise", "--config", "s.yaml"]).daemon is True
+    for argv in (["status"], ["events"], ["apply", "-f", "x.yaml"], ["version"]):
+        assert getattr(parser().parse_args(argv), "daemon", False) is False
