@@ -20,7 +20,10 @@ Changes to the uplinks themselves (link, address, default route) go to
 Our own changes make events too. An nftables batch names the process that made
 it, so ours are told apart exactly (runner.drivers.nft.own_pid). rtnetlink
 events name nobody: while the supervisor changes an owner's objects (and a
-moment after), that owner is muted.
+moment after), that owner is muted. A deletion seen while muted may still be
+someone else's (a route deleted just after a heal): once the owner is no longer
+muted it is reported, and the heal that follows reads the owner back, so only a
+real difference is put right.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ class Watcher:
         self._muted: dict[str, float] = {}  # owner -> until (inf while busy)
         self._names: dict[tuple[str, int], str] = {}  # (owner, ifindex) -> ifname
         self._uplink_state: dict[str, object] = {}  # uplink -> (up, operstate, mtu) last seen
+        # deletions seen while their owner was muted: (owner, netns owner) -> what
+        self._missed: dict[tuple[str, str], str] = {}
         self._marshal = MarshalRtnl()
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -182,9 +187,29 @@ class Watcher:
         with self._lock:
             for o in owners:
                 self._muted[o] = until
+            missed = bool(self._missed)
+        if missed:  # the loop's wait is for the mute's end now, not the next event
+            os.write(self._wake_w, b"x")
 
     def _is_muted(self, owner: str) -> bool:
         return self._muted.get(owner, 0.0) > time.monotonic()
+
+    def _report_missed(self) -> float:
+        """Report the deletions seen while muted whose owners no longer are; the seconds
+        until the next one is due (at most 1)."""
+        now, wait = time.monotonic(), 1.0
+        with self._lock:
+            due = []
+            for key, what in list(self._missed.items()):
+                until = max(self._muted.get(key[0], 0.0), self._muted.get(key[1], 0.0))
+                if until <= now:
+                    due.append((key[0], what))
+                    del self._missed[key]
+                else:
+                    wait = min(wait, until - now)
+        for owner, what in due:
+            self.on_drift(Drift(owner, f"{what} (while nirunner was changing it)"))
+        return wait
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -194,8 +219,9 @@ class Watcher:
 
     def run(self) -> None:
         while not self._stop:
+            wait = self._report_missed() if self._missed else 1.0
             try:
-                ready = self._epoll.poll(1.0)
+                ready = self._epoll.poll(wait)
             except InterruptedError:
                 continue
             for fd, _ in ready:
@@ -309,9 +335,13 @@ class Watcher:
         if found is None:
             return
         owner, what = found
+        what += f" in {src.netns}" if src.netns else ""
         if self._is_muted(owner) or self._is_muted(src.owner):
+            if event != "RTM_NEWLINK":  # a deletion; a link made down is what we do
+                with self._lock:
+                    self._missed.setdefault((owner, src.owner), what)
             return
-        self.on_drift(Drift(owner, what + (f" in {src.netns}" if src.netns else "")))
+        self.on_drift(Drift(owner, what))
 
     def _classify(self, src: _Source, msg: object, event: str) -> tuple[str, str] | None:
         """(owner, what happened) for an event that concerns something of ours."""

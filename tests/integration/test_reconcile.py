@@ -263,6 +263,26 @@ def test_what_is_removed_behind_its_back_is_healed(site: Site, what: str) -> Non
         assert any(H1 in ln for ln in healed[-2:]), healed
 
 
+def test_a_deletion_just_after_our_own_change_is_healed(site: Site) -> None:
+    """The supervisor mutes an NI's kernel events while it changes the NI and for a
+    moment after (they are its own). A route someone deletes in that moment is still
+    healed: the deletion is reported once the mute ends."""
+    app = f"nrc{R}-late"
+    sh("ip", "netns", "add", app)
+    try:
+        with site.api() as api:
+            api.attach(H1, f"/run/netns/{app}", "eth0")  # h1 is muted until ~0.5 s after
+            sh("ip", "route", "del", "default", netns=f"nr-{H1}")
+        wait_for(lambda: "default" in sh("ip", "route", netns=f"nr-{H1}").stdout, 3.0,
+                 "the default route deleted within the mute: restored")
+        assert "while nirunner was changing it" in site.events()
+        wait_for(site.works, 5, "traffic through the NAT and the port map again")
+    finally:
+        with site.api() as api:
+            api.detach(H1, f"/run/netns/{app}", "eth0")
+        sh("ip", "netns", "del", app, check=False)
+
+
 def test_a_lease_flood_from_random_macs_is_dropped_at_the_edge(site: Site) -> None:
     """DISCOVERs from random MACs through one app port (issue 10's flood) get no lease
     since the app edge (issue 11): an app port sends only with its own MAC. Every frame

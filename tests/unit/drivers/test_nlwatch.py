@@ -122,3 +122,26 @@ def test_in_the_device_netns_transit_links_and_uplinks(world: Any) -> None:
                        "address 192.0.2.5 added to eth0"]
     assert decoded.count(nlwatch.RTM_NEWLINK) == 3 and nlwatch.RTM_NEWROUTE in decoded
     assert decoded.count(nlwatch.RTM_NEWROUTE) == 1
+
+
+def test_a_deletion_while_muted_is_reported_once_the_mute_ends(world: Any) -> None:
+    """A route deleted by someone else while the supervisor was changing the NI (or a
+    moment after) is not lost: it is reported when the NI is no longer muted, and the
+    heal's read-back decides whether anything differs."""
+    w, drifts, _, _ = world
+    w.mute(["site"])
+    feed(w, "site", "nr-site",
+         link(nlwatch.RTM_NEWLINK, "ap0000cafe", 3, up=False),  # made down: ours
+         route(nlwatch.RTM_DELROUTE, 0, 5, proto=188),
+         addr(nlwatch.RTM_DELADDR, 3, "10.1.0.1"))
+    assert drifts == [] and w._report_missed() == 1.0  # busy: nothing yet
+    w.unmute(["site"], grace=0.3)
+    wait = w._report_missed()
+    assert drifts == [] and 0 < wait <= 0.3  # its grace: not yet, the loop wakes then
+    w.unmute(["site"], grace=0.0)
+    w._report_missed()
+    assert [(d.owner, d.what) for d in drifts] == [
+        ("site", "route 0.0.0.0/0 of table 254 deleted in nr-site "
+                 "(while nirunner was changing it)")]  # one report per owner
+    w._report_missed()
+    assert len(drifts) == 1
