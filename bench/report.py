@@ -130,7 +130,7 @@ def report(r: dict[str, Any], m: dict[str, str], cfg: dict[str, Any], quick: boo
                 "the tasks it serves, PSS-equivalent the same with the shim's PSS; MemFree "
                 "lost: the machine's free memory before the apply less after all were "
                 "ready, per NI, which counts kernel memory no task cgroup holds; n/a below "
-                f"{FREE_MIN_N} NIs, where the machine's own churn of a few MiB outweighs "
+                f"{scale.FREE_MIN_N} NIs, where the machine's own churn of a few MiB outweighs "
                 "it):", ""]
         out += curve_table(curve)
     if "groups" in r:
@@ -198,9 +198,6 @@ def _rows_many(t: Table, many: dict[str, list[bringup.Run]], n: int) -> None:
           _runs(many["floor-par"], "delete") if many.get("floor-par") else None)
 
 
-FREE_MIN_N = 50  # MemFree moves by a few MiB on its own: per NI, only meaningful over many
-
-
 def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
     n, up = p.n, p.up
     assert up is not None
@@ -232,7 +229,7 @@ def _rows_point(t: Table, p: scale.Point, curve: list[scale.Point]) -> None:
         t.row("… task cgroup RSS", _stat(fp.cgroup_rss), unit="MiB")
         t.row("… its shim's RSS share", _stat(fp.monitor_rss), unit="MiB")
         t.row("… its shim's PSS share", _stat(fp.monitor_pss), unit="MiB")
-    if p.free_drop and n >= FREE_MIN_N:
+    if p.free_drop and n >= scale.FREE_MIN_N:
         t.row(f"… the whole machine: MemFree lost from the apply to all {n} ready, per NI "
               "(kernel memory such as nft sets, the supervisor's and containerd's growth, "
               "page cache)", _stat([p.free_drop / n]), unit="MiB")
@@ -392,7 +389,7 @@ def curve_table(curve: list[scale.Point]) -> list[str]:
                      f"{marg / MS:.0f} ms" if marg else "", seconds(up.setup),
                      f"{_ms(att)} ({att.n})" if att else "n/a",
                      f"{det.median / MS:.0f} ms" if det else "n/a", seconds(p.delete), mem,
-                     mib(p.free_drop / p.n) if p.free_drop and p.n >= FREE_MIN_N else "n/a",
+                     mib(p.free_drop / p.n) if p.free_drop and p.n >= scale.FREE_MIN_N else "n/a",
                      str(fp.monitors) if fp else "", mib(p.sup_rss)])
         prev = p
     return _lines(head, rows)
