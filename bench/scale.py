@@ -100,12 +100,13 @@ def point(blab: BenchLab, n: int, at_n: Callable[[list[str]], None] | None = Non
     try:
         with ApiClient(blab.lab.socket, timeout=timeout) as api:
             p.up = Run("nirunner", n)
+            free0 = 0
             if n >= FREE_MIN_N:
                 time.sleep(1.0)  # the kernel frees the last point's netns a moment after
-            free0 = memory.mem_free()
+                free0 = memory.mem_free()
             names = nirunner_up(blab, api, n, apps, p.up, timeout=timeout)
             time.sleep(1.0)  # dnsmasq and the supervisor settle after the probes
-            if n >= FREE_MIN_N:
+            if free0:
                 p.free_drop = free0 - memory.mem_free()
             pid = blab.supervisor_pid()
             p.sup_rss, p.sup_hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")

@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from runner.drivers import nlmsg
-from runner.drivers.nlmsg import attr
+from runner.drivers.nlmsg import ack_error, attr, frames, message
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
 NFNL_SUBSYS_NFTABLES = 10
 NLM_F_REQUEST = 1
-NLMSG_ERROR = 2
 
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 3, 5
@@ -42,7 +41,6 @@ NFTNL_UDATA_TABLE_COMMENT = 0
 
 FAMILIES = {"ip": 2, "inet": 1, "ip6": 10, "arp": 3, "bridge": 7, "netdev": 5}
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _GEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big endian, unused)
 
 
@@ -64,20 +62,20 @@ def table_comment(family: str, table: str) -> str | None:
     """The comment of table `family table` here ("" if none), None if there is no such table."""
     msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
     body = _GEN.pack(FAMILIES[family], 0, 0) + attr(NFTA_TABLE_NAME, table.encode() + b"\0")
-    request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST, 1, 0) + body
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
         s.settimeout(5)
         s.bind((0, 0))
-        s.send(request)
+        s.send(message(msg_type, NLM_F_REQUEST, 1, body))
         data = s.recv(65536)
-    length, kind, _, _, _ = _HDR.unpack_from(data, 0)
-    if kind == NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", data, _HDR.size)
-        if -code == errno.ENOENT:
+    for kind, _, _, payload in frames(data):
+        code = ack_error(kind, payload)
+        if code == errno.ENOENT:
             return None
-        raise NfnlError(-code, f"get nft table {family} {table}: {os.strerror(-code)}")
-    attrs = nlmsg.attrs(data, _HDR.size + _GEN.size, length)
-    return _comment(attrs.get(NFTA_TABLE_USERDATA, b""))
+        if code is not None:
+            raise NfnlError(code, f"get nft table {family} {table}: {os.strerror(code)}")
+        attrs = nlmsg.attrs(payload, _GEN.size)
+        return _comment(attrs.get(NFTA_TABLE_USERDATA, b""))
+    raise NfnlError(errno.EPROTO, f"get nft table {family} {table}: no answer")
 
 
 def rule_comments(family: str, table: str, chain: str) -> list[str] | None:
@@ -86,30 +84,25 @@ def rule_comments(family: str, table: str, chain: str) -> list[str] | None:
     msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE
     body = (_GEN.pack(FAMILIES[family], 0, 0) + attr(NFTA_RULE_TABLE, table.encode() + b"\0")
             + attr(NFTA_RULE_CHAIN, chain.encode() + b"\0"))
-    request = _HDR.pack(_HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body
     out: list[str] = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
         s.settimeout(5)
         s.bind((0, 0))
-        s.send(request)
+        s.send(message(msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, body))
         while True:
-            data = s.recv(1 << 16)
-            at = 0
-            while at + _HDR.size <= len(data):
-                length, kind, _, _, _ = _HDR.unpack_from(data, at)
+            for kind, _, _, payload in frames(s.recv(1 << 16)):
                 if kind == NLMSG_DONE:
                     return out
-                if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, at + _HDR.size)
-                    if -code == errno.ENOENT:
-                        return None
-                    if code:
-                        raise NfnlError(-code, f"list rules of {family} {table} {chain}: "
-                                               f"{os.strerror(-code)}")
+                code = ack_error(kind, payload)
+                if code == errno.ENOENT:
+                    return None
+                if code:
+                    raise NfnlError(code, f"list rules of {family} {table} {chain}: "
+                                          f"{os.strerror(code)}")
+                if code == 0:
                     return out
-                attrs = nlmsg.attrs(data, at + _HDR.size + _GEN.size, at + length)
+                attrs = nlmsg.attrs(payload, _GEN.size)
                 out.append(_comment(attrs.get(NFTA_RULE_USERDATA, b"")))
-                at += (length + 3) & ~3
 
 
 @dataclass(frozen=True)
@@ -122,22 +115,18 @@ class NftEvent:
 
 def parse(data: bytes) -> Iterator[NftEvent]:
     """The nftables messages in one datagram read from an event socket."""
-    at = 0
-    while at + _HDR.size <= len(data):
-        length, kind, _, _, _ = _HDR.unpack_from(data, at)
-        if length < _HDR.size:
-            return
-        if kind >> 8 == NFNL_SUBSYS_NFTABLES:
-            family = data[at + _HDR.size]
-            attrs = nlmsg.attrs(data, at + _HDR.size + _GEN.size, at + length)
-            msg = kind & 0xFF
-            if msg == NFT_MSG_NEWGEN:
-                pid = struct.unpack(">I", attrs.get(NFTA_GEN_PROC_PID, b"\0\0\0\0")[:4])[0]
-                yield NftEvent(msg, family, "", pid)
-            else:
-                name = attrs.get(1, b"").rstrip(b"\0").decode(errors="replace")
-                yield NftEvent(msg, family, name, 0)
-        at += (length + 3) & ~3
+    for kind, _, _, payload in frames(data):
+        if kind >> 8 != NFNL_SUBSYS_NFTABLES or not payload:
+            continue
+        family = payload[0]
+        attrs = nlmsg.attrs(payload, _GEN.size)
+        msg = kind & 0xFF
+        if msg == NFT_MSG_NEWGEN:
+            pid = struct.unpack(">I", attrs.get(NFTA_GEN_PROC_PID, b"\0\0\0\0")[:4])[0]
+            yield NftEvent(msg, family, "", pid)
+        else:
+            name = attrs.get(1, b"").rstrip(b"\0").decode(errors="replace")
+            yield NftEvent(msg, family, name, 0)
 
 
 def event_socket() -> socket.socket:

@@ -54,9 +54,24 @@ def test_a_reader_gone_is_a_failure() -> None:
     assert res.returncode == 1 and res.stderr == "to stderr\n"
 
 
-def test_only_the_supervisor_leaves_the_normal_way() -> None:
-    from runner.cli.main import parser
+RUN = """
+import atexit, sys
+from runner.cli import main, ni_commands
+ni_commands.cmd_supervise = lambda args: 0  # the parser takes it when built, in run()
+atexit.register(lambda: print("teardown ran", file=sys.stderr))
+sys.argv = ["nirunner", *sys.argv[1:]]
+main.run()
+"""
 
-    assert parser().parse_args(["supervise", "--config", "s.yaml"]).daemon is True
-    for argv in (["status"], ["events"], ["apply", "-f", "x.yaml"], ["version"]):
-        assert getattr(parser().parse_args(argv), "daemon", False) is False
+
+def test_only_the_supervisor_leaves_the_normal_way() -> None:
+    """`nirunner supervise` (a daemon: its threads and exit hooks must end) runs the
+    interpreter's teardown; another command does not."""
+    def teardown(*argv: str) -> bool:
+        res = subprocess.run([sys.executable, "-c", RUN, *argv], capture_output=True,
+                             text=True, timeout=30, env=BUFFERED)
+        assert res.returncode == 0, res.stderr
+        return "teardown ran" in res.stderr
+
+    assert teardown("supervise", "--config", "unused.yaml")
+    assert not teardown("validate", "-f", "/dev/null")
