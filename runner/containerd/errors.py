@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from runner.errors import NirunnerError
@@ -27,6 +29,21 @@ class FailedPrecondition(ContainerdError):
     """The object is in the wrong state for the operation (e.g. a running task)."""
 
 
+class ShimGone(ContainerdError):
+    """The task's shim went away under the call: it closed its connection before it
+    answered ("ttrpc: closed"), or its socket went as containerd dialled it.
+
+    A shared shim stops once its last task is deleted, and containerd 1.6 lets that stop
+    overtake its answer to another delete of the group (the task is removed all the same)
+    or a task joining the group (the task is not made)."""
+
+
+# containerd's texts for a shim connection that closed, and for a shim socket that was
+# there when the shim was chosen and gone when containerd dialled it
+_SHIM_GONE = re.compile(r"ttrpc: closed|start failed: dial unix \S+: connect: "
+                        r"(no such file or directory|connection refused)")
+
+
 _BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -44,4 +61,6 @@ def from_rpc(op: str, err: grpc.RpcError, address: str) -> ContainerdError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"{op}: containerd at {address} did not answer in time")
     cls = _BY_CODE.get(code, ContainerdError)
+    if cls is ContainerdError and _SHIM_GONE.search(details):
+        cls = ShimGone
     return cls(f"{op}: {details}")

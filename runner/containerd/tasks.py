@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal as signals
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from google.protobuf import any_pb2, field_mask_pb2
 
 from runner.containerd import spec as oci
 from runner.containerd.client import RUNTIME, Client
-from runner.containerd.errors import AlreadyExists, ContainerdError, NotFound, from_rpc
+from runner.containerd.errors import (
+    AlreadyExists,
+    ContainerdError,
+    NotFound,
+    ShimGone,
+    from_rpc,
+)
 from runner.containerd.images import resolve_image
 from runner.pb.containerd.events import task_pb2 as task_events
 from runner.pb.containerd.services.containers.v1 import containers_pb2
@@ -33,6 +40,8 @@ _TASK_EXIT = task_events.TaskExit.DESCRIPTOR.full_name
 SIGHUP = 1
 SIGKILL = 9
 SIGTERM = 15
+SHIM_GONE_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # s, before each new create of a task whose
+#                                              shared shim was stopping
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,16 @@ def start_task(c: Client, cid: str, log_path: str) -> int:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     uri = f"file://{log_path}"
     req = tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=mounts, stdout=uri, stderr=uri)
-    c.call(f"create task {cid}", c.tasks.Create, req)
+    for pause in (*SHIM_GONE_PAUSES, None):
+        try:
+            c.call(f"create task {cid}", c.tasks.Create, req)
+            break
+        except ShimGone:
+            # the task joined a shared shim as it stopped (its last task just deleted):
+            # the task was not made; once the shim is gone a create starts a new one
+            if pause is None:
+                raise
+            time.sleep(pause)
     try:
         resp = c.call(f"start task {cid}", c.tasks.Start, tasks_pb2.StartRequest(container_id=cid))
     except ContainerdError:
@@ -167,9 +185,13 @@ def wait_task(c: Client, cid: str, timeout: float, exec_id: str = "") -> int:
 
 
 def delete_task(c: Client, cid: str) -> int:
-    resp = c.call(
-        f"delete task {cid}", c.tasks.Delete, tasks_pb2.DeleteTaskRequest(container_id=cid)
-    )
+    req = tasks_pb2.DeleteTaskRequest(container_id=cid)
+    try:
+        resp = c.call(f"delete task {cid}", c.tasks.Delete, req)
+    except ShimGone:
+        # the shim stopped before it answered; containerd cleans the task up all the
+        # same, so asking again says NotFound (or deletes what is left)
+        resp = c.call(f"delete task {cid}", c.tasks.Delete, req)
     return int(resp.exit_status)
 
 
@@ -207,13 +229,13 @@ def stop_task(c: Client, cid: str, grace: float = 5.0, pid: int = 0,
     try:
         if not signal_init(pid, cgroup, SIGTERM):
             kill_task(c, cid, SIGTERM)
-    except NotFound:  # no task, or its process exited: the delete says which
-        pass
+    except (NotFound, ShimGone):  # no task, its process exited or its shim went: the
+        pass                        # delete says which
     else:
         try:
             wait_task(c, cid, timeout=grace)
         except ContainerdError:
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound, ShimGone):
                 kill_task(c, cid, SIGKILL)
                 wait_task(c, cid, timeout=10)
     try:

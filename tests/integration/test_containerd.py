@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,9 @@ def _dns(client_ns: str, name: str, deadline: float = 10.0) -> list[str]:
         time.sleep(0.2)
 
 
-@contextlib.contextmanager
-def _running(client: Client, image: str, netns: Callable[[str], str], tmp_path: Path,
-             tag: str = "", mode: TaskSeccomp = TaskSeccomp.ENFORCE) -> Iterator[Running]:
+def _task(netns: Callable[[str], str], tmp_path: Path, tag: str = "",
+          mode: TaskSeccomp = TaskSeccomp.ENFORCE, group: str = "") -> tuple[NITask, str, str]:
+    """An NI task's netns, wired to a client netns, and its config; nothing started."""
     ni_ns, client_ns = netns(f"ni{tag}"), netns(f"client{tag}")
     _wire(ni_ns, client_ns, tag)
     cfg, state = tmp_path / f"config{tag}", tmp_path / f"state{tag}"
@@ -87,10 +88,18 @@ def _running(client: Client, image: str, netns: Callable[[str], str], tmp_path: 
         name=f"t{RUN_ID}{tag}", ni_type="local", uplink="eth0", generation="1",
         netns_path=f"/run/netns/{ni_ns}", config_dir=str(cfg), state_dir=str(state),
         log_path=str(tmp_path / f"task{tag}.log"),
-        limits=oci.Limits.from_cpus(MEMORY, 0.5, 64), seccomp=mode,
+        limits=oci.Limits.from_cpus(MEMORY, 0.5, 64), seccomp=mode, shim_group=group,
     )
+    return t, ni_ns, client_ns
+
+
+@contextlib.contextmanager
+def _running(client: Client, image: str, netns: Callable[[str], str], tmp_path: Path,
+             tag: str = "", mode: TaskSeccomp = TaskSeccomp.ENFORCE,
+             group: str = "") -> Iterator[Running]:
     from runner import nitask
 
+    t, ni_ns, client_ns = _task(netns, tmp_path, tag, mode, group)
     pid = nitask.run(client, image, t)
     try:
         yield Running(t, pid, ni_ns, client_ns)
@@ -417,3 +426,80 @@ def test_interrupted_blob_write_is_resumed(client: Client) -> None:
         assert info.size == len(blob) and info.labels["x.test"] == "1"
         client.content.Delete(content_pb2.DeleteContentRequest(digest=digest),
                               metadata=client.metadata())
+
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _at_once(*calls: Callable[[], object]) -> list[BaseException]:
+    """Run the calls in threads that start together; the errors they raised."""
+    go = threading.Barrier(len(calls))
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        go.wait(timeout=10)
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(x,)) for x in calls]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    return errors
+
+
+def _exited(client: Client, *runs: Running) -> None:
+    for x in runs:
+        tasks.kill_task(client, x.task.container_id, tasks.SIGKILL)
+        tasks.wait_task(client, x.task.container_id, timeout=10)
+
+
+def test_the_last_tasks_of_a_shared_shim_are_removed_side_by_side(
+    containerd: PrivateContainerd, client: Client, ni_image: ImageInfo,
+    netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Four tasks of one shim removed at once. In containerd 1.6 one delete's shim
+    Shutdown can find no task left and stop the shim before it answers another delete
+    ("ttrpc: closed"), though containerd cleans that task up too. Seen mostly under load
+    (CI); the retry itself is unit-tested."""
+    for r in range(6):
+        with contextlib.ExitStack() as stack:
+            runs = [stack.enter_context(_running(client, ni_image.name, netns, tmp_path,
+                                                 tag=f"{r}{x}", group=f"ni-shim-t{r}"))
+                    for x in "abcd"]
+            assert len({_parent(x.pid) for x in runs}) == 1  # one shim serves them all
+            _exited(client, *runs)  # their deletes reach the shim together
+            errors = _at_once(*(partial(tasks.remove_container, client, x.task.container_id)
+                                for x in runs))
+            assert errors == [], f"round {r}: {errors}"
+            listed = ctr(containerd, "tasks", "ls") + ctr(containerd, "containers", "ls", "-q")
+            assert not any(x.task.container_id in listed for x in runs)
+
+
+def test_a_task_joins_a_shared_shim_as_its_last_task_is_removed(
+    containerd: PrivateContainerd, client: Client, ni_image: ImageInfo,
+    netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A task started in a group whose only task is being deleted: the shim can stop as
+    the new task joins it ("failed to create shim task: ttrpc: closed"), about one round
+    in six here without the retry. The task is made once the old shim is gone."""
+    from runner import nitask
+
+    for r in range(16):
+        group = f"ni-shim-j{r}"
+        with _running(client, ni_image.name, netns, tmp_path, tag=f"{r}x", group=group) as x:
+            _exited(client, x)
+            y, _, _ = _task(netns, tmp_path, tag=f"{r}y", group=group)
+            nitask.create(client, ni_image.name, y)
+            try:
+                errors = _at_once(partial(tasks.remove_container, client, x.task.container_id),
+                                  partial(nitask.start, client, y))
+                assert errors == [], f"round {r}: {errors}"
+                assert tasks.get_task(client, y.container_id).status == "running"
+            finally:
+                nitask.remove(client, y.name)
