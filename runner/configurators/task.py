@@ -42,7 +42,8 @@ class ShimGroups:
 
     A shim serves every task whose spec names the same group, so N tasks cost one
     shim process instead of N (~13 MiB RSS each). A new task joins the first group
-    with room; a task keeps its group for its container's life.
+    with room; a task keeps its group for its container's life. A group whose tasks are
+    all being deleted takes no new one: its shim stops when the last delete is done.
     """
 
     PREFIX = "ni-shim-"
@@ -52,6 +53,7 @@ class ShimGroups:
         self.members: dict[str, set[str]] = {}  # group -> container ids
         self.lock = threading.Lock()
         self.up: set[str] = set()  # groups whose shim a task of ours started and that runs
+        self.leaving: set[str] = set()  # container ids whose task is being deleted
         self._gates: dict[str, threading.Lock] = {}
 
     @contextlib.contextmanager
@@ -94,7 +96,7 @@ class ShimGroups:
             return ""
         with self.lock:
             for group, cids in sorted(self.members.items(), key=lambda g: _index(g[0])):
-                if cid in cids or len(cids) < self.size:
+                if cid in cids or (len(cids) < self.size and not cids <= self.leaving):
                     cids.add(cid)
                     return group
             k = next(i for i in range(len(self.members) + 1)
@@ -110,10 +112,27 @@ class ShimGroups:
             if group:
                 self.members.setdefault(group, set()).add(cid)
 
+    @contextlib.contextmanager
+    def removing(self, cid: str) -> Iterator[None]:
+        """Held while the task is deleted; once it is, the group forgets it."""
+        with self.lock:
+            self.leaving.add(cid)
+        try:
+            yield
+        except BaseException:
+            with self.lock:
+                self.leaving.discard(cid)
+            raise
+        self.forget(cid)
+
     def forget(self, cid: str) -> None:
+        """The task is deleted (or its create undone). A group left with no task has no
+        shim any more: its next start is a first one again."""
         self.learn(cid, "")
         with self.lock:
+            self.leaving.discard(cid)
             self.members = {g: c for g, c in self.members.items() if c}
+            self.up &= self.members.keys()
 
 
 def _index(group: str) -> int:
@@ -173,8 +192,8 @@ class TaskConf:
         return replace(new, pid=old.pid, status=old.status)
 
     def delete(self, item: Task) -> None:
-        tasks.remove_container(self.client, item.container_id, *self._signal_target(item))
-        self.groups.forget(item.container_id)
+        with self.groups.removing(item.container_id):
+            tasks.remove_container(self.client, item.container_id, *self._signal_target(item))
 
     def signal_stop(self, items: Iterable[Task]) -> None:
         """SIGTERM to the init of each of these running tasks at once, without containerd:

@@ -71,3 +71,38 @@ def test_a_group_is_started_alone_again_after_a_failure_or_an_exit(how: str) -> 
     assert cid not in g.up
     assert _start_all(g, cid, 3)[:2] == [1, 1]
     assert cid in g.up
+
+
+def test_a_group_whose_tasks_are_all_leaving_takes_no_new_one() -> None:
+    """Its shim stops when the last of them is deleted; a task joining then could find
+    it stopping."""
+    g = ShimGroups(3)
+    assert {g.choose("ni-a"), g.choose("ni-b")} == {"ni-shim-0"}
+    with g.removing("ni-a"):
+        assert g.choose("ni-c") == "ni-shim-0"  # ni-b stays: the shim does too
+    with g.removing("ni-b"), g.removing("ni-c"):
+        assert g.choose("ni-d") == "ni-shim-1"
+    assert "ni-shim-0" not in g.members
+    assert [g.choose(f"ni-{x}") for x in "efg"] == ["ni-shim-1", "ni-shim-1", "ni-shim-0"]
+
+
+def test_a_failed_delete_keeps_the_task_in_its_group() -> None:
+    g = ShimGroups(3)
+    g.choose("ni-a")
+    with pytest.raises(OSError), g.removing("ni-a"):
+        raise OSError("delete task")
+    assert g.members == {"ni-shim-0": {"ni-a"}} and not g.leaving
+    assert g.choose("ni-b") == "ni-shim-0"
+
+
+def test_an_emptied_group_is_started_alone_again() -> None:
+    """Its shim stopped with its last task; a task of the same name starts a new one."""
+    g = ShimGroups(10)
+    group = g.choose("ni-a")
+    _start_all(g, group, 1)
+    assert group in g.up
+    with g.removing("ni-a"):
+        pass
+    assert group not in g.up
+    assert g.choose("ni-b") == group
+    assert _start_all(g, group, 3)[:2] == [1, 1]
