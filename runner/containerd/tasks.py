@@ -229,8 +229,8 @@ def stop_task(c: Client, cid: str, grace: float = 5.0, pid: int = 0,
     try:
         if not signal_init(pid, cgroup, SIGTERM):
             kill_task(c, cid, SIGTERM)
-    except (NotFound, ShimGone):  # no task, its process exited or its shim went: the
-        pass                        # delete says which
+    except (NotFound, ShimGone):
+        pass  # no task, its process exited or its shim went: the delete says which
     else:
         try:
             wait_task(c, cid, timeout=grace)
