@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.memory import ppid
 from runner.containerd import metrics, tasks
 from runner.containerd import spec as oci
 from runner.containerd.client import Client
@@ -428,11 +429,6 @@ def test_interrupted_blob_write_is_resumed(client: Client) -> None:
                               metadata=client.metadata())
 
 
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def _at_once(*calls: Callable[[], object]) -> list[BaseException]:
     """Run the calls in threads that start together; the errors they raised."""
     go = threading.Barrier(len(calls))
@@ -472,7 +468,7 @@ def test_the_last_tasks_of_a_shared_shim_are_removed_side_by_side(
             runs = [stack.enter_context(_running(client, ni_image.name, netns, tmp_path,
                                                  tag=f"{r}{x}", group=f"ni-shim-t{r}"))
                     for x in "abcd"]
-            assert len({_parent(x.pid) for x in runs}) == 1  # one shim serves them all
+            assert len({ppid(x.pid) for x in runs}) == 1  # one shim serves them all
             _exited(client, *runs)  # their deletes reach the shim together
             errors = _at_once(*(partial(tasks.remove_container, client, x.task.container_id)
                                 for x in runs))
@@ -486,20 +482,21 @@ def test_a_task_joins_a_shared_shim_as_its_last_task_is_removed(
     netns: Callable[[str], str], tmp_path: Path
 ) -> None:
     """A task started in a group whose only task is being deleted: the shim can stop as
-    the new task joins it ("failed to create shim task: ttrpc: closed"), about one round
-    in six here without the retry. The task is made once the old shim is gone."""
+    the new task joins it ("failed to create shim task: ttrpc: closed"). Without the
+    retry this test failed in 2 of 3 runs here; the retry is unit-tested as well.
+    The task is made once the old shim is gone, and its dnsmasq answers."""
     from runner import nitask
 
-    for r in range(16):
+    for r in range(30):
         group = f"ni-shim-j{r}"
         with _running(client, ni_image.name, netns, tmp_path, tag=f"{r}x", group=group) as x:
             _exited(client, x)
-            y, _, _ = _task(netns, tmp_path, tag=f"{r}y", group=group)
+            y, _, y_client = _task(netns, tmp_path, tag=f"{r}y", group=group)
             nitask.create(client, ni_image.name, y)
             try:
                 errors = _at_once(partial(tasks.remove_container, client, x.task.container_id),
                                   partial(nitask.start, client, y))
                 assert errors == [], f"round {r}: {errors}"
-                assert tasks.get_task(client, y.container_id).status == "running"
+                assert _dns(y_client, "probe.nirunner.test") == ["10.77.0.99"]  # it serves
             finally:
                 nitask.remove(client, y.name)

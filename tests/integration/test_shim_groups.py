@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.memory import ppid
 from runner.drivers.dhcp import DhcpError, acquire
 from runner.image.build import build_image
 from runner.lab.topology import INET_IP, Lab, wait_for
@@ -47,9 +48,7 @@ class Site:
         """Shim PID -> the NIs whose task it serves (a task's init is the shim's child)."""
         out: dict[int, set[str]] = {}
         for name, pid in self.pids().items():
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            out.setdefault(ppid, set()).add(name)
+            out.setdefault(ppid(pid), set()).add(name)
         return out
 
     def answers_dhcp(self, name: str) -> bool:
@@ -72,9 +71,9 @@ def site() -> Iterator[Site]:
             f.write(f"shimGroupSize: {GROUP}\n")
         lab.start_supervisor()
         s = Site(lab)
-        f = lab.base / "nis.yaml"
-        f.write_text("---\n".join(manifest(n) for n in NIS))
-        lab.cli("apply", "-f", str(f))
+        nis = lab.base / "nis.yaml"
+        nis.write_text("---\n".join(manifest(n) for n in NIS))
+        lab.cli("apply", "-f", str(nis))
         for i, name in enumerate(NIS):
             s.apps[name] = lab.app(f"a{i}", name)
         s.macs = {n: st["attached"][0]["mac"] for n, st in s.status().items()}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.memory import ppid
+
 if shutil.which("gcc") is None:
     pytest.skip("gcc is not installed", allow_module_level=True)
 
@@ -324,10 +326,7 @@ def test_reaps_orphans_of_services(env: Env) -> None:
     init.wait_for(r"dnsmasq started")
     orphan = int(env.wait_file("orphan.pid", r"\d+\n"))
 
-    def parent_of(pid: int) -> int:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-    assert parent_of(orphan) == init.proc.pid
+    assert ppid(orphan) == init.proc.pid
     assert eventually(lambda: not Path(f"/proc/{orphan}").exists(), timeout=3), (
         f"orphan {orphan} not reaped: {Path(f'/proc/{orphan}/stat').read_text()}")
     assert init.proc.poll() is None

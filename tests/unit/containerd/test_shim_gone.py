@@ -42,6 +42,7 @@ def test_a_shim_gone_is_told_apart(code: grpc.StatusCode, details: str,
     assert type(err) is kind
     assert str(err) == f"delete task ni-a: {details}"
 
+
 MOUNTS = snapshots_pb2.MountsResponse()
 
 
